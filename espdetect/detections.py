@@ -123,7 +123,9 @@ class Detections:
                 "class_id": int(cid),
                 "label": label,
             }
-            for box, conf, cid, label in zip(self.xyxy, self.confidence, self.class_id, self.labels, strict=True)
+            for box, conf, cid, label in zip(
+                self.xyxy, self.confidence, self.class_id, self.labels, strict=True
+            )
         ]
         out: dict[str, Any] = {"detections": boxes}
         if self.timings is not None:

@@ -161,7 +161,9 @@ class Frame:
             else:
                 full = self._images[1]
                 h, w = full.shape[:2]
-                img = cv2.resize(full, (max(1, w // reduce), max(1, h // reduce)), interpolation=cv2.INTER_AREA)
+                img = cv2.resize(
+                    full, (max(1, w // reduce), max(1, h // reduce)), interpolation=cv2.INTER_AREA
+                )
             self._images[reduce] = img
             return img
 

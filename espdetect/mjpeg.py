@@ -52,7 +52,9 @@ def http_chunk(data: bytes) -> bytes:
     return b"%x\r\n" % len(data) + data + b"\r\n"
 
 
-def esp32_part_pieces(jpeg: bytes, timestamp: float, boundary: str = ESP32_BOUNDARY) -> tuple[bytes, bytes, bytes]:
+def esp32_part_pieces(
+    jpeg: bytes, timestamp: float, boundary: str = ESP32_BOUNDARY
+) -> tuple[bytes, bytes, bytes]:
     """The three pieces the current firmware sends for one frame, each as one HTTP chunk.
 
     Example:
@@ -75,9 +77,13 @@ def esp32_legacy_part(jpeg: bytes, boundary: str = ESP32_BOUNDARY) -> tuple[byte
 def mjpeg_part(jpeg: bytes, timestamp: float, boundary: str) -> bytes:
     """One part as the espdetect server sends it to viewers (boundary first, Unix X-Timestamp)."""
     return (
-        f"--{boundary}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
-        f"X-Timestamp: {format_timestamp(timestamp)}\r\n\r\n"
-    ).encode("ascii") + jpeg + b"\r\n"
+        (
+            f"--{boundary}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
+            f"X-Timestamp: {format_timestamp(timestamp)}\r\n\r\n"
+        ).encode("ascii")
+        + jpeg
+        + b"\r\n"
+    )
 
 
 def boundary_from_content_type(content_type: str) -> str | None:
@@ -159,8 +165,9 @@ class MultipartParser:
 
     Example:
         >>> p = MultipartParser("B")
-        >>> p.feed(b"\\r\\n--B\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: 4\\r\\n\\r\\n\\xff\\xd8\\xff\\xd9")
-        [Part(headers={'content-type': 'image/jpeg', 'content-length': '4'}, body=b'\\xff\\xd8\\xff\\xd9')]
+        >>> head = b"\\r\\n--B\\r\\nContent-Type: image/jpeg\\r\\nContent-Length: 4\\r\\n\\r\\n"
+        >>> [part.body for part in p.feed(head + b"\\xff\\xd8\\xff\\xd9")]
+        [b'\\xff\\xd8\\xff\\xd9']
     """
 
     boundary: str

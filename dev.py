@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""Set-up and task runner: the only thing a fresh clone needs is Python 3.10+.
+
+    python3 dev.py demo     # create .venv, install espdetect, run the browser demo
+    python3 dev.py test     # create .venv, install espdetect[dev], run the test suite
+    python3 dev.py check    # ruff + mypy
+
+Extra arguments are passed on (``python3 dev.py test -k parser``, ``python3 dev.py demo --port 9000``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def _stamp(extras: str) -> str:
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    return f"{digest}:{extras}"
+
+
+def ensure_env(extras: str) -> None:
+    """Create the virtual environment and (re)install the project when pyproject.toml changed."""
+    if sys.version_info < (3, 10):
+        sys.exit(f"espdetect needs Python 3.10 or newer, this is {sys.version.split()[0]}")
+    if not PY.exists():
+        print(f"[dev] creating virtual environment in {VENV.name}/", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    stamp_file = VENV / ".espdetect-installed"
+    wanted = _stamp(extras)
+    if stamp_file.exists() and wanted in stamp_file.read_text().split():
+        return
+    target = f".[{extras}]" if extras else "."
+    print(f"[dev] installing espdetect{'[' + extras + ']' if extras else ''} (first run takes a few minutes)", flush=True)
+    subprocess.run([str(PY), "-m", "pip", "install", "--upgrade", "pip"], check=True, cwd=ROOT)
+    subprocess.run([str(PY), "-m", "pip", "install", "-e", target], check=True, cwd=ROOT)
+    previous = stamp_file.read_text().split() if stamp_file.exists() else []
+    stamp_file.write_text("\n".join([s for s in previous if s.split(":")[0] == wanted.split(":")[0]] + [wanted]))
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0
+    task, rest = argv[0], argv[1:]
+    env = dict(os.environ)
+    # Ultralytics must never pip-install packages by itself at run time.
+    env.setdefault("YOLO_AUTOINSTALL", "False")
+    if task == "demo":
+        ensure_env("")
+        return subprocess.call([str(BIN / "espdetect"), "demo", *rest], cwd=ROOT, env=env)
+    if task == "test":
+        ensure_env("dev")
+        return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env)
+    if task == "check":
+        ensure_env("dev")
+        rc = subprocess.call([str(PY), "-m", "ruff", "check", "espdetect", "tests", "benchmarks"], cwd=ROOT)
+        rc |= subprocess.call([str(PY), "-m", "ruff", "format", "--check", "espdetect", "tests"], cwd=ROOT)
+        rc |= subprocess.call([str(PY), "-m", "mypy"], cwd=ROOT)
+        return rc
+    if task == "run":
+        ensure_env("")
+        return subprocess.call([str(BIN / "espdetect"), *rest], cwd=ROOT, env=env)
+    print(f"unknown task {task!r}; expected demo, test, check or run", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
