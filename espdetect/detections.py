@@ -53,9 +53,9 @@ class Detections:
         self.xyxy = xyxy.reshape(0, 4) if xyxy.size == 0 else xyxy
         self.confidence = np.asarray(self.confidence, dtype=np.float32)
         self.class_id = np.asarray(self.class_id, dtype=np.int64)
-        n = len(self.xyxy)
         if self.xyxy.ndim != 2 or self.xyxy.shape[1] != 4:
             raise ValueError(f"xyxy must have shape (N, 4), got {self.xyxy.shape}")
+        n = len(self.xyxy)
         if self.confidence.shape != (n,):
             raise ValueError(f"confidence must have shape ({n},), got {self.confidence.shape}")
         if self.class_id.shape != (n,):
@@ -74,9 +74,10 @@ class Detections:
     def __len__(self) -> int:
         return len(self.xyxy)
 
-    def __getitem__(self, index: np.ndarray | slice | Sequence[int] | int) -> Detections:
-        if isinstance(index, int):
-            index = [index]
+    def __getitem__(self, index: np.ndarray | slice | Sequence[int] | int | np.integer) -> Detections:
+        # A scalar index (numpy's too) would drop the row axis; keep it so one box stays (1, 4).
+        if isinstance(index, (int, np.integer)):
+            index = [int(index)]
         return Detections(
             xyxy=self.xyxy[index],
             confidence=self.confidence[index],
@@ -129,7 +130,7 @@ class Detections:
         ]
         out: dict[str, Any] = {"detections": boxes}
         if self.timings is not None:
-            out["timings_ms"] = {k: round(v, 3) for k, v in self.timings._asdict().items()}
+            out["timings_ms"] = {k: round(float(v), 3) for k, v in self.timings._asdict().items()}
         return out
 
 

@@ -116,6 +116,10 @@ class Frame:
         """Wrap an already decoded BGR image (sources without compressed bytes)."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"image must have shape (H, W, 3), got {image.shape}")
+        if image.dtype != np.uint8:
+            raise ValueError(f"image must have dtype uint8, got {image.dtype}")
+        if image.size == 0:
+            raise ValueError(f"image must be non-empty, got shape {image.shape}")
         return cls(
             seq=seq,
             source_id=source_id,

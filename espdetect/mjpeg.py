@@ -185,6 +185,8 @@ class MultipartParser:
         self._state = _State.SEEK
         self._headers: dict[str, str] = {}
         self._length = 0
+        # Where the search for an early boundary resumes inside a length-delimited body.
+        self._scan_pos = 0
 
     @property
     def buffered(self) -> int:
@@ -301,7 +303,8 @@ class MultipartParser:
             headers[name.decode("latin-1").strip().lower()] = value.decode("latin-1").strip()
         if not ok or not headers:
             self.stats.bad_headers += 1
-            self._resync(1)
+            # From 0: the block may itself start with a delimiter (an empty part, or a stray one).
+            self._resync(0)
             return
         del buf[: end + sep]
         self._headers = headers
@@ -313,6 +316,7 @@ class MultipartParser:
             self._state = _State.DISCARD
         else:
             self._length = length
+            self._scan_pos = 0
             self._state = _State.BODY_LENGTH
 
     def _read_length_body(self) -> Part | None:
@@ -320,9 +324,12 @@ class MultipartParser:
         buf = self._buf
         if len(buf) < n:
             # A lying Content-Length (too long) can swallow the next boundary: re-cut there.
-            if buf.find(self._scan_delim) >= 0:
+            cut = self._early_end()
+            if cut >= 0:
                 self.stats.length_mismatch += 1
-                self._state = _State.BODY_SCAN
+                body = bytes(buf[:cut])
+                del buf[:cut]
+                return self._emit(body)
             return None
         body = bytes(buf[:n])
         if self._looks_complete(body):
@@ -333,6 +340,25 @@ class MultipartParser:
         self._state = _State.BODY_SCAN
         return None
 
+    def _early_end(self) -> int:
+        """Offset of a delimiter before ``Content-Length`` bytes where a complete body ends, or -1.
+
+        A delimiter only counts where the bytes before it end like a complete JPEG: the
+        delimiter bytes can occur inside a JPEG (in a comment segment, say), and there the
+        Content-Length is right and must win. The search resumes where it stopped, so feeding
+        a body in small pieces stays linear.
+        """
+        buf = self._buf
+        delim = self._scan_delim
+        while True:
+            idx = buf.find(delim, self._scan_pos)
+            if idx < 0:
+                self._scan_pos = max(self._scan_pos, len(buf) - len(delim) + 1)
+                return -1
+            self._scan_pos = idx + 1
+            if self._looks_complete(bytes(buf[:2]) + bytes(buf[max(2, idx - 2) : idx])):
+                return idx
+
     def _looks_complete(self, body: bytes) -> bool:
         if "jpeg" not in self._headers.get("content-type", "image/jpeg").lower():
             return True
@@ -341,11 +367,13 @@ class MultipartParser:
     def _read_scan_body(self) -> Part | None:
         buf = self._buf
         idx = buf.find(self._scan_delim)
-        if idx < 0:
-            # Also accept a boundary without the CRLF before it (sloppy servers).
-            idx2 = buf.find(self._delim)
-            if idx2 > 0 and buf[idx2 - 1 : idx2] == b"\n":
-                idx = idx2 - 1
+        # Also accept a boundary without the CRLF before it (sloppy servers), or right at the
+        # start: an empty body whose header block's blank line doubles as the CRLF.
+        bare = buf.find(self._delim)
+        if bare == 0:
+            idx = 0
+        elif bare > 0 and buf[bare - 1 : bare] == b"\n" and (idx < 0 or bare - 1 < idx):
+            idx = bare - 1
         if idx < 0:
             if len(buf) > self.max_part_size:
                 self.stats.oversize += 1

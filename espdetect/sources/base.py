@@ -16,6 +16,7 @@ from espdetect.frame import Frame
 __all__ = ["FrameSource", "SourceStats"]
 
 T = TypeVar("T")
+_S = TypeVar("_S", bound="FrameSource")
 
 
 @dataclass
@@ -38,6 +39,8 @@ class SourceStats:
     garbage_bytes: int = 0
     #: Parts whose Content-Length disagreed with the data.
     length_mismatch: int = 0
+    #: Frames discarded unread because the consumer fell behind (the newest are kept).
+    dropped: int = 0
     connected: bool = False
 
     def as_dict(self) -> dict[str, int | bool]:
@@ -71,7 +74,7 @@ class FrameSource(ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most sources hold nothing
         """Release connections, files and threads. Safe to call more than once."""
 
-    async def __aenter__(self) -> FrameSource:
+    async def __aenter__(self: _S) -> _S:
         return self
 
     async def __aexit__(

@@ -1,0 +1,374 @@
+"""Per-frame cost of each pipeline stage on emulator-like frames.
+
+Measures, on Ultralytics' sample pictures (bus.jpg, zidane.jpg) resized to 640x480 and
+320x240 and JPEG-encoded at quality 80 as an ESP32-CAM would send them:
+
+* **decode**: full-size JPEG decode against libjpeg's reduced-scale decode (1/2, 1/4);
+* **encode**: each JPEG encoder backend at a few qualities (plus simplejpeg as a reference
+  when it is installed, to check that a separate libjpeg-turbo binding still does not pay);
+* **annotate**: drawing the detections (and the stats overlay);
+* **inference**: ``UltralyticsDetector.detect`` at imgsz 320/480/640 with ``yolov8n.yaml``
+  (an *untrained* YOLOv8n: same network and cost, meaningless boxes, dynamic input size) and
+  with the real model (``--model`` / ``$ESPDETECT_MODEL``) at its own size; the shared ONNX file
+  is fixed at 640, which is why the sweep uses the untrained network.
+
+Writes the figures as JSON to ``--out`` and the same as a Markdown table next to it (``.md``).
+
+Usage::
+
+    python benchmarks/bench_stages.py --out benchmarks/results/stages.json [--model M] [--frames N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from espdetect.annotate import Annotator
+from espdetect.detections import Detections
+from espdetect.encoders.jpeg import OpenCVJpegEncoder
+from espdetect.frame import decode_jpeg
+
+logger = logging.getLogger("bench_stages")
+
+FRAME_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (320, 240))
+QUALITIES: tuple[int, ...] = (40, 60, 80)
+SWEEP_IMGSZ: tuple[int, ...] = (320, 480, 640)
+UNTRAINED = "yolov8n.yaml"
+
+
+@dataclass
+class Row:
+    """One measured variant of one stage."""
+
+    stage: str
+    variant: str
+    frame: str
+    n: int
+    mean_ms: float
+    p50_ms: float
+    p95_ms: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def summarise(stage: str, variant: str, frame: str, samples_ms: Sequence[float], **extra: Any) -> Row:
+    arr = np.asarray(samples_ms, dtype=np.float64)
+    return Row(
+        stage=stage,
+        variant=variant,
+        frame=frame,
+        n=len(arr),
+        mean_ms=round(float(arr.mean()), 3),
+        p50_ms=round(float(np.percentile(arr, 50)), 3),
+        p95_ms=round(float(np.percentile(arr, 95)), 3),
+        extra=extra,
+    )
+
+
+def time_calls(fn: Callable[[int], object], n: int, warmup: int) -> list[float]:
+    """Milliseconds of ``fn(i)`` for i in range(n), after ``warmup`` untimed calls."""
+    for i in range(warmup):
+        fn(i)
+    samples: list[float] = []
+    for i in range(n):
+        start = time.perf_counter()
+        fn(i)
+        samples.append((time.perf_counter() - start) * 1000.0)
+    return samples
+
+
+def load_frames() -> dict[str, list[np.ndarray]]:
+    import ultralytics
+
+    assets = Path(ultralytics.__file__).parent / "assets"
+    originals = []
+    for name in ("bus.jpg", "zidane.jpg"):
+        image = cv2.imread(str(assets / name))
+        if image is None:
+            raise SystemExit(f"expected the Ultralytics sample image {assets / name}, got nothing readable")
+        originals.append(image)
+    return {
+        f"{w}x{h}": [cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) for img in originals]
+        for w, h in FRAME_SIZES
+    }
+
+
+def bench_decode(frames: dict[str, list[np.ndarray]], n: int) -> list[Row]:
+    camera = OpenCVJpegEncoder(80)
+    rows = []
+    for label, images in frames.items():
+        jpegs = [camera.encode(img) for img in images]
+        for reduce in (1, 2, 4):
+            samples = time_calls(lambda i, r=reduce: decode_jpeg(jpegs[i % len(jpegs)], r), n, 10)
+            out = decode_jpeg(jpegs[0], reduce)
+            rows.append(
+                summarise(
+                    "decode",
+                    "full" if reduce == 1 else f"reduced 1/{reduce}",
+                    label,
+                    samples,
+                    output=f"{out.shape[1]}x{out.shape[0]}",
+                    jpeg_bytes=round(statistics.mean(len(j) for j in jpegs)),
+                )
+            )
+    return rows
+
+
+def _encoders() -> dict[str, Callable[[int], Callable[[np.ndarray], bytes]]]:
+    backends: dict[str, Callable[[int], Callable[[np.ndarray], bytes]]] = {
+        "opencv": lambda q: OpenCVJpegEncoder(q).encode
+    }
+    try:
+        import simplejpeg
+    except ImportError:
+        logger.info("simplejpeg not installed: skipping the libjpeg-turbo reference encoder")
+    else:
+
+        def turbo(q: int) -> Callable[[np.ndarray], bytes]:
+            def encode(img: np.ndarray) -> bytes:
+                data: bytes = simplejpeg.encode_jpeg(
+                    np.ascontiguousarray(img),
+                    quality=q,
+                    colorspace="BGR",
+                    colorsubsampling="420",
+                    fastdct=True,
+                )
+                return data
+
+            return encode
+
+        backends["simplejpeg (reference, not shipped)"] = turbo
+    return backends
+
+
+def bench_encode(frames: dict[str, list[np.ndarray]], n: int) -> list[Row]:
+    rows = []
+    backends = _encoders()
+    for label, images in frames.items():
+        for quality in QUALITIES:
+            # Interleave the backends so drift in machine load hits them equally.
+            samples: dict[str, list[float]] = {name: [] for name in backends}
+            encoders = {name: make(quality) for name, make in backends.items()}
+            sizes: dict[str, list[int]] = {name: [] for name in backends}
+            for i in range(n + 10):
+                img = images[i % len(images)]
+                for name, encode in encoders.items():
+                    start = time.perf_counter()
+                    data = encode(img)
+                    elapsed = (time.perf_counter() - start) * 1000.0
+                    if i >= 10:
+                        samples[name].append(elapsed)
+                        sizes[name].append(len(data))
+            for name in backends:
+                rows.append(
+                    summarise(
+                        "encode",
+                        f"{name} q{quality}",
+                        label,
+                        samples[name],
+                        jpeg_bytes=round(statistics.mean(sizes[name])),
+                    )
+                )
+    return rows
+
+
+def _synthetic_detections(w: int, h: int) -> Detections:
+    boxes = np.array(
+        [
+            [0.06, 0.37, 0.30, 0.84],
+            [0.27, 0.38, 0.42, 0.79],
+            [0.83, 0.34, 1.0, 0.81],
+            [0.04, 0.21, 0.99, 0.71],
+        ]
+    ) * np.array([w, h, w, h])
+    return Detections(
+        boxes, np.array([0.9, 0.9, 0.89, 0.82]), np.array([0, 0, 0, 5]), {0: "person", 5: "bus"}
+    )
+
+
+def bench_annotate(
+    frames: dict[str, list[np.ndarray]], detections: dict[str, list[Detections]] | None, n: int
+) -> list[Row]:
+    rows = []
+    for overlay in (False, True):
+        annotator = Annotator(overlay=overlay)
+        stats = {"fps": 9.8, "latency ms": 123.4} if overlay else None
+        for label, images in frames.items():
+            h, w = images[0].shape[:2]
+            dets = (
+                detections[label] if detections is not None else [_synthetic_detections(w, h) for _ in images]
+            )
+            samples = time_calls(
+                lambda i, a=annotator, s=stats, im=images, d=dets: a.annotate(
+                    im[i % len(im)], d[i % len(d)], stats=s
+                ),
+                n,
+                10,
+            )
+            rows.append(
+                summarise(
+                    "annotate",
+                    "boxes + overlay" if overlay else "boxes",
+                    label,
+                    samples,
+                    boxes=round(statistics.mean(len(d) for d in dets), 1),
+                    source="model" if detections is not None else "synthetic",
+                )
+            )
+    return rows
+
+
+def bench_inference(
+    frames: dict[str, list[np.ndarray]], model: str | None, n: int, warmup: int
+) -> tuple[list[Row], dict[str, list[Detections]] | None]:
+    from espdetect.detectors.ultralytics import UltralyticsDetector
+    from espdetect.exceptions import ModelLoadError
+
+    configs: list[tuple[str, str, int | None]] = [
+        (UNTRAINED, f"yolov8n.yaml (untrained) imgsz {s}", s) for s in SWEEP_IMGSZ
+    ]
+    if model is not None:
+        configs.append((model, f"{Path(model).name} imgsz native", None))
+    rows = []
+    real_detections: dict[str, list[Detections]] | None = None
+    for source, variant, imgsz in configs:
+        try:
+            detector = UltralyticsDetector(source, imgsz=imgsz)
+        except ModelLoadError as exc:
+            logger.warning("skipping %s: %s", variant, exc)
+            continue
+        variant = variant.replace("native", str(detector.imgsz))
+        if source != UNTRAINED:
+            real_detections = {
+                label: [detector.detect(img) for img in imgs] for label, imgs in frames.items()
+            }
+        for label, images in frames.items():
+            timings = []
+
+            def run(
+                i: int,
+                d: UltralyticsDetector = detector,
+                im: list[np.ndarray] = images,
+                out: list[Any] = timings,
+            ) -> None:
+                out.append(d.detect(im[i % len(im)]).timings)
+
+            samples = time_calls(run, n, warmup)
+            stages = [t for t in timings[warmup:] if t is not None]
+            rows.append(
+                summarise(
+                    "inference",
+                    variant,
+                    label,
+                    samples,
+                    preprocess_ms=round(statistics.mean(t.preprocess_ms for t in stages), 3),
+                    inference_ms=round(statistics.mean(t.inference_ms for t in stages), 3),
+                    postprocess_ms=round(statistics.mean(t.postprocess_ms for t in stages), 3),
+                    inference_p95_ms=round(float(np.percentile([t.inference_ms for t in stages], 95)), 3),
+                    device=detector.device,
+                    trained=detector.trained,
+                )
+            )
+            logger.info("%s on %s: %.1f ms mean", variant, label, rows[-1].mean_ms)
+    return rows, real_detections
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "opencv": cv2.__version__,
+        "numpy": np.__version__,
+    }
+    for module in ("ultralytics", "torch", "onnxruntime", "simplejpeg"):
+        try:
+            info[module] = __import__(module).__version__
+        except ImportError:
+            info[module] = None
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return info
+
+
+def markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
+    lines = [
+        "# Stage benchmark",
+        "",
+        f"{meta['date']} on {meta['platform']}, {meta['cpu_count']} CPUs, "
+        f"OpenCV {meta['opencv']}, Ultralytics {meta['ultralytics']}, torch {meta['torch']} "
+        f"({meta.get('torch_threads')} threads), ONNX Runtime {meta['onnxruntime']}.",
+        "",
+        "Times in ms per frame. Inference rows: wall time of `UltralyticsDetector.detect`, with the "
+        "mean of Ultralytics' own pre/inference/post split; `yolov8n.yaml` rows are an untrained "
+        "network of the same cost (speed only).",
+        "",
+        "| stage | variant | frame | n | mean | p50 | p95 | notes |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
+        lines.append(
+            f"| {r.stage} | {r.variant} | {r.frame} | {r.n} | {r.mean_ms:.2f} | {r.p50_ms:.2f} | "
+            f"{r.p95_ms:.2f} | {notes} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--out", type=Path, default=Path("benchmarks/results/stages.json"), help="JSON output"
+    )
+    parser.add_argument(
+        "--model", default=None, help="real model (default $ESPDETECT_MODEL; none: untrained sweep only)"
+    )
+    parser.add_argument("--frames", type=int, default=50, help="timed frames per variant (default 50)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed detections per model (default 3)")
+    args = parser.parse_args(argv)
+    if args.frames < 1:
+        parser.error(f"--frames must be at least 1, got {args.frames}")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    model = args.model or os.environ.get("ESPDETECT_MODEL") or None
+
+    frames = load_frames()
+    rows: list[Row] = []
+    rows += bench_decode(frames, max(args.frames, 200))
+    rows += bench_encode(frames, max(args.frames, 200))
+    inference_rows, real_detections = bench_inference(frames, model, args.frames, args.warmup)
+    rows += bench_annotate(frames, real_detections, max(args.frames, 200))
+    rows += inference_rows
+
+    meta = machine_info()
+    meta.update({"model": model, "frames": args.frames})
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in rows]}, indent=2) + "\n")
+    table = markdown(rows, meta)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

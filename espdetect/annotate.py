@@ -1,0 +1,199 @@
+"""`Annotator`: draws detection boxes, labels and an optional stats overlay on a BGR image."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Final
+
+import cv2
+import numpy as np
+
+from espdetect.detections import Detections
+
+__all__ = ["PALETTE", "Annotator", "class_color"]
+
+#: Box colours (BGR), picked by class id modulo its length so a class keeps its colour
+#: across frames, runs and processes.
+PALETTE: Final[tuple[tuple[int, int, int], ...]] = (
+    (56, 56, 255),
+    (151, 157, 255),
+    (31, 112, 255),
+    (29, 178, 255),
+    (49, 210, 207),
+    (10, 249, 72),
+    (23, 204, 146),
+    (134, 219, 61),
+    (52, 147, 26),
+    (187, 212, 0),
+    (168, 153, 44),
+    (255, 194, 0),
+    (147, 69, 52),
+    (255, 115, 100),
+    (236, 24, 0),
+    (255, 56, 132),
+    (133, 0, 82),
+    (255, 56, 203),
+    (200, 149, 255),
+    (199, 55, 255),
+)
+
+_FONT: Final = cv2.FONT_HERSHEY_SIMPLEX
+_OVERLAY_BG: Final = (32, 32, 32)
+_OVERLAY_FG: Final = (255, 255, 255)
+
+
+def class_color(class_id: int) -> tuple[int, int, int]:
+    """The BGR colour of a class id (stable: the same id always gets the same colour).
+
+    Example:
+        >>> class_color(0) == class_color(0) != class_color(1)
+        True
+    """
+    return PALETTE[int(class_id) % len(PALETTE)]
+
+
+def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
+    b, g, r = background
+    # ITU-R BT.601 luma: dark text on light labels, white text on dark ones.
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+
+
+class Annotator:
+    """Draws boxes with ``label confidence`` tags, one colour per class, and optional stats text.
+
+    Settings go to the constructor, per-frame data to `annotate`. Boxes are clipped to the
+    image; boxes entirely outside it are skipped. The input image is left untouched unless
+    ``copy=False`` is passed to `annotate`.
+
+    Example:
+        >>> ann = Annotator(overlay=True)
+        >>> img = np.zeros((240, 320, 3), np.uint8)
+        >>> dets = Detections(np.array([[10, 20, 100, 200]]), np.array([0.9]), np.array([0]), {0: "person"})
+        >>> out = ann.annotate(img, dets, stats={"fps": 12.5, "latency ms": 80.0})
+        >>> bool(out.any()), bool(img.any())
+        (True, False)
+    """
+
+    def __init__(
+        self,
+        *,
+        thickness: int = 2,
+        font_scale: float = 0.5,
+        show_confidence: bool = True,
+        overlay: bool = False,
+    ) -> None:
+        if isinstance(thickness, bool) or not isinstance(thickness, int) or thickness < 1:
+            raise ValueError(f"thickness must be a positive integer, got {thickness!r}")
+        if not isinstance(font_scale, int | float) or not 0 < font_scale <= 10:
+            raise ValueError(f"font_scale must be a number in (0, 10], got {font_scale!r}")
+        self.thickness = thickness
+        self.font_scale = float(font_scale)
+        self.show_confidence = show_confidence
+        self.overlay = overlay
+        self._font_thickness = max(1, thickness // 2)
+
+    def annotate(
+        self,
+        image: np.ndarray,
+        detections: Detections,
+        *,
+        stats: Mapping[str, float] | None = None,
+        copy: bool = True,
+    ) -> np.ndarray:
+        """Draw ``detections`` (and ``stats`` when the overlay is on) on ``image``.
+
+        Args:
+            image: (H, W, 3) uint8 BGR image.
+            detections: boxes in ``image``'s pixel coordinates.
+            stats: name -> value lines for the overlay, e.g. ``{"fps": 9.8, "latency ms": 120}``;
+                drawn top-left only when the annotator was built with ``overlay=True``.
+            copy: draw on a copy (default); ``False`` draws into ``image`` itself, which must
+                then be writeable and C-contiguous.
+
+        Returns:
+            The annotated image (``image`` itself when ``copy=False``).
+
+        Raises:
+            ValueError: ``image`` is not an (H, W, 3) uint8 array, or cannot be drawn on in place.
+        """
+        if (
+            not isinstance(image, np.ndarray)
+            or image.dtype != np.uint8
+            or image.ndim != 3
+            or image.shape[2] != 3
+        ):
+            got = (
+                f"{image.dtype} array of shape {image.shape}"
+                if isinstance(image, np.ndarray)
+                else type(image)
+            )
+            raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {got}")
+        if copy:
+            canvas = np.array(image, copy=True, order="C")
+        else:
+            if not image.flags.c_contiguous or not image.flags.writeable:
+                raise ValueError(
+                    "expected a writeable C-contiguous image for copy=False, got "
+                    f"c_contiguous={image.flags.c_contiguous}, writeable={image.flags.writeable}"
+                )
+            canvas = image
+        h, w = canvas.shape[:2]
+        labels = detections.labels
+        for box, conf, cid, label in zip(
+            detections.xyxy, detections.confidence, detections.class_id, labels, strict=True
+        ):
+            if not all(math.isfinite(float(v)) for v in box):
+                continue
+            x1, y1, x2, y2 = (round(float(v)) for v in box)
+            if x2 < 0 or y2 < 0 or x1 >= w or y1 >= h:
+                continue
+            x1, x2 = max(0, min(x1, w - 1)), max(0, min(x2, w - 1))
+            y1, y2 = max(0, min(y1, h - 1)), max(0, min(y2, h - 1))
+            if x2 < x1 or y2 < y1:
+                continue
+            color = class_color(int(cid))
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, self.thickness, cv2.LINE_AA)
+            text = f"{label} {float(conf):.2f}" if self.show_confidence else label
+            self._draw_tag(canvas, text, x1, y1, color)
+        if self.overlay and stats:
+            self._draw_overlay(canvas, stats)
+        return canvas
+
+    def _draw_tag(self, canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
+        h, w = canvas.shape[:2]
+        (tw, th), baseline = cv2.getTextSize(text, _FONT, self.font_scale, self._font_thickness)
+        tag_h = th + baseline + 2
+        # Above the box when it fits, otherwise just inside its top edge.
+        top = y - tag_h if y - tag_h >= 0 else y
+        left = max(0, min(x, w - tw - 2))
+        bottom = min(h - 1, top + tag_h)
+        cv2.rectangle(canvas, (left, top), (min(w - 1, left + tw + 2), bottom), color, cv2.FILLED)
+        cv2.putText(
+            canvas,
+            text,
+            (left + 1, bottom - baseline - 1),
+            _FONT,
+            self.font_scale,
+            _text_color(color),
+            self._font_thickness,
+            cv2.LINE_AA,
+        )
+
+    def _draw_overlay(self, canvas: np.ndarray, stats: Mapping[str, float]) -> None:
+        lines = [f"{name}: {value:.1f}" for name, value in stats.items()]
+        sizes = [cv2.getTextSize(line, _FONT, self.font_scale, self._font_thickness) for line in lines]
+        line_h = max(th + baseline for (_, th), baseline in sizes) + 4
+        width = max(tw for (tw, _), _ in sizes) + 8
+        cv2.rectangle(canvas, (0, 0), (width, line_h * len(lines) + 4), _OVERLAY_BG, cv2.FILLED)
+        for i, line in enumerate(lines):
+            cv2.putText(
+                canvas,
+                line,
+                (4, (i + 1) * line_h - 2),
+                _FONT,
+                self.font_scale,
+                _OVERLAY_FG,
+                self._font_thickness,
+                cv2.LINE_AA,
+            )

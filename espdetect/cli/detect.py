@@ -1,0 +1,119 @@
+"""``espdetect detect IMAGE...``: run the detector on image files and print what it finds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "run"]
+
+#: Exit status for a model that cannot load or an image that cannot be read.
+EXIT_FAILURE = 2
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``detect`` sub-command."""
+    parser = subparsers.add_parser(
+        "detect",
+        help="detect objects in image files",
+        description=(
+            "Detect objects in image files and print one line per detection "
+            "(label, confidence, x1 y1 x2 y2), or one JSON object per image with --json."
+        ),
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (JPEG, PNG...)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="weights (.pt, .onnx, OpenVINO folder, .yaml); default $ESPDETECT_MODEL, else yolov8n.pt",
+    )
+    parser.add_argument("--conf", type=float, default=0.25, help="minimum confidence (default 0.25)")
+    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    parser.add_argument(
+        "--imgsz", type=int, default=None, help="inference size (default: the model's own, 640 if dynamic)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write annotated images here")
+    parser.set_defaults(func=run)
+
+
+def _error(message: str) -> None:
+    print(f"espdetect detect: error: {message}", file=sys.stderr)
+
+
+def _ultralytics_logs_to_stderr() -> None:
+    # Ultralytics logs to stdout, which would corrupt --json output meant for a pipe. The
+    # interpreter's own stderr is used because a replaced sys.stderr may be closed later.
+    for handler in logging.getLogger("ultralytics").handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
+            handler.setStream(sys.__stderr__ or sys.stderr)
+
+
+def _output_path(out_dir: Path, image: Path, used: set[Path]) -> Path:
+    candidate = out_dir / f"{image.stem}.jpg"
+    n = 1
+    while candidate in used:
+        candidate = out_dir / f"{image.stem}_{n}.jpg"
+        n += 1
+    used.add(candidate)
+    return candidate
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``detect``; returns 0, or 2 when the model or any image could not be loaded."""
+    import importlib
+
+    import cv2
+
+    from espdetect.annotate import Annotator
+    from espdetect.detectors.ultralytics import UltralyticsDetector
+    from espdetect.exceptions import EspdetectError
+
+    # Imported after the detector module (which turns Ultralytics' auto-install off) and
+    # before loading, so Ultralytics' log handler exists and can be moved off stdout.
+    importlib.import_module("ultralytics")
+    _ultralytics_logs_to_stderr()
+    try:
+        detector = UltralyticsDetector(
+            args.model, conf=args.conf, iou=args.iou, imgsz=args.imgsz, device=args.device
+        )
+    except (EspdetectError, ValueError) as exc:
+        _error(str(exc))
+        return EXIT_FAILURE
+
+    annotator = Annotator() if args.out is not None else None
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    written: set[Path] = set()
+    status = 0
+    for path in args.images:
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+        if image is None:
+            reason = "no such file" if not path.exists() else "not a readable image"
+            _error(f"expected a readable image file, got {str(path)!r} ({reason})")
+            status = EXIT_FAILURE
+            continue
+        detections = detector.detect(image)
+        if args.json:
+            record: dict[str, Any] = {"image": str(path), "width": image.shape[1], "height": image.shape[0]}
+            record.update(detections.to_dict())
+            print(json.dumps(record), flush=True)
+        else:
+            total = f", {detections.timings.total_ms:.1f} ms" if detections.timings else ""
+            print(f"{path}: {len(detections)} detections ({image.shape[1]}x{image.shape[0]}{total})")
+            for box, conf, label in zip(
+                detections.xyxy, detections.confidence, detections.labels, strict=True
+            ):
+                x1, y1, x2, y2 = (round(float(v)) for v in box)
+                print(f"  {label} {float(conf):.2f} {x1} {y1} {x2} {y2}")
+        if annotator is not None:
+            target = _output_path(args.out, path, written)
+            if not cv2.imwrite(str(target), annotator.annotate(image, detections)):
+                _error(f"expected to write {str(target)!r}, but OpenCV could not write it")
+                status = EXIT_FAILURE
+    return status

@@ -1,0 +1,137 @@
+"""``espdetect emulate``: run an emulated ESP32-CAM until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from espdetect.emulator.faults import Fault
+
+__all__ = ["register", "run"]
+
+_FAULT_HELP = """\
+fault syntax: KIND[:KEY=VALUE[,KEY=VALUE]] (repeat --fault for several)
+  stall[:frames=N,seconds=S]        after N frames (0), send nothing for S s (forever), socket open
+  drop_after:frames=N               close each stream after N frames
+  corrupt_jpeg[:frames=N]           flip bytes mid-image in every N-th frame (1)
+  truncated_jpeg[:frames=N,size=B]  cut every N-th frame to B bytes (half)
+  wrong_length[:frames=N,delta=D]   Content-Length off by D (+1000) in every N-th frame
+  oversize[:frames=N,size=B]        pad every N-th frame to B bytes (6 MiB)
+  html_error[:status=CODE]          answer /stream with an HTML error page (503)
+  legacy_framing                    pre-2020 part order, no X-Timestamp / X-Framerate
+  refuse[:frames=N,seconds=S]       reboot (after N stream frames, else at once): refuse for S s (5)
+  slow[:rate=B]                     send the stream at B bytes/s (20000)
+examples: --fault stall:seconds=3 --fault drop_after:frames=50 --fault refuse:seconds=5
+"""
+
+
+def _size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit():
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x480, got {text!r}")
+    return (int(w), int(h))
+
+
+def _fault(text: str) -> Fault:
+    from espdetect.emulator.faults import parse_fault
+
+    try:
+        return parse_fault(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``emulate`` sub-command."""
+    parser = subparsers.add_parser(
+        "emulate",
+        help="run an emulated ESP32-CAM (CameraWebServer) with optional fault injection",
+        description=(
+            "Serve the ESP32-CAM CameraWebServer protocol: control server on PORT "
+            "(/, /status, /control, /capture) and stream server on PORT+1 (/stream)."
+        ),
+        epilog=_FAULT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument(
+        "--port", type=int, default=8080, help="control port; the stream is on PORT+1 (default 8080; 0: any)"
+    )
+    parser.add_argument(
+        "--fps", type=float, default=15.0, help="frames per second; 0 for unlimited (default 15)"
+    )
+    parser.add_argument("--size", type=_size, default=(320, 240), help="frame size WxH (default 320x240)")
+    parser.add_argument(
+        "--framesize", type=int, default=None, help="frame size as the firmware enum (overrides --size)"
+    )
+    parser.add_argument(
+        "--quality", type=int, default=12, help="JPEG quality 0..63, lower is better (default 12)"
+    )
+    parser.add_argument(
+        "--firmware",
+        choices=("legacy", "2.x", "3.x"),
+        default="2.x",
+        help="firmware generation: framesize numbering, /status keys, stream framing (default 2.x)",
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="video file, image folder or image (default: moving sample photos)",
+    )
+    parser.add_argument(
+        "--fault", type=_fault, action="append", default=[], metavar="SPEC", help="inject a fault (see below)"
+    )
+    parser.add_argument(
+        "--max-stream-clients", type=int, default=1, help="streams served at once; others wait (default 1)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the emulator until interrupted."""
+    from espdetect.emulator import Emulator, EmulatorConfig
+    from espdetect.exceptions import ConfigurationError
+
+    try:
+        config = EmulatorConfig(
+            fps=args.fps if args.fps > 0 else None,
+            framesize=args.framesize,
+            size=args.size,
+            quality=args.quality,
+            scene=args.source if args.source is not None else "photos",
+            firmware=args.firmware,
+            max_stream_clients=args.max_stream_clients,
+            faults=tuple(args.fault),
+            prerender=True,
+        )
+    except ConfigurationError as exc:
+        print(f"espdetect emulate: {exc}")
+        return 2
+
+    async def serve() -> None:
+        async with Emulator(config, host=args.host, port=args.port) as emu:
+            w, h = emu.frame_size
+            print(f"ESP32-CAM emulator ({config.firmware} firmware, {w}x{h}, {args.fps:g} fps)")
+            print(f"  control: {emu.control_url}/  status: {emu.status_url}")
+            print(f"  stream:  {emu.stream_url}")
+            print(f"  capture: {emu.capture_url}")
+            for fault in config.faults:
+                print(f"  fault:   {fault}")
+            print("Press Ctrl-C to stop.", flush=True)
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except ConfigurationError as exc:
+        print(f"espdetect emulate: {exc}")
+        return 2
+    except OSError as exc:
+        print(f"espdetect emulate: cannot listen on {args.host}:{args.port}/{args.port + 1}: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        print("stopped")
+    return 0

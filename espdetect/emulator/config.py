@@ -1,0 +1,99 @@
+"""`EmulatorConfig`: everything that defines one emulated ESP32-CAM, checked when built."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from espdetect.emulator.faults import Fault
+from espdetect.emulator.framesizes import FIRMWARE_GENERATIONS, FirmwareGeneration, size_of_framesize
+from espdetect.emulator.scene import SceneSource
+from espdetect.exceptions import ConfigurationError
+
+__all__ = ["EmulatorConfig"]
+
+_MAX_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Settings of an emulated camera.
+
+    Example:
+        >>> cfg = EmulatorConfig(fps=30.0, framesize=8)   # 640x480 in the 2.x enum
+        >>> cfg.frame_size
+        (640, 480)
+    """
+
+    #: Frames per second of each stream; None streams as fast as the client reads.
+    fps: float | None = 15.0
+    #: Initial resolution as the firmware enum (for ``firmware``); overrides ``size`` when set.
+    framesize: int | None = None
+    #: Initial resolution (width, height) when ``framesize`` is None; any size is allowed.
+    size: tuple[int, int] = (320, 240)
+    #: Initial JPEG quality, 0..63, lower is better (as the firmware's ``quality``).
+    quality: int = 12
+    #: ``"photos"`` (moving sample photos) or a Path to a video file, image folder or image.
+    scene: SceneSource = "photos"
+    #: Firmware generation: framesize numbering, ``/status`` keys and stream framing.
+    firmware: FirmwareGeneration = "2.x"
+    #: Streams served at once; further ``/stream`` connections wait unanswered (the device: 1).
+    max_stream_clients: int = 1
+    #: Faults active from the start; see :class:`~espdetect.emulator.faults.FaultKind`.
+    faults: tuple[Fault, ...] = ()
+    #: Frames in one loop of the photo scene; the most frames taken from a video or folder.
+    loop_frames: int = 90
+    #: Encode the whole first loop before accepting connections (steady speed from frame one).
+    prerender: bool = False
+    #: Seconds since "boot" at start: where X-Timestamp begins (a reboot restarts it at 0).
+    uptime: float = 0.0
+    #: A stream whose client stops reading is dropped after this long (esp_http_server: 5 s).
+    send_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.firmware not in FIRMWARE_GENERATIONS:
+            raise ConfigurationError(
+                f"expected firmware to be one of {', '.join(FIRMWARE_GENERATIONS)}, got {self.firmware!r}"
+            )
+        if self.fps is not None and not (self.fps > 0 and not math.isnan(self.fps)):
+            raise ConfigurationError(f"expected fps > 0 or None (unlimited), got {self.fps!r}")
+        if self.framesize is not None:
+            try:
+                size_of_framesize(self.framesize, self.firmware)
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from None
+        size = tuple(self.size)
+        if len(size) != 2 or not all(isinstance(v, int) and 16 <= v <= _MAX_SIDE for v in size):
+            raise ConfigurationError(
+                f"expected size (width, height) in 16..{_MAX_SIDE} pixels, got {self.size!r}"
+            )
+        object.__setattr__(self, "size", size)
+        if isinstance(self.quality, bool) or not 0 <= self.quality <= 63:
+            raise ConfigurationError(f"expected quality 0..63 (lower is better), got {self.quality!r}")
+        if isinstance(self.scene, str) and self.scene != "photos":
+            object.__setattr__(self, "scene", Path(self.scene))
+        if self.max_stream_clients < 1:
+            raise ConfigurationError(f"expected max_stream_clients >= 1, got {self.max_stream_clients!r}")
+        faults = tuple(self.faults)
+        if not all(isinstance(f, Fault) for f in faults):
+            raise ConfigurationError(f"expected faults to be Fault values, got {self.faults!r}")
+        object.__setattr__(self, "faults", faults)
+        if self.loop_frames < 1:
+            raise ConfigurationError(f"expected loop_frames >= 1, got {self.loop_frames!r}")
+        if not (math.isfinite(self.uptime) and self.uptime >= 0):
+            raise ConfigurationError(f"expected uptime >= 0 seconds, got {self.uptime!r}")
+        if not self.send_timeout > 0:
+            raise ConfigurationError(f"expected send_timeout > 0 seconds, got {self.send_timeout!r}")
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """The initial (width, height): from ``framesize`` when set, else ``size``."""
+        if self.framesize is not None:
+            return size_of_framesize(self.framesize, self.firmware)
+        return self.size
+
+    @property
+    def period(self) -> float:
+        """Seconds between frames (0 when unlimited)."""
+        return 0.0 if self.fps is None or math.isinf(self.fps) else 1.0 / self.fps

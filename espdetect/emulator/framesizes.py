@@ -1,0 +1,167 @@
+"""The firmware's ``framesize`` enum, per firmware generation.
+
+esp32-camera renumbered ``framesize_t`` twice (see docs/esp32-camera-protocol.md §2), so the
+number that ``/control?var=framesize&val=N`` takes and ``/status`` reports means a different
+resolution depending on the firmware. Only the sizes an OV2640 can produce (up to UXGA) are
+listed; larger enum values are rejected like the sensor driver rejects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal, NamedTuple, get_args
+
+__all__ = [
+    "FIRMWARE_GENERATIONS",
+    "FirmwareGeneration",
+    "FrameSize",
+    "framesize_for",
+    "framesize_table",
+    "nearest_framesize",
+    "size_of_framesize",
+]
+
+#: ``"legacy"``: esp32-camera up to 2019 (Arduino core 1.0.0–1.0.4);
+#: ``"2.x"``: 2020-03 up to esp32-camera v2.0.13 (Arduino 1.0.5–3.0.x);
+#: ``"3.x"``: esp32-camera v2.0.14 and later (Arduino 3.1.0 and later).
+FirmwareGeneration = Literal["legacy", "2.x", "3.x"]
+FIRMWARE_GENERATIONS: tuple[FirmwareGeneration, ...] = get_args(FirmwareGeneration)
+
+
+class FrameSize(NamedTuple):
+    """One entry of the ``framesize_t`` enum."""
+
+    #: The enum value as the firmware numbers it.
+    value: int
+    #: The enum name without the ``FRAMESIZE_`` prefix.
+    name: str
+    width: int
+    height: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.width, self.height)
+
+
+def _table(*rows: tuple[int, str, int, int]) -> dict[int, FrameSize]:
+    return {i: FrameSize(i, name, w, h) for i, name, w, h in rows}
+
+
+_TABLES: dict[str, dict[int, FrameSize]] = {
+    "legacy": _table(
+        (0, "QQVGA", 160, 120),
+        (1, "QQVGA2", 128, 160),
+        (2, "QCIF", 176, 144),
+        (3, "HQVGA", 240, 176),
+        (4, "QVGA", 320, 240),
+        (5, "CIF", 400, 296),
+        (6, "VGA", 640, 480),
+        (7, "SVGA", 800, 600),
+        (8, "XGA", 1024, 768),
+        (9, "SXGA", 1280, 1024),
+        (10, "UXGA", 1600, 1200),
+    ),
+    "2.x": _table(
+        (0, "96X96", 96, 96),
+        (1, "QQVGA", 160, 120),
+        (2, "QCIF", 176, 144),
+        (3, "HQVGA", 240, 176),
+        (4, "240X240", 240, 240),
+        (5, "QVGA", 320, 240),
+        (6, "CIF", 400, 296),
+        (7, "HVGA", 480, 320),
+        (8, "VGA", 640, 480),
+        (9, "SVGA", 800, 600),
+        (10, "XGA", 1024, 768),
+        (11, "HD", 1280, 720),
+        (12, "SXGA", 1280, 1024),
+        (13, "UXGA", 1600, 1200),
+    ),
+    "3.x": _table(
+        (0, "96X96", 96, 96),
+        (1, "QQVGA", 160, 120),
+        (2, "128X128", 128, 128),
+        (3, "QCIF", 176, 144),
+        (4, "HQVGA", 240, 176),
+        (5, "240X240", 240, 240),
+        (6, "QVGA", 320, 240),
+        (7, "320X320", 320, 320),
+        (8, "CIF", 400, 296),
+        (9, "HVGA", 480, 320),
+        (10, "VGA", 640, 480),
+        (11, "SVGA", 800, 600),
+        (12, "XGA", 1024, 768),
+        (13, "HD", 1280, 720),
+        (14, "SXGA", 1280, 1024),
+        (15, "UXGA", 1600, 1200),
+    ),
+}
+
+
+def _check_firmware(firmware: str) -> None:
+    if firmware not in _TABLES:
+        raise ValueError(
+            f"expected firmware to be one of {', '.join(FIRMWARE_GENERATIONS)}, got {firmware!r}"
+        )
+
+
+def framesize_table(firmware: FirmwareGeneration) -> Mapping[int, FrameSize]:
+    """The enum of one firmware generation, keyed by enum value.
+
+    Example:
+        >>> framesize_table("2.x")[8].size
+        (640, 480)
+    """
+    _check_firmware(firmware)
+    return _TABLES[firmware]
+
+
+def size_of_framesize(framesize: int, firmware: FirmwareGeneration) -> tuple[int, int]:
+    """``(width, height)`` of a framesize enum value; ValueError when the firmware has no such value.
+
+    Example:
+        >>> size_of_framesize(10, "3.x")
+        (640, 480)
+    """
+    table = framesize_table(firmware)
+    if framesize not in table:
+        raise ValueError(
+            f"expected a {firmware} framesize between {min(table)} and {max(table)}, got {framesize!r}"
+        )
+    return table[framesize].size
+
+
+def framesize_for(size: tuple[int, int], firmware: FirmwareGeneration) -> int | None:
+    """The enum value of an exact ``(width, height)``, or None if the firmware has no such size.
+
+    Example:
+        >>> framesize_for((320, 240), "legacy")
+        4
+    """
+    for entry in framesize_table(firmware).values():
+        if entry.size == tuple(size):
+            return entry.value
+    return None
+
+
+def nearest_framesize(size: tuple[int, int], firmware: FirmwareGeneration) -> int:
+    """The enum value whose size is closest to ``size`` (by pixel count, then aspect ratio).
+
+    Used to report a framesize in ``/status`` when the emulator runs at a size the firmware
+    cannot produce (a video at its native resolution, for instance).
+
+    Example:
+        >>> nearest_framesize((336, 252), "2.x")
+        5
+    """
+    exact = framesize_for(size, firmware)
+    if exact is not None:
+        return exact
+    w, h = size
+    area = w * h
+    aspect = w / h
+
+    def distance(entry: FrameSize) -> tuple[float, float]:
+        return (abs(entry.width * entry.height - area), abs(entry.width / entry.height - aspect))
+
+    return min(framesize_table(firmware).values(), key=distance).value

@@ -1,0 +1,341 @@
+"""`ProfileConfig`: one point of a profiling sweep, and `grid` / `parse_grid` to build many.
+
+A configuration is everything that changes how the server would process a camera: the model
+file (and so its format), the detector input size, half precision, the confidence threshold,
+reduced-scale decoding, the frame skip and the output JPEG quality. Its ``key`` is stable
+across runs and machines, so results files can be resumed and compared.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from espdetect.exceptions import ConfigurationError
+from espdetect.frame import Reduce
+from espdetect.pipeline import PipelineConfig, Skip
+
+__all__ = [
+    "AXES",
+    "DecodeReduce",
+    "ModelFormat",
+    "ProfileConfig",
+    "default_model",
+    "grid",
+    "grid_from_text",
+    "model_format",
+    "parse_grid",
+    "unique",
+]
+
+DecodeReduce = Reduce | Literal["auto"]
+ModelFormat = Literal["pytorch", "onnx", "openvino", "torchscript", "tensorrt", "yaml", "other"]
+
+#: Sweep axes a grid may vary, with the spellings ``parse_grid`` also accepts.
+AXES: dict[str, tuple[str, ...]] = {
+    "model": ("model", "models"),
+    "imgsz": ("imgsz", "size"),
+    "half": ("half", "fp16"),
+    "skip": ("skip",),
+    "jpeg_quality": ("jpeg_quality", "quality", "q"),
+    "conf": ("conf", "confidence"),
+    "decode_reduce": ("decode_reduce", "reduce"),
+}
+
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def default_model() -> str:
+    """The model a configuration uses when none is given: ``$ESPDETECT_MODEL`` or ``yolov8n.pt``.
+
+    Example:
+        >>> isinstance(default_model(), str)
+        True
+    """
+    from espdetect.detectors.ultralytics import resolve_model
+
+    return resolve_model(None)
+
+
+def model_format(model: str) -> ModelFormat:
+    """The runtime format a model file or name implies.
+
+    Example:
+        >>> model_format("yolov8n.onnx"), model_format("yolov8n_openvino_model/")
+        ('onnx', 'openvino')
+    """
+    path = Path(model.rstrip("/\\"))
+    suffix = path.suffix.lower()
+    if suffix == ".pt":
+        return "pytorch"
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix in _YAML_SUFFIXES:
+        return "yaml"
+    if suffix == ".torchscript":
+        return "torchscript"
+    if suffix == ".engine":
+        return "tensorrt"
+    if path.name.endswith("_openvino_model") or suffix == ".xml":
+        return "openvino"
+    return "other"
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigurationError(f"{name} must be an integer between {low} and {high}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """One configuration of a sweep (a frozen value: hashable, usable as a dict key).
+
+    Example:
+        >>> cfg = ProfileConfig(model="yolov8n.yaml", imgsz=320, skip=2, jpeg_quality=50)
+        >>> cfg.key
+        'yolov8n.yaml@320-fp32-conf0.25-reduceauto-skip2-q50'
+        >>> cfg.trained
+        False
+    """
+
+    #: Weights file (.pt, .onnx, OpenVINO folder) or a .yaml architecture (untrained: speed only).
+    model: str = field(default_factory=default_model)
+    #: Detector input size in pixels (the long side after letterboxing).
+    imgsz: int = 640
+    #: Half-precision inference (CUDA only; recorded as not applicable elsewhere).
+    half: bool = False
+    #: Detect on every Nth frame, or "auto" (whenever the detector is free at camera pace).
+    skip: Skip = 1
+    #: JPEG quality of the annotated output stream.
+    jpeg_quality: int = 80
+    #: Detection confidence threshold.
+    conf: float = 0.25
+    #: Decode at 1/2, 1/4, 1/8 scale for detection, or "auto" (as large as imgsz needs).
+    decode_reduce: DecodeReduce = "auto"
+
+    def __post_init__(self) -> None:
+        model = str(self.model).strip() if isinstance(self.model, str | Path) else self.model
+        if not isinstance(model, str) or not model:
+            raise ConfigurationError(f"model must be a non-empty path or name, got {self.model!r}")
+        object.__setattr__(self, "model", model)
+        _check_int("imgsz", self.imgsz, 32, 4096)
+        if not isinstance(self.half, bool):
+            raise ConfigurationError(f"half must be True or False, got {self.half!r}")
+        skip: object = self.skip
+        if isinstance(skip, str) and skip.strip().isdigit():
+            skip = int(skip)
+        if skip != "auto":
+            _check_int("skip", skip, 1, 10_000)
+        object.__setattr__(self, "skip", skip)
+        _check_int("jpeg_quality", self.jpeg_quality, 1, 100)
+        conf = self.conf
+        if isinstance(conf, bool) or not isinstance(conf, int | float) or not 0.0 <= conf <= 1.0:
+            raise ConfigurationError(f"conf must be a number between 0 and 1, got {conf!r}")
+        object.__setattr__(self, "conf", float(conf))
+        reduce: object = self.decode_reduce
+        if isinstance(reduce, str) and reduce.strip().isdigit():
+            reduce = int(reduce)
+        if reduce not in (1, 2, 4, 8, "auto") or isinstance(reduce, bool):
+            raise ConfigurationError(
+                f"decode_reduce must be 1, 2, 4, 8 or 'auto', got {self.decode_reduce!r}"
+            )
+        object.__setattr__(self, "decode_reduce", reduce)
+
+    @property
+    def model_name(self) -> str:
+        """The model's file or folder name (what keys and plots show)."""
+        return Path(self.model.rstrip("/\\")).name or self.model
+
+    @property
+    def model_format(self) -> ModelFormat:
+        return model_format(self.model)
+
+    @property
+    def trained(self) -> bool:
+        """False for a .yaml architecture: random weights, so its accuracy means nothing."""
+        return self.model_format != "yaml"
+
+    @property
+    def key(self) -> str:
+        """A stable, readable identifier (model file name, not its folder)."""
+        precision = "fp16" if self.half else "fp32"
+        return (
+            f"{self.model_name}@{self.imgsz}-{precision}-conf{self.conf:g}-reduce{self.decode_reduce}"
+            f"-skip{self.skip}-q{self.jpeg_quality}"
+        )
+
+    @property
+    def model_key(self) -> tuple[str, int, bool]:
+        """What a loaded detector depends on: configurations sharing it share one detector."""
+        return (self.model, self.imgsz, self.half)
+
+    def pipeline_config(self) -> PipelineConfig:
+        """The server pipeline settings of this configuration."""
+        return PipelineConfig(skip=self.skip, decode_reduce=self.decode_reduce)
+
+    def as_dict(self) -> dict[str, object]:
+        """Field values, for results rows and JSON."""
+        return asdict(self)
+
+    def replace(
+        self,
+        *,
+        model: str | None = None,
+        imgsz: int | None = None,
+        half: bool | None = None,
+        skip: Skip | None = None,
+        jpeg_quality: int | None = None,
+        conf: float | None = None,
+        decode_reduce: DecodeReduce | None = None,
+    ) -> ProfileConfig:
+        """A copy with the given fields changed."""
+        return ProfileConfig(
+            model=self.model if model is None else model,
+            imgsz=self.imgsz if imgsz is None else imgsz,
+            half=self.half if half is None else half,
+            skip=self.skip if skip is None else skip,
+            jpeg_quality=self.jpeg_quality if jpeg_quality is None else jpeg_quality,
+            conf=self.conf if conf is None else conf,
+            decode_reduce=self.decode_reduce if decode_reduce is None else decode_reduce,
+        )
+
+
+def _values(value: object) -> list[object]:
+    if isinstance(value, str | bytes | Path) or not isinstance(value, Sequence):
+        return [value]
+    out = list(value)
+    if not out:
+        raise ConfigurationError("every grid axis needs at least one value, got an empty list")
+    return out
+
+
+def _product(axes: Mapping[str, object]) -> list[ProfileConfig]:
+    unknown = sorted(set(axes) - set(AXES))
+    if unknown:
+        raise ConfigurationError(f"expected grid axes among {', '.join(AXES)}, got {', '.join(unknown)}")
+    names = list(AXES)
+    columns = [_values(axes[name]) if name in axes else [None] for name in names]
+    configs = []
+    for combo in itertools.product(*columns):
+        kwargs: dict[str, Any] = {n: v for n, v in zip(names, combo, strict=True) if v is not None}
+        if "model" in kwargs:
+            kwargs["model"] = str(kwargs["model"])
+        configs.append(ProfileConfig(**kwargs))
+    return unique(configs)
+
+
+def grid(
+    *,
+    model: str | Path | Sequence[str | Path] | None = None,
+    imgsz: int | Sequence[int] = 640,
+    half: bool | Sequence[bool] = False,
+    skip: Skip | Sequence[Skip] = 1,
+    jpeg_quality: int | Sequence[int] = 80,
+    conf: float | Sequence[float] = 0.25,
+    decode_reduce: DecodeReduce | Sequence[DecodeReduce] = "auto",
+) -> list[ProfileConfig]:
+    """Every combination of the given axis values (a cartesian product), duplicates removed.
+
+    Grids are lists: concatenate them with ``+`` to sweep different models over different sizes.
+
+    Example:
+        >>> configs = grid(model="yolov8n.yaml", skip=[1, 2, 4, "auto"], imgsz=[320, 640])
+        >>> len(configs), configs[0].skip, configs[-1].imgsz
+        (8, 1, 640)
+    """
+    return _product(
+        {
+            "model": default_model() if model is None else model,
+            "imgsz": imgsz,
+            "half": half,
+            "skip": skip,
+            "jpeg_quality": jpeg_quality,
+            "conf": conf,
+            "decode_reduce": decode_reduce,
+        }
+    )
+
+
+def grid_from_text(text: str, *, models: Sequence[str] = ()) -> list[ProfileConfig]:
+    """The grid a ``parse_grid`` string describes; ``models`` apply when the text names none.
+
+    Example:
+        >>> [c.skip for c in grid_from_text("skip=1,2 imgsz=320", models=["yolov8n.yaml"])]
+        [1, 2]
+    """
+    axes: dict[str, object] = dict(parse_grid(text))
+    if "model" not in axes:
+        axes["model"] = list(models) if models else default_model()
+    return _product(axes)
+
+
+def unique(configs: Iterable[ProfileConfig]) -> list[ProfileConfig]:
+    """The configurations in order with repeats removed; two models with one file name are refused."""
+    seen: dict[str, ProfileConfig] = {}
+    names: dict[str, str] = {}
+    for cfg in configs:
+        other = names.setdefault(cfg.model_name, cfg.model)
+        if other != cfg.model:
+            raise ConfigurationError(
+                f"expected distinct file names for distinct models, got {other!r} and {cfg.model!r}"
+            )
+        seen.setdefault(cfg.key, cfg)
+    return list(seen.values())
+
+
+def _parse_value(axis: str, text: str) -> object:
+    text = text.strip()
+    try:
+        if axis == "model":
+            return text
+        if axis == "half":
+            low = text.lower()
+            if low in ("1", "true", "yes", "on", "fp16"):
+                return True
+            if low in ("0", "false", "no", "off", "fp32"):
+                return False
+            raise ValueError(text)
+        if axis in ("skip", "decode_reduce") and text.lower() == "auto":
+            return "auto"
+        if axis == "conf":
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(text)
+            return value
+        return int(text)
+    except ValueError:
+        raise ConfigurationError(f"expected a valid {axis} value, got {text!r}") from None
+
+
+def parse_grid(text: str) -> dict[str, list[object]]:
+    """Parse ``"skip=1,2,4,auto imgsz=320,640 quality=50,80"`` into axis -> values.
+
+    Axis names and their accepted spellings are in `AXES` (``quality`` for ``jpeg_quality``,
+    ``reduce`` for ``decode_reduce``...). Pass the result to `grid` as keyword arguments.
+
+    Raises:
+        ConfigurationError: an unknown axis, a malformed item or a bad value.
+
+    Example:
+        >>> parse_grid("skip=1,auto quality=50")
+        {'skip': [1, 'auto'], 'jpeg_quality': [50]}
+    """
+    aliases = {alias: axis for axis, names in AXES.items() for alias in names}
+    out: dict[str, list[object]] = {}
+    for item in text.replace(";", " ").split():
+        name, sep, values = item.partition("=")
+        axis = aliases.get(name.strip().lower())
+        if not sep or axis is None:
+            raise ConfigurationError(
+                f"expected AXIS=V1,V2 with AXIS one of {', '.join(sorted(aliases))}, got {item!r}"
+            )
+        parsed = [_parse_value(axis, v) for v in values.split(",") if v.strip()]
+        if not parsed:
+            raise ConfigurationError(f"expected at least one value for {name}, got {item!r}")
+        out.setdefault(axis, []).extend(parsed)
+    return out

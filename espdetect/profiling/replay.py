@@ -1,0 +1,356 @@
+"""Replaying a recorded clip through the server's own per-frame code, keeping compact traces.
+
+Two modes, both driving `espdetect.pipeline.FrameProcessor` (the blocking code the server runs):
+
+* ``"fast"`` — every frame in order, one after the other, as fast as the machine allows. Frames
+  the skip policy selects are detected; every frame is rendered with the most recent boxes
+  (stale ones on skipped frames, as the server draws them). ``skip="auto"`` has no meaning
+  without a camera pace, so it is decided on a virtual clock: a frame is detected when it is
+  the newest frame at the moment the detector would be free, given the recorded arrival times
+  and the measured detection times. The result is deterministic for given timings, and it
+  measures capacity: ``fps_output`` may exceed the camera's frame rate.
+* ``"realtime"`` — the live situation: a `CameraPipeline` (exactly the server's class, with
+  its latest-frame slots and concurrent detector and renderer) reads a `ClipSource` paced at
+  the recorded arrival times; frames the pipeline is too busy for are dropped, as live. Each
+  run takes the clip's duration.
+
+Only numbers and boxes are kept per frame (no images), so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple, cast
+
+import numpy as np
+
+from espdetect.annotate import Annotator
+from espdetect.detectors.base import Detector
+from espdetect.encoders.base import Encoder
+from espdetect.exceptions import SourceUnavailable
+from espdetect.frame import Frame
+from espdetect.pipeline import (
+    AnnotatorLike,
+    CameraPipeline,
+    DetectionResult,
+    FrameProcessor,
+    PipelineConfig,
+    Rendered,
+    Skip,
+)
+from espdetect.profiling.config import DecodeReduce
+from espdetect.sources.clip import ClipSource, load_clip_index
+
+__all__ = [
+    "ClipData",
+    "ClipFrame",
+    "DetectionSample",
+    "Mode",
+    "RecordingProcessor",
+    "RenderSample",
+    "RunTrace",
+    "load_clip",
+    "replay",
+]
+
+#: How a configuration is replayed: see the module documentation.
+Mode = Literal["fast", "realtime"]
+
+
+@dataclass(frozen=True, eq=False)
+class ClipFrame:
+    """One recorded frame: its original JPEG bytes and when it arrived."""
+
+    seq: int
+    #: Seconds after the first frame's arrival.
+    arrival_s: float
+    camera_timestamp: float | None
+    jpeg: bytes
+
+
+@dataclass(frozen=True, eq=False)
+class ClipData:
+    """A recorded clip held in memory, replayable any number of times."""
+
+    path: Path
+    frames: tuple[ClipFrame, ...]
+    #: sha256 over the frames' bytes and arrival times: identifies the clip's content.
+    fingerprint: str
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames[-1].arrival_s - self.frames[0].arrival_s if self.frames else 0.0
+
+    @property
+    def fps(self) -> float:
+        """Average camera frame rate of the recording (0 for fewer than two frames)."""
+        if len(self.frames) < 2 or self.duration_s <= 0:
+            return 0.0
+        return (len(self.frames) - 1) / self.duration_s
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the first frame."""
+        return self.frame(0).size
+
+    def frame(self, index: int) -> Frame:
+        """A new `Frame` for recorded frame ``index`` (nothing decoded yet), arriving now."""
+        rec = self.frames[index]
+        return Frame(
+            seq=rec.seq,
+            source_id=self.path.name,
+            jpeg=rec.jpeg,
+            arrival=time.time(),
+            arrival_mono=time.perf_counter(),
+            camera_timestamp=rec.camera_timestamp,
+        )
+
+
+def load_clip(path: str | Path) -> ClipData:
+    """Read a clip folder (written by `ClipWriter`) into memory.
+
+    Frames are read through `ClipSource`, so they are numbered exactly as a live replay numbers
+    them (incomplete JPEGs skipped); arrival times come from the clip's index.
+
+    Raises:
+        SourceUnavailable: not a clip folder, or it holds no complete frame.
+
+    Example:
+        >>> clip = load_clip("data/clips/emulator-qvga")  # doctest: +SKIP
+        >>> len(clip), round(clip.fps)
+        (150, 15)
+    """
+    import hashlib
+
+    folder = Path(path)
+    source = ClipSource(folder, pace="fast")
+    frames = list(source.iter_frames())
+    rows = load_clip_index(folder)
+    # The source skips incomplete frames; pair the rest with their index rows by order and size.
+    out: list[ClipFrame] = []
+    digest = hashlib.sha256()
+    j = 0
+    for frame in frames:
+        jpeg = frame.jpeg or b""
+        if len(rows) != len(frames):
+            while j < len(rows) - 1 and rows[j].bytes != len(jpeg):
+                j += 1
+        arrival = rows[min(j, len(rows) - 1)].arrival_s if rows else 0.0
+        j += 1
+        out.append(ClipFrame(frame.seq, arrival, frame.camera_timestamp, jpeg))
+        digest.update(f"{arrival:.6f}:{len(jpeg)}:".encode())
+        digest.update(jpeg)
+    if not out:
+        raise SourceUnavailable(str(folder), "expected complete JPEG frames, got none in the clip")
+    return ClipData(folder, tuple(out), digest.hexdigest())
+
+
+class DetectionSample(NamedTuple):
+    """What one detection produced and how long each stage took (milliseconds)."""
+
+    seq: int
+    decode_ms: float
+    preprocess_ms: float
+    inference_ms: float
+    postprocess_ms: float
+    #: The whole `FrameProcessor.detect` call: decode, detector, rescaling.
+    detect_ms: float
+    xyxy: np.ndarray
+    confidence: np.ndarray
+    class_id: np.ndarray
+    started_mono: float
+    finished_mono: float
+
+
+class RenderSample(NamedTuple):
+    """One output frame: stage times (milliseconds), size, latency and which boxes it shows."""
+
+    seq: int
+    decode_ms: float
+    annotate_ms: float
+    encode_ms: float
+    nbytes: int
+    #: Frame arrival to encoded bytes ready.
+    latency_ms: float
+    #: Sequence number of the frame whose detections are drawn (None: none drawn yet).
+    shown_seq: int | None
+    fresh: bool
+    arrival_mono: float
+    ready_mono: float
+
+
+class RecordingProcessor(FrameProcessor):
+    """A `FrameProcessor` that keeps a compact sample of every detect and render call."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        annotator: AnnotatorLike | None,
+        encoder: Encoder,
+        *,
+        decode_reduce: DecodeReduce = "auto",
+    ) -> None:
+        super().__init__(detector, annotator, encoder, decode_reduce=decode_reduce)
+        self.detections: list[DetectionSample] = []
+        self.renders: list[RenderSample] = []
+
+    def clear(self) -> None:
+        self.detections = []
+        self.renders = []
+
+    def detect(self, frame: Frame) -> DetectionResult:
+        result = super().detect(frame)
+        det = result.detections
+        t = det.timings
+        self.detections.append(
+            DetectionSample(
+                frame.seq,
+                result.decode_ms,
+                t.preprocess_ms if t else math.nan,
+                t.inference_ms if t else math.nan,
+                t.postprocess_ms if t else math.nan,
+                result.detect_ms,
+                det.xyxy.copy(),
+                det.confidence.copy(),
+                det.class_id.copy(),
+                result.started_mono,
+                result.finished_mono,
+            )
+        )
+        return result
+
+    def render(
+        self, frame: Frame, detection: DetectionResult | None, *, fresh: bool, passthrough: bool = False
+    ) -> Rendered:
+        out = super().render(frame, detection, fresh=fresh, passthrough=passthrough)
+        shown = out.detection.frame.seq if out.detection is not None else None
+        self.renders.append(
+            RenderSample(
+                frame.seq,
+                out.timings.decode_ms,
+                out.timings.annotate_ms,
+                out.timings.encode_ms,
+                len(out.jpeg),
+                out.latency_ms,
+                shown,
+                out.fresh,
+                frame.arrival_mono,
+                out.ready_mono,
+            )
+        )
+        return out
+
+
+@dataclass
+class RunTrace:
+    """Everything measured in one replay of a clip with one configuration."""
+
+    mode: Mode
+    frames_in: int
+    wall_s: float
+    detections: list[DetectionSample] = field(default_factory=list)
+    renders: list[RenderSample] = field(default_factory=list)
+
+
+def _auto_selection(arrivals: Sequence[float], next_free: float, index: int) -> bool:
+    """Whether frame ``index`` is the newest frame when a detector free at ``next_free`` takes one."""
+    following = arrivals[index + 1] if index + 1 < len(arrivals) else math.inf
+    return following > next_free
+
+
+def _replay_fast(clip: ClipData, processor: RecordingProcessor, skip: Skip) -> RunTrace:
+    arrivals = [f.arrival_s for f in clip.frames]
+    last: DetectionResult | None = None
+    next_free = -math.inf
+    start = time.perf_counter()
+    for i in range(len(clip)):
+        frame = clip.frame(i)
+        wanted = _auto_selection(arrivals, next_free, i) if skip == "auto" else i % skip == 0
+        fresh = False
+        if wanted:
+            last = processor.detect(frame)
+            fresh = True
+            next_free = max(arrivals[i], next_free) + last.detect_ms / 1000.0
+        processor.render(frame, last, fresh=fresh)
+    wall = time.perf_counter() - start
+    return RunTrace("fast", len(clip), wall, processor.detections, processor.renders)
+
+
+async def _replay_realtime_async(
+    clip: ClipData, processor: RecordingProcessor, config: PipelineConfig, timeout: float
+) -> None:
+    pipe = CameraPipeline(
+        lambda: ClipSource(clip.path, pace="realtime"),
+        processor.detector,
+        annotator=processor.annotator,
+        encoder=processor.encoder,
+        config=config,
+        name=f"profile-{clip.path.name}",
+    )
+    pipe.processor = processor
+
+    async def consume() -> None:
+        async for _ in pipe.outputs():
+            pass
+
+    async with pipe:
+        await asyncio.wait_for(consume(), timeout)
+
+
+def _replay_realtime(clip: ClipData, processor: RecordingProcessor, skip: Skip, timeout: float) -> RunTrace:
+    config = PipelineConfig(skip=skip, decode_reduce=processor.decode_reduce, grace_period=0.0)
+    # A private event loop in a worker thread: works from scripts and from a running Jupyter loop.
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="espdetect-replay") as pool:
+        pool.submit(asyncio.run, _replay_realtime_async(clip, processor, config, timeout)).result()
+    renders = processor.renders
+    if renders:
+        first = min(r.arrival_mono for r in renders)
+        wall = max(r.ready_mono for r in renders) - first
+    else:
+        wall = 0.0
+    return RunTrace("realtime", len(clip), wall, processor.detections, processor.renders)
+
+
+def replay(
+    clip: ClipData,
+    detector: Detector,
+    encoder: Encoder,
+    *,
+    mode: Mode = "fast",
+    skip: Skip = 1,
+    decode_reduce: DecodeReduce = "auto",
+    annotator: AnnotatorLike | None = None,
+    warmup: int = 2,
+) -> RunTrace:
+    """Replay ``clip`` once through a `FrameProcessor` and return what was measured.
+
+    ``warmup`` frames are detected and rendered first and left out of the trace.
+
+    Example:
+        >>> trace = replay(load_clip("data/clips/emulator-qvga"), detector, encoder, skip=2)  # doctest: +SKIP
+        >>> len(trace.renders), len(trace.detections)
+        (150, 75)
+    """
+    if mode not in ("fast", "realtime"):
+        raise ValueError(f"mode must be 'fast' or 'realtime', got {mode!r}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0 frames, got {warmup}")
+    # pipeline.AnnotatorLike is a plain class, not a Protocol: Annotator fits it only by shape.
+    drawer = annotator if annotator is not None else cast(AnnotatorLike, Annotator())
+    processor = RecordingProcessor(detector, drawer, encoder, decode_reduce=decode_reduce)
+    for i in range(min(warmup, len(clip))):
+        frame = clip.frame(i)
+        processor.render(frame, processor.detect(frame), fresh=True)
+    processor.clear()
+    if mode == "fast":
+        return _replay_fast(clip, processor, skip)
+    return _replay_realtime(clip, processor, skip, timeout=clip.duration_s * 3 + 60.0)

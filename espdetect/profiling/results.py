@@ -1,0 +1,303 @@
+"""The results of a sweep: documented columns, an append-as-you-go store, loading and summaries.
+
+A sweep folder holds::
+
+    results.csv        one row per configuration and repeat, appended as each run finishes
+    results.parquet    the same table, rewritten when the sweep stops (typed columns)
+    frames.csv         one row per output frame of every run (latency distributions)
+    environment.json   machine, versions, model checksums, clip and sweep settings
+    reference/*.json   cached reference boxes (see `espdetect.profiling.accuracy`)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from espdetect.exceptions import ConfigurationError
+from espdetect.profiling.accuracy import ACCURACY_COLUMNS
+from espdetect.profiling.metrics import STAGES, STAT_NAMES
+
+__all__ = [
+    "COLUMNS",
+    "FRAME_COLUMNS",
+    "ResultsStore",
+    "load_results",
+    "summarize",
+]
+
+logger = logging.getLogger(__name__)
+
+_STAGE_DOC = {
+    "decode": "JPEG decode for detection (reduced scale when decode_reduce > 1)",
+    "preprocess": "detector preprocessing: letterbox, colour conversion, tensor",
+    "inference": "the model's forward pass",
+    "postprocess": "NMS and box rescaling",
+    "render_decode": "full-scale decode for drawing (0 when detection decoded the frame already)",
+    "annotate": "drawing boxes and labels",
+    "encode": "JPEG encoding of the output frame",
+}
+
+
+def _columns() -> dict[str, str]:
+    cols: dict[str, str] = {
+        "config_key": "stable id of the configuration (ProfileConfig.key)",
+        "repeat": "repeat number, 0-based",
+        "run_order": "position of this run in the sweep's (seeded, shuffled) order",
+        "mode": "'fast' (every selected frame, as fast as possible) or 'realtime' (camera pace, drops)",
+        "model": "model file or name as given",
+        "model_name": "model file name",
+        "model_format": "pytorch, onnx, openvino, yaml (untrained), ...",
+        "trained": "False for a .yaml architecture (random weights: accuracy is n/a)",
+        "imgsz": "detector input size, pixels",
+        "half": "half-precision inference requested",
+        "skip": "detect every Nth frame ('1', '2', ...) or 'auto'",
+        "jpeg_quality": "output JPEG quality (1-100)",
+        "conf": "detection confidence threshold",
+        "decode_reduce": "decode scale divisor for detection ('1', '2', '4', '8' or 'auto')",
+        "status": "'ok', 'n/a: <why>' (not applicable here, not measured) or 'error: <what>'",
+        "accuracy_status": "'ok' or 'n/a: <why>' for the accuracy columns",
+        "reference_key": "config_key of the reference the accuracy columns compare with",
+        "started_at": "UTC time the run started (ISO 8601)",
+        "frames_in": "frames in the clip",
+        "frames_detected": "frames the detector ran on",
+        "frames_out": "output (annotated) frames produced",
+        "frames_dropped": "frames never output (realtime mode: the pipeline was busy)",
+        "frames_skipped": "output frames without detections of their own (stale or none drawn)",
+        "wall_s": "seconds from the first frame in to the last frame out",
+        "fps_processed": "frames detected per second",
+        "fps_output": "frames output per second (fast mode: capacity, may exceed the camera)",
+        "fps_camera": "frame rate of the recorded camera",
+    }
+    for stage in STAGES:
+        for stat in STAT_NAMES:
+            cols[f"{stage}_ms_{stat}"] = f"{stage}: {_STAGE_DOC[stage]}; {stat} over calls, ms"
+        cols[f"{stage}_ms_per_frame"] = (
+            f"{stage}: total time / output frames, ms (what the stacked plot shows)"
+        )
+    for stat in STAT_NAMES:
+        cols[f"detect_ms_{stat}"] = f"whole detection call (decode + detector), {stat}, ms"
+    for stat in STAT_NAMES:
+        cols[f"latency_ms_{stat}"] = f"frame arrival to output JPEG ready, {stat}, ms"
+    cols["latency_ms_max"] = "largest latency, ms"
+    cols["bytes_per_frame"] = "mean output JPEG size, bytes"
+    cols["bandwidth_kbps"] = (
+        "bytes_per_frame x live output fps x 8 / 1000 (fast mode: fps capped at camera fps)"
+    )
+    cols["cpu_percent"] = "process CPU time / wall time x 100 (200 = two cores busy)"
+    cols["rss_peak_mb"] = "peak resident memory of the process during the run, MiB"
+    docs = {
+        "recall": "detected frames: share of reference boxes matched (IoU >= 0.5, same class)",
+        "precision": "detected frames: share of the configuration's boxes that match",
+        "displayed_recall": "every output frame, boxes as shown (stale included) vs that frame's reference",
+        "displayed_precision": "every output frame: share of shown boxes that match that frame's reference",
+        "stale_recall": "output frames showing stale boxes only: recall",
+        "stale_precision": "output frames showing stale boxes only: precision",
+        "stale_frames": "output frames showing boxes detected on an earlier frame",
+        "stale_age_ms_mean": "mean age of stale boxes (camera time from their frame to the one shown), ms",
+        "blank_frames": "output frames shown before any detection existed",
+    }
+    for name in ACCURACY_COLUMNS:
+        cols[name] = docs[name]
+    return cols
+
+
+#: Every column of a results table, in order, with its meaning and unit.
+COLUMNS: dict[str, str] = _columns()
+
+#: Columns of ``frames.csv``.
+FRAME_COLUMNS = (
+    "config_key",
+    "repeat",
+    "mode",
+    "seq",
+    "detected",
+    "stale",
+    "latency_ms",
+    "render_ms",
+    "bytes",
+)
+
+_TEXT_COLUMNS = ("config_key", "mode", "model", "model_name", "model_format", "skip", "decode_reduce",
+                 "status", "accuracy_status", "reference_key", "started_at")  # fmt: skip
+_BOOL_COLUMNS = ("trained", "half")
+_INT_COLUMNS = ("repeat", "run_order", "imgsz", "jpeg_quality")
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, float) and math.isnan(value):
+        return ""
+    if isinstance(value, float):
+        return repr(round(value, 6))
+    return value
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    for col in df.columns:
+        if col in _TEXT_COLUMNS:
+            df[col] = df[col].astype("string").fillna("")
+        elif col in _BOOL_COLUMNS:
+            df[col] = df[col].map(lambda v: str(v).strip().lower() in ("true", "1")).astype(bool)
+        elif col in _INT_COLUMNS:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+        else:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    return df
+
+
+class ResultsStore:
+    """The files of one sweep folder; rows are appended (and flushed) as runs finish.
+
+    Example:
+        >>> store = ResultsStore("out/sweep1")  # doctest: +SKIP
+        >>> store.done()  # (config_key, repeat, mode) of the runs already recorded
+        set()
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.results_csv = self.out_dir / "results.csv"
+        self.results_parquet = self.out_dir / "results.parquet"
+        self.frames_csv = self.out_dir / "frames.csv"
+        self.environment_json = self.out_dir / "environment.json"
+        self.reference_dir = self.out_dir / "reference"
+
+    def _check_header(self, path: Path, expected: Sequence[str]) -> bool:
+        """True when ``path`` exists with the expected header; raises when its header differs."""
+        if not path.is_file() or path.stat().st_size == 0:
+            return False
+        with path.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), [])
+        if list(header) != list(expected):
+            raise ConfigurationError(
+                f"expected {path} to have this version's columns, got a different header; "
+                "use a new output folder"
+            )
+        return True
+
+    def done(self) -> set[tuple[str, int, str]]:
+        """(config_key, repeat, mode) of every run already in ``results.csv``."""
+        if not self._check_header(self.results_csv, list(COLUMNS)):
+            return set()
+        with self.results_csv.open(newline="", encoding="utf-8") as fh:
+            return {(r["config_key"], int(r["repeat"]), r["mode"]) for r in csv.DictReader(fh)}
+
+    def append(self, row: Mapping[str, object], frames: Iterable[Sequence[object]] = ()) -> None:
+        """Append one run (its frame rows first, so a results row always has its frames)."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        frame_rows = list(frames)
+        if frame_rows:
+            has_header = self._check_header(self.frames_csv, FRAME_COLUMNS)
+            with self.frames_csv.open("a", newline="", encoding="utf-8") as fh:
+                writer = csv.writer(fh, lineterminator="\n")
+                if not has_header:
+                    writer.writerow(FRAME_COLUMNS)
+                writer.writerows([_cell(v) for v in r] for r in frame_rows)
+        unknown = sorted(set(row) - set(COLUMNS))
+        if unknown:
+            raise ValueError(f"expected only documented columns, got {', '.join(unknown)}")
+        has_header = self._check_header(self.results_csv, list(COLUMNS))
+        with self.results_csv.open("a", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            if not has_header:
+                writer.writerow(COLUMNS)
+            writer.writerow([_cell(row.get(col, math.nan)) for col in COLUMNS])
+
+    def write_environment(self, environment: Mapping[str, Any]) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.environment_json.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(environment, indent=2, default=str) + "\n", encoding="utf-8")
+        tmp.replace(self.environment_json)
+
+    def environment(self) -> dict[str, Any]:
+        """The sidecar, or an empty dict when there is none yet."""
+        if not self.environment_json.is_file():
+            return {}
+        data = json.loads(self.environment_json.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+
+    def load(self) -> pd.DataFrame:
+        """The results table with typed columns (empty, with all columns, when there are none)."""
+        if not self._check_header(self.results_csv, list(COLUMNS)):
+            return _typed(pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS}))
+        df = pd.read_csv(self.results_csv, dtype=str, keep_default_na=False, na_values=[""])
+        return _typed(df)
+
+    def load_frames(self) -> pd.DataFrame:
+        """Per-frame rows of the runs present in ``results.csv`` (reruns of a run keep the last)."""
+        if not self._check_header(self.frames_csv, FRAME_COLUMNS):
+            return pd.DataFrame({c: pd.Series(dtype="object") for c in FRAME_COLUMNS})
+        frames = pd.read_csv(self.frames_csv, dtype={"config_key": str, "mode": str})
+        frames = frames.drop_duplicates(["config_key", "repeat", "mode", "seq"], keep="last")
+        done = self.done()
+        ids = zip(frames["config_key"], frames["repeat"], frames["mode"], strict=True)
+        keep = [(k, int(r), m) in done for k, r, m in ids]
+        return frames[keep].reset_index(drop=True)
+
+    def write_parquet(self) -> Path | None:
+        """Rewrite ``results.parquet`` from ``results.csv``; None when there are no rows."""
+        df = self.load()
+        if df.empty:
+            return None
+        df.to_parquet(self.results_parquet, index=False)
+        return self.results_parquet
+
+
+def load_results(out_dir: str | Path) -> pd.DataFrame:
+    """A sweep folder's results; ``df.attrs`` holds ``environment`` and ``out_dir``.
+
+    Example:
+        >>> df = load_results("out/sweep1")  # doctest: +SKIP
+        >>> df.groupby("config_key")["fps_output"].median()  # doctest: +SKIP
+    """
+    store = ResultsStore(out_dir)
+    if not store.results_csv.is_file():
+        raise FileNotFoundError(f"expected a sweep folder with results.csv, got none in {store.out_dir}")
+    df = store.load()
+    df.attrs["environment"] = store.environment()
+    df.attrs["out_dir"] = str(store.out_dir)
+    return df
+
+
+def summarize(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration (and mode): medians over repeats, plus how much repeats disagree.
+
+    ``n_repeats`` counts measured repeats; ``fps_processed_spread_pct`` and
+    ``fps_output_spread_pct`` are (max - min) / median x 100 over them.
+
+    Example:
+        >>> summarize(load_results("out/sweep1"))[["config_key", "fps_output"]]  # doctest: +SKIP
+    """
+    if results.empty:
+        return results.copy()
+    keys = ["config_key", "mode"]
+    numeric = [c for c in results.columns if c not in keys and pd.api.types.is_float_dtype(results[c])]
+    first = [
+        c for c in results.columns if c not in keys and c not in numeric and c not in ("repeat", "run_order")
+    ]
+    rows: list[dict[str, Any]] = []
+    for (key, mode), group in results.groupby(keys, sort=False):
+        ok = group[group["status"] == "ok"]
+        source = ok if not ok.empty else group
+        row: dict[str, Any] = {"config_key": key, "mode": mode}
+        for col in first:
+            row[col] = source[col].iloc[0]
+        for col in numeric:
+            row[col] = float(source[col].median()) if source[col].notna().any() else math.nan
+        row["n_repeats"] = len(ok)
+        for col in ("fps_processed", "fps_output"):
+            values = ok[col].dropna() if col in ok else pd.Series(dtype=float)
+            med = float(values.median()) if len(values) else math.nan
+            spread = (
+                (float(values.max()) - float(values.min())) / med * 100.0 if len(values) and med else math.nan
+            )
+            row[f"{col}_spread_pct"] = spread
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,391 @@
+"""`sweep`: replay one clip through many configurations and tabulate what each costs and loses.
+
+Every configuration sees exactly the same recorded frames (`espdetect.profiling.replay`).
+Runs are ordered per repeat in a seeded random order, so slow drift of the machine (heat,
+background work) spreads over all configurations instead of favouring the first ones. Warm-up
+frames are processed before each run and left out. Loaded detectors are kept for all
+configurations sharing model, input size and precision; the confidence threshold is changed
+in place. Each finished run is appended to ``results.csv`` at once, so an interrupted sweep
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import random
+import re
+import shutil
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from espdetect.detectors.base import Detector
+from espdetect.exceptions import ConfigurationError
+from espdetect.profiling.accuracy import Reference, accuracy_metrics, compute_reference
+from espdetect.profiling.config import ProfileConfig, unique
+from espdetect.profiling.environment import collect_environment, cuda_available
+from espdetect.profiling.metrics import ResourceMonitor, trace_metrics
+from espdetect.profiling.replay import ClipData, Mode, RunTrace, load_clip, replay
+from espdetect.profiling.results import ResultsStore, load_results
+
+__all__ = [
+    "HALF_NEEDS_CUDA",
+    "DetectorCache",
+    "DetectorFactory",
+    "ReferenceChoice",
+    "choose_reference",
+    "sweep",
+    "ultralytics_factory",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Builds the detector a configuration needs (its model, imgsz and half; conf is set afterwards).
+DetectorFactory = Callable[[ProfileConfig], Detector]
+#: ``"auto"`` (see `choose_reference`), an explicit configuration, or None (no accuracy columns).
+ReferenceChoice = ProfileConfig | Literal["auto"] | None
+
+#: Status of half-precision rows on machines without CUDA.
+HALF_NEEDS_CUDA = "n/a: half needs CUDA"
+_UNTRAINED = "n/a: untrained model (.yaml), speed only"
+
+
+def ultralytics_factory(device: str | None = "cpu") -> DetectorFactory:
+    """A factory of `UltralyticsDetector` on ``device`` ("cpu", "cuda:0", None for automatic).
+
+    Example:
+        >>> make = ultralytics_factory("cpu")
+        >>> det = make(ProfileConfig(model="yolov8n.yaml", imgsz=320))  # doctest: +SKIP
+    """
+
+    def make(config: ProfileConfig) -> Detector:
+        from espdetect.detectors.ultralytics import UltralyticsDetector
+
+        detector = UltralyticsDetector(
+            config.model, conf=config.conf, imgsz=config.imgsz, half=config.half, device=device
+        )
+        detector.warmup(2)
+        return detector
+
+    return make
+
+
+def _set_conf(detector: Detector, conf: float) -> None:
+    update = getattr(detector, "update", None)
+    if callable(update):
+        update(conf=conf)
+    elif hasattr(detector, "conf"):
+        detector.conf = conf  # type: ignore[attr-defined]
+
+
+class DetectorCache:
+    """Detectors by (model, imgsz, half), least recently used dropped beyond ``max_size``.
+
+    A model that failed to load keeps failing from the cache instead of loading again.
+    """
+
+    def __init__(self, factory: DetectorFactory, max_size: int = 6) -> None:
+        if max_size < 1:
+            raise ValueError(f"max_size must be >= 1, got {max_size}")
+        self.factory = factory
+        self.max_size = max_size
+        self._items: OrderedDict[tuple[str, int, bool], Detector | Exception] = OrderedDict()
+        self.loads = 0
+
+    def get(self, config: ProfileConfig) -> Detector:
+        """The detector for ``config`` with its confidence threshold applied.
+
+        Raises:
+            Exception: whatever the factory raised for this model (again on every call).
+        """
+        key = config.model_key
+        item = self._items.get(key)
+        if item is None:
+            self.loads += 1
+            try:
+                item = self.factory(config)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:
+                item = exc
+            self._items[key] = item
+            while len(self._items) > self.max_size:
+                self._items.popitem(last=False)
+        self._items.move_to_end(key)
+        if isinstance(item, Exception):
+            raise item
+        _set_conf(item, config.conf)
+        return item
+
+
+def choose_reference(configs: Iterable[ProfileConfig]) -> ProfileConfig | None:
+    """The automatic reference: the first trained model, its largest size, every frame, full decode.
+
+    Confidence is the default 0.25 and precision full; None when no model in the sweep is trained.
+    Pass an explicit reference to `sweep` to compare against something else (a better model).
+
+    Example:
+        >>> ref = choose_reference(grid(model="m.onnx", imgsz=[320, 640], skip=[2, 4]))  # doctest: +SKIP
+        >>> ref.imgsz, ref.skip, ref.decode_reduce
+        (640, 1, 1)
+    """
+    configs = list(configs)
+    trained = [c for c in configs if c.trained]
+    if not trained:
+        return None
+    model = trained[0].model
+    imgsz = max(c.imgsz for c in trained if c.model == model)
+    return ProfileConfig(model=model, imgsz=imgsz, half=False, skip=1, jpeg_quality=80, decode_reduce=1)
+
+
+def _safe_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._@-]+", "_", key)
+
+
+def _status_of_error(exc: Exception) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, ConfigurationError):
+        return f"n/a: {first}"
+    return f"error: {type(exc).__name__}: {first}"
+
+
+def _load_reference(
+    clip: ClipData, config: ProfileConfig, cache: DetectorCache, store: ResultsStore, progress: bool
+) -> Reference:
+    path = store.reference_dir / f"{_safe_name(config.key)}.json"
+    if path.is_file():
+        try:
+            ref = Reference.load(path)
+            if ref.key == config.key and ref.clip_fingerprint == clip.fingerprint:
+                logger.info("reference %s loaded from %s", config.key, path)
+                return ref
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("ignoring unreadable reference %s: %s", path, exc)
+    detector = cache.get(config)
+    ref = compute_reference(clip, detector, key=config.key, progress=progress)
+    ref.save(path)
+    return ref
+
+
+def _identity(config: ProfileConfig, repeat: int, order: int, mode: Mode) -> dict[str, object]:
+    return {
+        "config_key": config.key,
+        "repeat": repeat,
+        "run_order": order,
+        "mode": mode,
+        "model": config.model,
+        "model_name": config.model_name,
+        "model_format": config.model_format,
+        "trained": config.trained,
+        "imgsz": config.imgsz,
+        "half": config.half,
+        "skip": str(config.skip),
+        "jpeg_quality": config.jpeg_quality,
+        "conf": config.conf,
+        "decode_reduce": str(config.decode_reduce),
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _frame_rows(config: ProfileConfig, repeat: int, mode: Mode, trace: RunTrace) -> list[tuple[object, ...]]:
+    return [
+        (
+            config.key,
+            repeat,
+            mode,
+            r.seq,
+            r.shown_seq == r.seq,
+            r.shown_seq is not None and r.shown_seq != r.seq,
+            round(r.latency_ms, 3),
+            round(r.decode_ms + r.annotate_ms + r.encode_ms, 3),
+            r.nbytes,
+        )
+        for r in trace.renders
+    ]
+
+
+def sweep(
+    clip: str | Path | ClipData,
+    configs: Iterable[ProfileConfig],
+    out_dir: str | Path,
+    *,
+    mode: Mode = "fast",
+    repeats: int = 3,
+    warmup: int = 2,
+    seed: int = 0,
+    reference: ReferenceChoice = "auto",
+    detector_factory: DetectorFactory | None = None,
+    device: str | None = "cpu",
+    progress: bool = True,
+    resume: bool = True,
+    on_result: Callable[[dict[str, object]], None] | None = None,
+) -> pd.DataFrame:
+    """Measure every configuration ``repeats`` times on ``clip``; return the results table.
+
+    Args:
+        clip: a clip folder recorded with `record` (or a loaded `ClipData`).
+        configs: the configurations (`grid`, a list of `ProfileConfig`, or both concatenated).
+        out_dir: the sweep folder (see `espdetect.profiling.results`).
+        mode: ``"fast"`` or ``"realtime"`` (see `espdetect.profiling.replay`).
+        repeats: measured runs per configuration.
+        warmup: frames processed and discarded before each run.
+        seed: seeds the run order.
+        reference: what accuracy is measured against.
+        detector_factory: builds detectors; defaults to `ultralytics_factory` (``device``).
+        device: the device of the default factory.
+        progress: show tqdm progress bars (the notebook flavour inside Jupyter).
+        resume: keep runs already in ``out_dir`` and measure only the rest; False starts afresh.
+        on_result: called with each new row after it is saved (raise to stop the sweep).
+
+    Returns:
+        One row per configuration and repeat, with the documented `COLUMNS`; ``attrs`` holds
+        ``environment`` and ``out_dir``.
+
+    Raises:
+        ConfigurationError: no configurations, bad arguments, or ``out_dir`` holds another clip's sweep.
+
+    Example:
+        >>> df = sweep("data/clips/emulator-qvga", grid(skip=[1, 4], jpeg_quality=[50, 80]),  # doctest: +SKIP
+        ...            "out/sweep1", repeats=2)
+        >>> summarize(df)[["config_key", "fps_output", "displayed_recall"]]
+    """
+    from tqdm.auto import tqdm
+
+    from espdetect.encoders.jpeg import OpenCVJpegEncoder
+
+    if mode not in ("fast", "realtime"):
+        raise ConfigurationError(f"mode must be 'fast' or 'realtime', got {mode!r}")
+    if repeats < 1:
+        raise ConfigurationError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ConfigurationError(f"warmup must be >= 0, got {warmup}")
+    config_list = unique(configs)
+    if not config_list:
+        raise ConfigurationError("expected at least one configuration, got none")
+    data = clip if isinstance(clip, ClipData) else load_clip(clip)
+    store = ResultsStore(out_dir)
+    if not resume and store.out_dir.exists():
+        for path in (store.results_csv, store.results_parquet, store.frames_csv, store.environment_json):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(store.reference_dir, ignore_errors=True)
+    previous = store.environment().get("clip", {}).get("fingerprint")
+    if previous is not None and previous != data.fingerprint and store.done():
+        raise ConfigurationError(
+            f"expected {store.out_dir} to hold a sweep of clip {data.path}, got results of another clip "
+            f"(fingerprint {previous[:12]}); use another output folder or resume=False"
+        )
+
+    ref_config = choose_reference(config_list) if reference == "auto" else reference
+    environment = collect_environment(
+        [c.model for c in config_list] + ([ref_config.model] if ref_config else [])
+    )
+    environment["clip"] = {
+        "path": str(data.path),
+        "fingerprint": data.fingerprint,
+        "frames": len(data),
+        "duration_s": round(data.duration_s, 3),
+        "fps": round(data.fps, 3),
+        "size": list(data.size),
+    }
+    environment["sweep"] = {
+        "mode": mode,
+        "repeats": repeats,
+        "warmup": warmup,
+        "seed": seed,
+        "device": device,
+        "reference": ref_config.key if ref_config else None,
+        "configs": [c.key for c in config_list],
+    }
+    store.write_environment(environment)
+
+    cache = DetectorCache(detector_factory or ultralytics_factory(device))
+    half_ok = cuda_available() and device != "cpu"
+
+    ref: Reference | None = None
+    ref_status = "n/a: no trained model in the sweep"
+    if ref_config is not None:
+        try:
+            ref = _load_reference(data, ref_config, cache, store, progress)
+            ref_status = "ok"
+        except Exception as exc:
+            ref_status = f"n/a: reference failed ({_status_of_error(exc)})"
+            logger.warning("no accuracy columns: reference %s failed: %s", ref_config.key, exc)
+
+    runs: list[tuple[int, int, ProfileConfig]] = []
+    rng = random.Random(seed)
+    for repeat in range(repeats):
+        order = list(config_list)
+        rng.shuffle(order)
+        runs.extend((len(runs) + i, repeat, cfg) for i, cfg in enumerate(order))
+    done = store.done()
+    pending = [(o, r, c) for o, r, c in runs if (c.key, r, mode) not in done]
+    if len(pending) < len(runs):
+        logger.info("resuming: %d of %d runs already done", len(runs) - len(pending), len(runs))
+
+    bar = tqdm(pending, desc="sweep", unit="run", disable=not progress)
+    try:
+        for position, repeat, cfg in bar:
+            bar.set_postfix_str(cfg.key, refresh=False)
+            row = _identity(cfg, repeat, position, mode)
+            trace: RunTrace | None = None
+            if cfg.half and not half_ok:
+                row["status"] = HALF_NEEDS_CUDA
+            else:
+                try:
+                    detector = cache.get(cfg)
+                    gc.collect()
+                    with ResourceMonitor() as monitor:
+                        trace = replay(
+                            data,
+                            detector,
+                            OpenCVJpegEncoder(quality=cfg.jpeg_quality),
+                            mode=mode,
+                            skip=cfg.skip,
+                            decode_reduce=cfg.decode_reduce,
+                            warmup=warmup,
+                        )
+                    row["status"] = "ok"
+                    row.update(trace_metrics(trace, data.fps))
+                    row["cpu_percent"] = monitor.cpu_percent
+                    row["rss_peak_mb"] = monitor.rss_peak_mb
+                except Exception as exc:
+                    status = _status_of_error(exc)
+                    row["status"] = status
+                    if not status.startswith("n/a"):
+                        logger.exception("run %s (repeat %d) failed", cfg.key, repeat)
+            _add_accuracy(row, cfg, trace, ref, ref_config, ref_status, data)
+            store.append(row, _frame_rows(cfg, repeat, mode, trace) if trace is not None else ())
+            if on_result is not None:
+                on_result(row)
+    finally:
+        bar.close()
+        store.write_parquet()
+    return load_results(store.out_dir)
+
+
+def _add_accuracy(
+    row: dict[str, Any],
+    cfg: ProfileConfig,
+    trace: RunTrace | None,
+    ref: Reference | None,
+    ref_config: ProfileConfig | None,
+    ref_status: str,
+    clip: ClipData,
+) -> None:
+    if trace is None:
+        row["accuracy_status"] = "n/a: not measured"
+    elif not cfg.trained:
+        row["accuracy_status"] = _UNTRAINED
+    elif ref is None or ref_config is None:
+        row["accuracy_status"] = ref_status
+    else:
+        row.update(accuracy_metrics(trace, ref, clip))
+        row["accuracy_status"] = "ok"
+        row["reference_key"] = ref_config.key
+    if row.get("accuracy_status") != "ok":
+        row.setdefault("reference_key", "")

@@ -1,0 +1,229 @@
+"""`create_app`: the FastAPI application, and `StreamingServer`: uvicorn that ends streams on shutdown.
+
+The app factory stays small on purpose: it wires the lifespan (which builds the `CameraHub`
+and the per-app metrics registry), the `router` and the exception handlers that turn domain
+errors into HTTP answers. Middleware (authentication, CORS) can be added to the returned app.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from prometheus_client.registry import CollectorRegistry
+
+import espdetect
+from espdetect.detectors.base import Detector
+from espdetect.encoders.base import Encoder
+from espdetect.server.hub import (
+    CameraHub,
+    DetectorFactory,
+    EncoderFactory,
+    SettingRejected,
+    SourceFactory,
+    UnknownCamera,
+    ViewerLimitReached,
+)
+from espdetect.server.metrics import make_registry
+from espdetect.server.routes import NoFrameAvailable, router
+from espdetect.server.settings import CameraSettings, ServerSettings
+from espdetect.sources.base import FrameSource
+
+__all__ = [
+    "AppState",
+    "StreamingServer",
+    "create_app",
+    "default_detector",
+    "default_encoder",
+    "default_source",
+    "end_streams",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class AppState(TypedDict):
+    """What the lifespan puts in ``request.state``."""
+
+    hub: CameraHub
+    settings: ServerSettings
+    registry: CollectorRegistry
+
+
+def default_detector(server: ServerSettings, camera: CameraSettings) -> Detector:
+    """An `UltralyticsDetector` with the camera's settings (loads the model: blocking)."""
+    from espdetect.detectors.ultralytics import UltralyticsDetector
+
+    return UltralyticsDetector(
+        server.model,
+        conf=camera.conf,
+        iou=camera.iou,
+        imgsz=camera.imgsz,
+        half=server.half,
+        device=server.device,
+        classes=camera.classes,
+    )
+
+
+def default_source(server: ServerSettings, camera: CameraSettings) -> FrameSource:
+    """An `MjpegStreamSource` on the camera's URL."""
+    from espdetect.sources.mjpeg_stream import MjpegStreamSource
+
+    return MjpegStreamSource(camera.url, source_id=camera.id, stall_timeout=server.stall_timeout)
+
+
+def default_encoder(quality: int) -> Encoder:
+    """An `OpenCVJpegEncoder` at ``quality``."""
+    from espdetect.encoders.jpeg import OpenCVJpegEncoder
+
+    return OpenCVJpegEncoder(quality)
+
+
+def create_app(
+    settings: ServerSettings | None = None,
+    *,
+    detector_factory: DetectorFactory = default_detector,
+    source_factory: SourceFactory = default_source,
+    encoder_factory: EncoderFactory = default_encoder,
+) -> FastAPI:
+    """The espdetect server as an ASGI app; resources are created by its lifespan.
+
+    Args:
+        settings: server settings; by default read from ``ESPDETECT_*`` variables.
+        detector_factory: builds each camera's detector (called in a worker thread).
+        source_factory: opens a camera's source each time a first viewer arrives.
+        encoder_factory: builds the annotated stream's JPEG encoder for a quality.
+
+    Example:
+        >>> app = create_app(ServerSettings(cameras=["cam=http://192.168.4.1:81/stream"]))
+        >>> # uvicorn.run(app) - or StreamingServer(app, settings).run() to end streams on Ctrl-C
+    """
+    settings = settings if settings is not None else ServerSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
+        hub = await CameraHub.open(settings, detector_factory, source_factory, encoder_factory)
+        # Also on app.state: the server's shutdown hook runs outside any request.
+        app.state.hub = hub
+        try:
+            yield {"hub": hub, "settings": settings, "registry": make_registry(hub)}
+        finally:
+            app.state.hub = None
+            await hub.aclose()
+            logger.info("all cameras closed")
+
+    app = FastAPI(
+        title="espdetect",
+        version=_version(),
+        description="Real-time object detection on ESP32-CAM video.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.hub = None
+    app.include_router(router)
+    app.add_exception_handler(UnknownCamera, _unknown_camera)
+    app.add_exception_handler(ViewerLimitReached, _limit_reached)
+    app.add_exception_handler(NoFrameAvailable, _no_frame)
+    app.add_exception_handler(SettingRejected, _setting_rejected)
+    return app
+
+
+def _version() -> str:
+    return str(getattr(espdetect, "__version__", "0"))
+
+
+def end_streams(app: FastAPI) -> None:
+    """End every viewer stream of ``app`` now (the server is stopping)."""
+    hub: CameraHub | None = getattr(app.state, "hub", None)
+    if hub is not None:
+        hub.begin_shutdown()
+
+
+async def _unknown_camera(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=404)
+
+
+async def _limit_reached(request: Request, exc: Exception) -> JSONResponse:
+    settings: ServerSettings = request.app.state.settings
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(settings.retry_after)}
+    )
+
+
+async def _no_frame(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+
+async def _setting_rejected(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SettingRejected)
+    # The same shape as FastAPI's own validation errors, so clients handle one format.
+    detail = [{"type": "value_error", "loc": ["body", exc.field_name], "msg": exc.message}]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+class StreamingServer(uvicorn.Server):
+    """uvicorn's server, ending viewer streams the moment shutdown begins.
+
+    uvicorn's graceful shutdown waits for open responses, and MJPEG streams never finish on
+    their own; ending them first lets Ctrl-C / SIGTERM stop the process within a second.
+
+    Example:
+        >>> settings = ServerSettings(cameras=["http://192.168.4.1:81/stream"])  # doctest: +SKIP
+        >>> StreamingServer(create_app(settings), settings).run()
+    """
+
+    def __init__(
+        self,
+        app: FastAPI,
+        settings: ServerSettings,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        on_started: Callable[[StreamingServer], None] | None = None,
+    ) -> None:
+        config = uvicorn.Config(
+            app,
+            host=settings.host if host is None else host,
+            port=settings.port if port is None else port,
+            log_config=None,
+            access_log=settings.access_log,
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+            lifespan="on",
+        )
+        super().__init__(config)
+        self.app = app
+        self.on_started = on_started
+
+    @property
+    def bound_port(self) -> int:
+        """The port listened on (useful with port 0); 0 before startup."""
+        for server in self.servers:
+            for sock in server.sockets:
+                port: int = sock.getsockname()[1]
+                return port
+        return 0
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the running server (127.0.0.1 when listening on every interface)."""
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.bound_port}"
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.on_started is not None:
+            self.on_started(self)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        end_streams(self.app)
+        await super().shutdown(sockets)

@@ -1,0 +1,263 @@
+"""The HTTP API: viewer page, camera list, streams, snapshots, detections, settings, stats, metrics.
+
+Routes live in one `APIRouter` so authentication, CORS and other policies can be added by the
+app factory (middleware, router dependencies) without touching them. Resources come from the
+lifespan state (``request.state.hub``); nothing here is a module-level singleton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import CollectorRegistry
+from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+
+from espdetect.exceptions import EspdetectError
+from espdetect.latest import SlotClosed
+from espdetect.mjpeg import format_timestamp
+from espdetect.pipeline import StaleMode
+from espdetect.server.hub import Camera, CameraHub, ViewerKind
+from espdetect.server.metrics import hub_stats
+from espdetect.server.settings import CAMERA_ID_PATTERN, ClassIds, Conf, Quality, SkipSetting, check_imgsz
+from espdetect.server.streaming import (
+    MJPEG_MEDIA_TYPE,
+    SSE_MEDIA_TYPE,
+    ViewerStream,
+    annotated_mjpeg,
+    detection_events,
+    raw_mjpeg,
+)
+
+__all__ = ["NoFrameAvailable", "SettingsPatch", "router"]
+
+router = APIRouter()
+
+
+class NoFrameAvailable(EspdetectError):
+    """A snapshot found no frame cached and none arrived within the snapshot timeout."""
+
+    def __init__(self, camera_id: str, timeout: float) -> None:
+        super().__init__(f"expected a frame from camera {camera_id!r} within {timeout:g} s, got none")
+        self.camera_id = camera_id
+        self.timeout = timeout
+
+
+def get_hub(request: Request) -> CameraHub:
+    hub: CameraHub = request.state.hub
+    return hub
+
+
+HubDep = Annotated[CameraHub, Depends(get_hub)]
+CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN, description="camera id from the configuration")]
+
+
+def get_camera(camera_id: CameraId, hub: HubDep) -> Camera:
+    return hub.camera(camera_id)
+
+
+def get_first_camera(hub: HubDep) -> Camera:
+    return hub.first()
+
+
+CameraDep = Annotated[Camera, Depends(get_camera)]
+FirstCameraDep = Annotated[Camera, Depends(get_first_camera)]
+
+
+class SettingsPatch(BaseModel):
+    """Fields to change; omitted fields keep their value. ``classes: null`` means all classes.
+
+    Example:
+        >>> SettingsPatch(conf=0.4, skip="auto").model_dump(exclude_unset=True)
+        {'conf': 0.4, 'skip': 'auto'}
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    conf: Conf | None = None
+    iou: Conf | None = None
+    classes: ClassIds | None = None
+    skip: SkipSetting | None = None
+    quality: Quality | None = None
+    imgsz: Annotated[int, AfterValidator(check_imgsz)] | None = None
+    stale: StaleMode | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> SettingsPatch:
+        for name in sorted(self.model_fields_set - {"classes"}):
+            if getattr(self, name) is None:
+                raise ValueError(
+                    f"{name}: expected a value, got null (only classes may be null: all classes)"
+                )
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+def _settings_body(camera: Camera) -> dict[str, Any]:
+    body: dict[str, Any] = camera.settings.model_dump(mode="json", exclude={"url"})
+    body["quality_tiers"] = list(camera.quality_tiers)
+    body["fixed_imgsz"] = camera.fixed_imgsz
+    names = getattr(camera.detector, "names", None) or {}
+    body["names"] = {str(k): v for k, v in dict(names).items()}
+    return body
+
+
+def _peer(request: Request) -> str:
+    client = request.client
+    return f"{client.host}:{client.port}" if client else "unknown"
+
+
+def _stream(request: Request, hub: CameraHub, camera: Camera, kind: ViewerKind) -> ViewerStream:
+    # Admission (and its limit check) happens before any header is sent; the ticket is
+    # released by the response whatever ends it.
+    ticket = hub.admit(camera, kind, _peer(request))
+    if kind is ViewerKind.RAW:
+        body, media_type = (lambda send: raw_mjpeg(camera, ticket, send)), MJPEG_MEDIA_TYPE
+    elif kind is ViewerKind.ANNOTATED:
+        body, media_type = (lambda send: annotated_mjpeg(camera, ticket, send)), MJPEG_MEDIA_TYPE
+    else:
+        body, media_type = (lambda send: detection_events(camera, ticket, send)), SSE_MEDIA_TYPE
+    return ViewerStream(
+        body,
+        ticket=ticket,
+        media_type=media_type,
+        shutdown=hub.shutdown,
+        send_timeout=hub.settings.viewer_timeout,
+    )
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index() -> HTMLResponse:
+    page = resources.files("espdetect.server").joinpath("static/index.html").read_text(encoding="utf-8")
+    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/health")
+async def health(hub: HubDep) -> dict[str, Any]:
+    """Liveness: answers at once, whatever the cameras do."""
+    return {"status": "ok", "cameras": len(hub.cameras), "viewers": hub.total_viewers}
+
+
+@router.get("/cameras")
+async def cameras(hub: HubDep) -> list[dict[str, Any]]:
+    """The configured cameras with their endpoint paths (camera URLs stay private)."""
+    out = []
+    for cam_id, cam in hub.cameras.items():
+        base = f"/cameras/{cam_id}"
+        out.append(
+            {
+                "id": cam_id,
+                "upstream_connected": cam.source_stats().connected,
+                "viewers": {kind.value: n for kind, n in cam.viewers.items()},
+                "stream": f"{base}/stream",
+                "detect": f"{base}/detect",
+                "snapshot": f"{base}/snapshot",
+                "detections": f"{base}/detections",
+                "settings": f"{base}/settings",
+            }
+        )
+    return out
+
+
+@router.get("/cameras/{camera_id}/stream", response_class=Response)
+async def raw_stream(request: Request, hub: HubDep, camera: CameraDep) -> ViewerStream:
+    """The camera's MJPEG stream, JPEG bytes as the camera sent them."""
+    return _stream(request, hub, camera, ViewerKind.RAW)
+
+
+@router.get("/cameras/{camera_id}/detect", response_class=Response)
+async def annotated_stream(request: Request, hub: HubDep, camera: CameraDep) -> ViewerStream:
+    """MJPEG with the detections drawn in."""
+    return _stream(request, hub, camera, ViewerKind.ANNOTATED)
+
+
+@router.get("/cameras/{camera_id}/detections", response_class=Response)
+async def detections(request: Request, hub: HubDep, camera: CameraDep) -> ViewerStream:
+    """Server-sent events: one JSON object per processed frame."""
+    return _stream(request, hub, camera, ViewerKind.SSE)
+
+
+@router.get("/stream", response_class=Response)
+async def first_raw_stream(request: Request, hub: HubDep, camera: FirstCameraDep) -> ViewerStream:
+    """``/cameras/{first}/stream``."""
+    return _stream(request, hub, camera, ViewerKind.RAW)
+
+
+@router.get("/stream/detect", response_class=Response)
+async def first_annotated_stream(request: Request, hub: HubDep, camera: FirstCameraDep) -> ViewerStream:
+    """``/cameras/{first}/detect``."""
+    return _stream(request, hub, camera, ViewerKind.ANNOTATED)
+
+
+@router.get("/cameras/{camera_id}/snapshot", response_class=Response)
+async def snapshot(hub: HubDep, camera: CameraDep, annotated: Annotated[bool, Query()] = False) -> Response:
+    """The newest frame as one JPEG; waits for one (up to the snapshot timeout) when none is live."""
+    timeout = hub.settings.snapshot_timeout
+    try:
+        jpeg, arrival = await asyncio.wait_for(_latest_jpeg(camera, annotated), timeout)
+    except (asyncio.TimeoutError, SlotClosed):
+        raise NoFrameAvailable(camera.id, timeout) from None
+    return Response(
+        jpeg,
+        media_type="image/jpeg",
+        headers={"X-Timestamp": format_timestamp(arrival), "Cache-Control": "no-store"},
+    )
+
+
+async def _latest_jpeg(camera: Camera, annotated: bool) -> tuple[bytes, float]:
+    pipe = camera.pipeline
+    if annotated:
+        live = pipe.upstream_open and pipe.demand["annotated"] > 0
+        rendered = pipe.output.value
+        if live and rendered is not None:
+            return rendered.jpeg, rendered.frame.arrival
+        async with pipe.subscribe("annotated"):
+            _, rendered = await pipe.output.next_after(pipe.output.version)
+            return rendered.jpeg, rendered.frame.arrival
+    frame = pipe.raw.value
+    if pipe.upstream_open and frame is not None and frame.jpeg is not None:
+        return frame.jpeg, frame.arrival
+    async with pipe.subscribe("raw"):
+        _, frame = await pipe.raw.next_after(pipe.raw.version)
+        assert frame.jpeg is not None
+        return frame.jpeg, frame.arrival
+
+
+@router.get("/cameras/{camera_id}/settings")
+async def get_settings(camera: CameraDep) -> dict[str, Any]:
+    """The camera's effective settings, the JPEG quality tiers and the model's class names."""
+    return _settings_body(camera)
+
+
+@router.patch("/cameras/{camera_id}/settings")
+async def patch_settings(camera: CameraDep, patch: SettingsPatch) -> dict[str, Any]:
+    """Change settings at run time (validated; 422 says what was expected)."""
+    camera.apply(patch.changes())
+    return _settings_body(camera)
+
+
+@router.get("/stats")
+async def stats(hub: HubDep) -> dict[str, Any]:
+    """Per-camera counters, rates and latency percentiles."""
+    return hub_stats(hub)
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    """Prometheus text format."""
+    registry: CollectorRegistry = request.state.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+#: What the exception handlers in `espdetect.server.app` answer for each domain error.
+ErrorStatus = Literal[404, 422, 503]
+
+
+def error_json(status: ErrorStatus, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status, headers=headers)

@@ -1,0 +1,183 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from espdetect.detections import Detections, StageTimings
+from espdetect.detectors.base import Detector
+from espdetect.emulator import EmulatorConfig, EmulatorThread
+from espdetect.mjpeg import MultipartParser, Part
+from espdetect.server.app import StreamingServer, create_app
+from espdetect.server.hub import CameraHub, DetectorFactory
+from espdetect.server.settings import CameraSettings, ServerSettings
+from espdetect.server.streaming import MJPEG_BOUNDARY
+
+
+class BoxDetector(Detector):
+    """A fast stand-in for YOLO: one "person" box in the middle of every image."""
+
+    def __init__(self, fixed_imgsz: tuple[int, int] | None = None) -> None:
+        self.names = {0: "person", 1: "bicycle", 2: "car"}
+        self.fixed_imgsz = fixed_imgsz
+        self.imgsz = 640 if fixed_imgsz is None else max(fixed_imgsz)
+        self.conf = 0.25
+        self.classes: list[int] | None = None
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def update(
+        self,
+        *,
+        conf: float | None = None,
+        iou: float | None = None,
+        imgsz: int | None = None,
+        classes: list[int] | None = None,
+    ) -> None:
+        if conf is not None:
+            self.conf = conf
+        if imgsz is not None:
+            self.imgsz = imgsz
+        self.classes = classes
+
+    def detect(self, image: np.ndarray) -> Detections:
+        with self._lock:
+            self.calls += 1
+        h, w = image.shape[:2]
+        return Detections(
+            xyxy=np.array([[w * 0.25, h * 0.25, w * 0.75, h * 0.75]], np.float32),
+            confidence=np.array([0.9], np.float32),
+            class_id=np.array([0]),
+            names=self.names,
+            timings=StageTimings(0.1, 1.0, 0.1),
+        )
+
+
+def box_detectors(store: list[BoxDetector], fixed_imgsz: tuple[int, int] | None = None) -> DetectorFactory:
+    def make(server: ServerSettings, camera: CameraSettings) -> Detector:
+        det = BoxDetector(fixed_imgsz)
+        store.append(det)
+        return det
+
+    return make
+
+
+class ServerThread:
+    """A real uvicorn `StreamingServer` on 127.0.0.1 and a free port, in a background thread."""
+
+    def __init__(self, settings: ServerSettings, **factories: Any) -> None:
+        self.settings = settings
+        self.app = create_app(settings, **factories)
+        self._ready = threading.Event()
+        self.server = StreamingServer(
+            self.app, settings, host="127.0.0.1", port=0, on_started=lambda _: self._ready.set()
+        )
+        self.thread = threading.Thread(target=self._run, name="test-server", daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except BaseException as exc:  # SystemExit on startup failure
+            self.error = exc
+        finally:
+            self._ready.set()
+
+    def start(self) -> ServerThread:
+        self.thread.start()
+        assert self._ready.wait(60), "server did not start"
+        assert self.server.started, f"server failed to start: {self.error!r}"
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.bound_port}"
+
+    @property
+    def port(self) -> int:
+        return self.server.bound_port
+
+    @property
+    def hub(self) -> CameraHub:
+        hub: CameraHub = self.app.state.hub
+        return hub
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds (the server runs in another thread: no event to await)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def camera_stats(client: httpx.Client, camera: str = "cam") -> dict[str, Any]:
+    stats: dict[str, Any] = client.get("/stats").json()["cameras"][camera]
+    return stats
+
+
+def viewer_total(client: httpx.Client, camera: str = "cam") -> int:
+    return sum(camera_stats(client, camera)["viewers"].values())
+
+
+def read_parts(response: httpx.Response, n: int, boundary: str = MJPEG_BOUNDARY) -> list[Part]:
+    """The first ``n`` multipart parts of a streaming response."""
+    parser = MultipartParser(boundary)
+    parts: list[Part] = []
+    for chunk in response.iter_raw():
+        parts.extend(parser.feed(chunk))
+        if len(parts) >= n:
+            break
+    assert len(parts) >= n, f"stream ended after {len(parts)} parts"
+    return parts[:n]
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorThread]:
+    with EmulatorThread(EmulatorConfig(fps=20.0, size=(320, 240), loop_frames=8)) as cam:
+        yield cam
+
+
+@pytest.fixture
+def detectors() -> list[BoxDetector]:
+    return []
+
+
+@pytest.fixture
+def make_server(
+    emulator: EmulatorThread, detectors: list[BoxDetector]
+) -> Iterator[Callable[..., ServerThread]]:
+    """Start a server on the emulator with `BoxDetector`s; keyword arguments go to ServerSettings."""
+    started: list[ServerThread] = []
+
+    def make(fixed_imgsz: tuple[int, int] | None = None, **settings: Any) -> ServerThread:
+        values: dict[str, Any] = {"cameras": [f"cam={emulator.stream_url}"], "grace_period": 0.3}
+        values.update(settings)
+        server = ServerThread(ServerSettings(**values), detector_factory=box_detectors(detectors, fixed_imgsz))
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., ServerThread]) -> ServerThread:
+    return make_server()
+
+
+@pytest.fixture
+def client(server: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10.0) as c:
+        yield c

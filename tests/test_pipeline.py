@@ -1,0 +1,700 @@
+"""CameraPipeline: demand-driven source, latest-frame detection, rendering, errors.
+
+The camera is an in-test `FrameSource` fed from an asyncio.Queue the test controls, and the
+model a small deterministic `Detector` that can be held at a gate to act slow, so the tests
+advance on events rather than on wall-clock sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import aclosing
+from functools import cache
+from pathlib import Path
+from typing import TypeVar
+
+import cv2
+import numpy as np
+import pytest
+
+from espdetect.detections import Detections, StageTimings
+from espdetect.detectors.base import Detector
+from espdetect.exceptions import EndOfStream, EspdetectError, SourceUnavailable
+from espdetect.frame import Frame
+from espdetect.pipeline import (
+    CameraPipeline,
+    DetectionResult,
+    FrameProcessor,
+    PipelineConfig,
+    Rendered,
+    StaleMode,
+    choose_reduce,
+)
+from espdetect.sources.base import FrameSource
+
+pytestmark = pytest.mark.anyio
+
+T = TypeVar("T")
+TIMEOUT = 10.0  # safety net only: every wait below ends on an event
+
+
+async def within(aw: Awaitable[T]) -> T:
+    return await asyncio.wait_for(aw, TIMEOUT)
+
+
+async def settle() -> None:
+    """Let every runnable task reach its next await (loop passes, no wall-clock wait)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+# -- stand-ins --------------------------------------------------------------------------------
+
+
+@cache
+def _jpeg(width: int = 64, height: int = 48) -> bytes:
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.stack([xx * 4 % 256, yy * 5 % 256, np.full_like(xx, 90)], axis=2).astype(np.uint8)
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return buf.tobytes()
+
+
+def make_frame(seq: int, jpeg: bytes | None = None) -> Frame:
+    # A fresh bytes object per frame, so pass-through can be checked by identity.
+    return Frame(seq=seq, source_id="cam", jpeg=bytes(bytearray(jpeg if jpeg is not None else _jpeg())))
+
+
+CORRUPT = b"\xff\xd8 this is not a decodable jpeg \xff\xd9"
+
+Item = Frame | BaseException | None
+
+
+class QueueSource(FrameSource):
+    """Frames the test puts in ``queue``; None ends the stream, an exception is raised by read()."""
+
+    source_id = "cam"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.close_started = asyncio.Event()
+        #: When set by a test, aclose() waits on it (a slow disconnect).
+        self.close_gate: asyncio.Event | None = None
+
+    async def read(self) -> Frame:
+        if self.closed.is_set():
+            raise EndOfStream("closed")
+        item = await self.queue.get()
+        if item is None or self.closed.is_set():
+            raise EndOfStream("end of test stream")
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def aclose(self) -> None:
+        self.close_started.set()
+        if self.close_gate is not None:
+            await self.close_gate.wait()
+        self.closed.set()
+
+
+class Upstream:
+    """The source factory: records every source it opens."""
+
+    def __init__(self) -> None:
+        self.sources: list[QueueSource] = []
+        self._opened = asyncio.Event()
+
+    def __call__(self) -> QueueSource:
+        src = QueueSource()
+        self.sources.append(src)
+        self._opened.set()
+        return src
+
+    async def source(self, index: int = 0) -> QueueSource:
+        while len(self.sources) <= index:
+            self._opened.clear()
+            await within(self._opened.wait())
+        return self.sources[index]
+
+    async def push(self, *items: Item, index: int = -1) -> None:
+        src = await self.source(max(index, 0)) if index >= 0 else await self.source(len(self.sources) - 1)
+        for item in items:
+            src.queue.put_nowait(item)
+
+
+class StandInDetector(Detector):
+    """One centred box per image; optionally held at a gate (a slow model) or failing on call N."""
+
+    names = {0: "person", 1: "dog"}
+
+    def __init__(self, *, gated: bool = False, fail_calls: frozenset[int] = frozenset()) -> None:
+        self.gated = gated
+        self.fail_calls = fail_calls
+        self.calls = 0
+        self.shapes: list[tuple[int, ...]] = []
+        self._lock = threading.Lock()
+        self._gate = threading.Semaphore(0)
+        self._loop = asyncio.get_running_loop()
+        self._started: asyncio.Queue[int] = asyncio.Queue()
+
+    def detect(self, image: np.ndarray) -> Detections:
+        with self._lock:
+            self.calls += 1
+            n = self.calls
+            self.shapes.append(image.shape)
+        self._loop.call_soon_threadsafe(self._started.put_nowait, n)
+        if self.gated and not self._gate.acquire(timeout=TIMEOUT):
+            raise TimeoutError("test never released the detector")
+        if n in self.fail_calls:
+            raise RuntimeError(f"model failure on call {n}")
+        h, w = image.shape[:2]
+        return Detections(
+            xyxy=np.array([[w * 0.25, h * 0.25, w * 0.75, h * 0.75]], np.float32),
+            confidence=np.array([0.9], np.float32),
+            class_id=np.array([0]),
+            names=self.names,
+            timings=StageTimings(0.1, 0.2, 0.3),
+        )
+
+    async def started(self) -> int:
+        """Wait until a detect call has begun; its call number."""
+        return await within(self._started.get())
+
+    def release(self, n: int = 1) -> None:
+        for _ in range(n):
+            self._gate.release()
+
+
+@pytest.fixture
+def upstream() -> Upstream:
+    return Upstream()
+
+
+@pytest.fixture
+async def detector() -> AsyncIterator[StandInDetector]:
+    det = StandInDetector()
+    yield det
+    det.release(1000)
+
+
+@pytest.fixture
+async def slow_detector() -> AsyncIterator[StandInDetector]:
+    det = StandInDetector(gated=True)
+    yield det
+    det.release(1000)  # never leave a worker thread parked at the gate
+
+
+def pipeline(upstream: Upstream, det: Detector, **config: object) -> CameraPipeline:
+    cfg = PipelineConfig(**{"grace_period": 0.01, **config})  # type: ignore[arg-type]
+    return CameraPipeline(upstream, det, config=cfg, name="test")
+
+
+class Viewer:
+    """An ``outputs()`` consumer running as a task, recording what it receives."""
+
+    def __init__(self, pipe: CameraPipeline) -> None:
+        self.got: list[Rendered] = []
+        self._new = asyncio.Event()
+        self.task = asyncio.create_task(self._run(pipe))
+
+    async def _run(self, pipe: CameraPipeline) -> None:
+        async with aclosing(pipe.outputs()) as outputs:
+            async for rendered in outputs:
+                self.got.append(rendered)
+                self._new.set()
+
+    async def until_seq(self, seq: int) -> Rendered:
+        """Wait for the output of frame ``seq``."""
+        while True:
+            for r in reversed(self.got):
+                if r.frame.seq == seq:
+                    return r
+            self._new.clear()
+            await within(self._new.wait())
+
+    @property
+    def seqs(self) -> list[int]:
+        return [r.frame.seq for r in self.got]
+
+
+async def start_viewers(pipe: CameraPipeline, n: int = 1) -> list[Viewer]:
+    viewers = [Viewer(pipe) for _ in range(n)]
+    while pipe.demand["annotated"] < n:
+        await settle()
+    await settle()
+    return viewers
+
+
+async def raw_until_seq(pipe: CameraPipeline, seq: int) -> None:
+    version = 0
+    while True:
+        version, frame = await within(pipe.raw.next_after(version))
+        if frame.seq == seq:
+            return
+
+
+async def detections_until_seq(pipe: CameraPipeline, seq: int, version: int = 0) -> tuple[int, DetectionResult]:
+    while True:
+        version, result = await within(pipe.detections.next_after(version))
+        if result.frame.seq >= seq:
+            return version, result
+
+
+# -- config and helpers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        pytest.param({"skip": 0}, "skip must be an integer >= 1 or 'auto', got 0", id="skip-0"),
+        pytest.param({"skip": True}, "skip must be an integer >= 1 or 'auto', got True", id="skip-bool"),
+        pytest.param({"skip": "2"}, "skip must be an integer >= 1 or 'auto', got '2'", id="skip-str"),
+        pytest.param({"decode_reduce": 3}, "decode_reduce must be 1, 2, 4, 8 or 'auto', got 3", id="reduce"),
+        pytest.param({"grace_period": -1}, "grace_period must be >= 0 seconds, got -1", id="grace"),
+        pytest.param({"stale": "sometimes"}, "'sometimes' is not a valid StaleMode", id="stale"),
+    ],
+)
+def test_config_validation(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PipelineConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_config_accepts_stale_mode_by_value() -> None:
+    assert PipelineConfig(stale="raw").stale is StaleMode.RAW  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("size", "imgsz", "reduce"),
+    [
+        ((1600, 1200), 640, 2),
+        ((320, 240), 640, 1),
+        ((1280, 720), 320, 4),
+        ((5120, 3840), 640, 8),
+        ((1600, 1200), None, 1),
+        ((1279, 720), 640, 1),
+    ],
+)
+def test_choose_reduce(size: tuple[int, int], imgsz: int | None, reduce: int) -> None:
+    assert choose_reduce(size, imgsz) == reduce
+
+
+async def test_processor_maps_reduced_boxes_to_full_scale(detector: StandInDetector) -> None:
+    from espdetect.annotate import Annotator
+    from espdetect.encoders.jpeg import OpenCVJpegEncoder
+
+    proc = FrameProcessor(detector, Annotator(), OpenCVJpegEncoder(quality=70), decode_reduce=4)
+    frame = make_frame(0, _jpeg(320, 240))
+    result = proc.detect(frame)
+    assert detector.shapes == [(60, 80, 3)]
+    assert result.reduce == 4
+    np.testing.assert_allclose(result.detections.xyxy, [[80, 60, 240, 180]])
+    rendered = proc.render(frame, result, fresh=True)
+    assert rendered.quality == 70
+    assert rendered.detection is result
+    assert rendered.image is not None and rendered.image.shape == (240, 320, 3)
+    # Other qualities are encoded once each, whoever asks.
+    low = rendered.encoded(30)
+    assert rendered.encoded(30) is low
+    assert len(low) < len(rendered.jpeg)
+    assert rendered.encoded(70) is rendered.jpeg
+    passed = proc.render(frame, result, fresh=False, passthrough=True)
+    assert passed.jpeg is frame.jpeg and passed.detection is None
+
+
+# -- demand-driven source ---------------------------------------------------------------------
+
+
+async def test_no_subscriber_opens_no_source(upstream: Upstream, detector: StandInDetector) -> None:
+    async with pipeline(upstream, detector) as pipe:
+        await settle()
+        assert upstream.sources == []
+        assert not pipe.upstream_open
+        assert pipe.stats.upstream_opens == 0
+    assert upstream.sources == []
+
+
+async def test_raw_annotated_and_detections_share_one_source(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector) as pipe:
+        async with pipe.subscribe("raw"), pipe.subscribe("detections"), pipe.subscribe("annotated"):
+            assert pipe.demand == {"raw": 1, "annotated": 1, "detections": 1}
+            await settle()
+            assert len(upstream.sources) == 1
+            assert pipe.upstream_open
+            out_version = pipe.output.version
+            await upstream.push(make_frame(0))
+            _, raw = await within(pipe.raw.next_after(0))
+            _, result = await within(pipe.detections.next_after(0))
+            _, rendered = await within(pipe.output.next_after(out_version))
+            assert raw.seq == result.frame.seq == rendered.frame.seq == 0
+            assert result.frame is raw
+            async with pipe.subscribe("raw"):
+                await settle()
+            assert len(upstream.sources) == 1
+            assert pipe.stats.upstream_opens == 1
+
+
+async def test_last_unsubscribe_closes_the_source_after_the_grace_period(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector, grace_period=0.01) as pipe:
+        async with pipe.subscribe("raw"):
+            src = await upstream.source()
+            await settle()
+            assert pipe.source is src
+        assert not src.closed.is_set()  # the grace period has not run yet
+        await within(src.closed.wait())
+        await settle()
+        assert not pipe.upstream_open
+        assert pipe.source is None
+        assert pipe.demand == {"raw": 0, "annotated": 0, "detections": 0}
+        # Demand again: a new connection.
+        async with pipe.subscribe("annotated"):
+            await upstream.source(1)
+            assert pipe.stats.upstream_opens == 2
+
+
+async def test_resubscribe_within_the_grace_period_reuses_the_source(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector, grace_period=60.0) as pipe:
+        async with pipe.subscribe("raw"):
+            src = await upstream.source()
+            await settle()
+        await settle()
+        async with pipe.subscribe("raw"):
+            await settle()
+            assert upstream.sources == [src]
+            assert not src.closed.is_set()
+            await upstream.push(make_frame(5))
+            _, frame = await within(pipe.raw.next_after(0))
+            assert frame.seq == 5
+    assert src.closed.is_set()
+
+
+async def test_resubscribe_while_the_old_source_is_closing_keeps_the_new_source(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector, grace_period=0.0) as pipe:
+        async with pipe.subscribe("raw"):
+            first = await upstream.source()
+            first.close_gate = asyncio.Event()
+            await settle()
+        await within(first.close_started.wait())  # the old connection is being torn down...
+        async with pipe.subscribe("raw"):
+            second = await upstream.source(1)  # ...when a viewer comes back
+            await settle()
+            pipe.upstream_changed.clear()
+            first.close_gate.set()
+            await within(first.closed.wait())
+            await settle()
+            assert not second.closed.is_set()
+            assert pipe.source is second
+            await upstream.push(make_frame(1), index=1)
+            _, frame = await within(pipe.raw.next_after(0))
+            assert frame.seq == 1
+            assert not pipe.ended
+
+
+# -- latest-frame semantics -------------------------------------------------------------------
+
+
+async def test_slow_detector_never_works_through_a_backlog(
+    upstream: Upstream, slow_detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, slow_detector) as pipe, pipe.subscribe("detections"):
+        await upstream.push(make_frame(0))
+        assert await slow_detector.started() == 1
+        await upstream.push(*(make_frame(i) for i in range(1, 6)))
+        await raw_until_seq(pipe, 5)
+        slow_detector.release()
+        version, first = await detections_until_seq(pipe, 0)
+        assert first.frame.seq == 0
+        assert await slow_detector.started() == 2  # on the newest frame, not frame 1
+        await upstream.push(*(make_frame(i) for i in range(6, 10)))
+        await raw_until_seq(pipe, 9)
+        slow_detector.release()
+        version, second = await detections_until_seq(pipe, 1, version)
+        assert second.frame.seq == 5
+        assert await slow_detector.started() == 3
+        slow_detector.release()
+        _, third = await detections_until_seq(pipe, 6, version)
+        assert third.frame.seq == 9
+        assert pipe.stats.frames_in == 10
+        assert pipe.stats.frames_detected == 3
+        assert slow_detector.calls == 3
+
+
+async def test_one_detection_per_frame_whatever_the_number_of_viewers(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector) as pipe:
+        viewers = await start_viewers(pipe, 10)
+        assert len(upstream.sources) == 1
+        for seq in range(6):
+            await upstream.push(make_frame(seq))
+            for v in viewers:
+                await v.until_seq(seq)
+        assert detector.calls == 6
+        assert pipe.stats.frames_detected == 6
+        for v in viewers:
+            assert v.seqs == list(range(6))
+        # Encoded once: every viewer holds the very same output objects.
+        for i in range(6):
+            assert len({id(v.got[i]) for v in viewers}) == 1
+    for v in viewers:
+        await within(v.task)
+
+
+async def test_detector_faster_than_camera_draws_each_frame_with_its_own_boxes(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        frames = [make_frame(seq) for seq in range(5)]
+        for frame in frames:
+            await upstream.push(frame)
+            rendered = await viewer.until_seq(frame.seq)
+            assert rendered.fresh
+            assert rendered.detection is not None
+            assert rendered.detection.frame is rendered.frame
+            assert rendered.frame.jpeg is frame.jpeg
+            assert rendered.jpeg != frame.jpeg  # re-encoded with boxes
+            assert len(rendered.detection.detections) == 1
+        assert pipe.stats.frames_out == 5
+        assert pipe.stats.dropped == 0
+        assert len(pipe.stats.latency_ms) == 5
+        assert pipe.stats.percentiles("latency_ms")["p50"] is not None
+
+
+async def test_fixed_skip_detects_every_nth_frame(upstream: Upstream, detector: StandInDetector) -> None:
+    async with pipeline(upstream, detector, skip=3) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        for seq in range(10):
+            await upstream.push(make_frame(seq))
+            await viewer.until_seq(seq)
+        detected = {r.detection.frame.seq for r in viewer.got if r.detection is not None}
+        assert detected == {0, 3, 6, 9}
+        assert detector.calls == 4
+        for r in viewer.got:
+            assert r.detection is not None
+            assert r.detection.frame.seq == r.frame.seq - r.frame.seq % 3
+            assert r.fresh == (r.frame.seq % 3 == 0)
+
+
+async def test_draw_last_renders_every_frame_with_the_last_boxes(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector, skip=1000, stale=StaleMode.DRAW_LAST) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        frames = [make_frame(seq) for seq in range(5)]
+        for frame in frames:
+            await upstream.push(frame)
+            await viewer.until_seq(frame.seq)
+        assert viewer.seqs == [0, 1, 2, 3, 4]
+        first = viewer.got[0].detection
+        assert first is not None and first.frame is viewer.got[0].frame
+        assert [r.fresh for r in viewer.got] == [True, False, False, False, False]
+        for r, frame in zip(viewer.got, frames, strict=True):
+            assert r.detection is first
+            assert r.jpeg != frame.jpeg
+            assert r.image is not None
+            assert not np.array_equal(r.image, frame.image())  # boxes were drawn
+        assert detector.calls == 1
+
+
+async def test_raw_stale_mode_passes_camera_bytes_through(upstream: Upstream, detector: StandInDetector) -> None:
+    async with pipeline(upstream, detector, skip=1000, stale=StaleMode.RAW) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        frames = [make_frame(seq) for seq in range(4)]
+        for frame in frames:
+            await upstream.push(frame)
+            await viewer.until_seq(frame.seq)
+        head, *rest = viewer.got
+        assert head.fresh and head.detection is not None and head.jpeg != frames[0].jpeg
+        for r, frame in zip(rest, frames[1:], strict=True):
+            assert r.jpeg is frame.jpeg  # untouched camera bytes, no re-encode
+            assert r.detection is None
+            assert not r.fresh
+            assert r.timings.encode_ms == 0.0
+
+
+async def test_raw_stale_mode_with_a_slow_detector(upstream: Upstream, slow_detector: StandInDetector) -> None:
+    async with pipeline(upstream, slow_detector, stale=StaleMode.RAW) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        await upstream.push(make_frame(0))
+        await slow_detector.started()
+        frames = [make_frame(seq) for seq in range(1, 4)]
+        for frame in frames:
+            await upstream.push(frame)
+        await viewer.until_seq(2)  # frame 0 waited for its boxes until frame 1 came; then no waiting
+        assert [r.jpeg for r in viewer.got[:2]] == [viewer.got[0].frame.jpeg, frames[0].jpeg]
+        assert all(r.detection is None and not r.fresh for r in viewer.got)
+        slow_detector.release()
+        done = await viewer.until_seq(3)
+        assert done.frame.seq == 3
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+async def test_corrupt_jpeg_is_counted_once_and_the_pipeline_goes_on(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        await upstream.push(make_frame(0))
+        await viewer.until_seq(0)
+        await upstream.push(make_frame(1, CORRUPT))
+        await raw_until_seq(pipe, 1)
+        await upstream.push(make_frame(2))
+        last = await viewer.until_seq(2)
+        assert last.fresh and last.detection is not None and last.detection.frame is last.frame
+        assert 1 not in viewer.seqs
+        assert pipe.stats.decode_errors == 1
+        assert pipe.stats.detector_errors == 0
+        assert pipe.stats.frames_in == 3
+        assert pipe.upstream_open
+
+
+async def test_detector_exception_is_counted_and_the_frame_still_rendered(upstream: Upstream) -> None:
+    det = StandInDetector(fail_calls=frozenset({2}))
+    async with pipeline(upstream, det) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        await upstream.push(make_frame(0))
+        await viewer.until_seq(0)
+        await upstream.push(make_frame(1))
+        # Rendered with the previous boxes as soon as detection failed, not when frame 2 comes.
+        failed = await viewer.until_seq(1)
+        assert failed.detection is not None and failed.detection.frame.seq == 0
+        assert not failed.fresh
+        assert pipe.stats.detector_errors == 1
+        await upstream.push(make_frame(2))
+        ok = await viewer.until_seq(2)
+        assert ok.fresh and ok.detection is not None and ok.detection.frame is ok.frame
+        assert pipe.stats.frames_detected == 2
+
+
+async def test_source_error_ends_the_streams_and_a_new_subscriber_reconnects(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        await upstream.push(make_frame(0))
+        await viewer.until_seq(0)
+        await upstream.push(SourceUnavailable("test://cam", "camera rebooted"))
+        await within(viewer.task)  # ends instead of waiting forever
+        assert not pipe.ended
+        (again,) = await start_viewers(pipe)
+        await upstream.push(make_frame(1), index=1)
+        assert (await again.until_seq(1)).fresh
+        assert pipe.stats.upstream_opens == 2
+        assert upstream.sources[0].closed.is_set()
+
+
+async def test_source_factory_error_ends_the_streams(detector: StandInDetector) -> None:
+    def broken() -> FrameSource:
+        raise SourceUnavailable("test://cam", "refused")
+
+    async with CameraPipeline(broken, detector, config=PipelineConfig(grace_period=0.0)) as pipe:
+        viewer = Viewer(pipe)
+        await within(viewer.task)
+        assert viewer.got == []
+
+
+# -- shutdown and end of stream ---------------------------------------------------------------
+
+
+async def test_aclose_stops_everything_and_closes_the_source(upstream: Upstream, detector: StandInDetector) -> None:
+    pipe = pipeline(upstream, detector, grace_period=60.0)
+    viewers = await start_viewers(pipe, 3)
+    async with pipe.subscribe("raw"), pipe.subscribe("detections"):
+        await upstream.push(make_frame(0))
+        for v in viewers:
+            await v.until_seq(0)
+        await pipe.aclose()
+        for v in viewers:
+            await within(v.task)
+        src = upstream.sources[0]
+        assert src.closed.is_set()
+        assert not pipe.upstream_open
+        assert pipe.source is None
+    await settle()
+    pending = [t for t in asyncio.all_tasks() if t.get_name().startswith("test-")]
+    assert pending == []
+    with pytest.raises(EspdetectError, match="closed"):
+        async with pipe.subscribe("raw"):
+            pass
+    await pipe.aclose()  # twice is fine
+
+
+async def test_finite_source_end_delivers_the_last_frame_and_ends_outputs(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        await upstream.push(make_frame(0), make_frame(1), make_frame(2), None)
+        await within(viewer.task)
+        assert pipe.ended
+        assert viewer.seqs[-1] == 2
+        assert viewer.got[-1].detection is not None
+        assert viewer.got[-1].detection.frame is viewer.got[-1].frame  # its own boxes, too
+        # A later viewer finds the stream over; nothing is reopened.
+        late = Viewer(pipe)
+        await within(late.task)
+        assert len(upstream.sources) == 1
+
+
+async def test_frames_without_jpeg_bytes_are_encoded_once_for_raw_viewers(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
+    async with pipeline(upstream, detector) as pipe, pipe.subscribe("raw"):
+        img = np.full((24, 32, 3), 200, np.uint8)
+        await upstream.push(Frame.from_image(img, seq=0, source_id="folder"))
+        _, frame = await within(pipe.raw.next_after(0))
+        assert frame.jpeg is not None
+        decoded = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded.shape == (24, 32, 3)
+        assert frame.image() is img
+
+
+async def test_update_validates_and_applies(upstream: Upstream, detector: StandInDetector) -> None:
+    async with pipeline(upstream, detector) as pipe:
+        assert pipe.update(skip=2, decode_reduce=2).skip == 2
+        assert pipe.processor.decode_reduce == 2
+        with pytest.raises(ValueError, match="skip must be"):
+            pipe.update(skip=0)
+        assert pipe.config.skip == 2
+
+
+# -- with the real model ----------------------------------------------------------------------
+
+
+@pytest.mark.model
+async def test_real_model_finds_people_on_bus_frames(
+    upstream: Upstream, model_path: str, sample_images: dict[str, Path]
+) -> None:
+    from espdetect.detectors.ultralytics import UltralyticsDetector
+
+    det = await asyncio.to_thread(UltralyticsDetector, model_path)
+    bus = sample_images["bus"].read_bytes()
+    async with pipeline(upstream, det) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        for seq in range(3):
+            await upstream.push(make_frame(seq, bus))
+            await viewer.until_seq(seq)
+        for r in viewer.got:
+            assert r.detection is not None
+            counts = r.detection.detections.count_by_label()
+            assert counts.get("person", 0) >= 3
+            assert counts.get("bus", 0) >= 1
+            d = r.detection.to_dict()
+            assert d["width"] == 810 and d["height"] == 1080
+            xyxy = r.detection.detections.xyxy
+            assert xyxy[:, 2].max() <= 810 + 1 and xyxy[:, 3].max() <= 1080 + 1
