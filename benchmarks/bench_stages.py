@@ -39,9 +39,9 @@ import cv2
 import numpy as np
 
 from espdetect.annotate import Annotator
-from espdetect.detections import Detections
+from espdetect.detections import Detections, StageTimings
 from espdetect.encoders.jpeg import OpenCVJpegEncoder
-from espdetect.frame import decode_jpeg
+from espdetect.frame import Reduce, decode_jpeg
 
 logger = logging.getLogger("bench_stages")
 
@@ -112,8 +112,13 @@ def bench_decode(frames: dict[str, list[np.ndarray]], n: int) -> list[Row]:
     rows = []
     for label, images in frames.items():
         jpegs = [camera.encode(img) for img in images]
-        for reduce in (1, 2, 4):
-            samples = time_calls(lambda i, r=reduce: decode_jpeg(jpegs[i % len(jpegs)], r), n, 10)
+        reductions: tuple[Reduce, ...] = (1, 2, 4)
+        for reduce in reductions:
+
+            def decode(i: int, r: Reduce = reduce, data: list[bytes] = jpegs) -> np.ndarray:
+                return decode_jpeg(data[i % len(data)], r)
+
+            samples = time_calls(decode, n, 10)
             out = decode_jpeg(jpegs[0], reduce)
             rows.append(
                 summarise(
@@ -133,7 +138,7 @@ def _encoders() -> dict[str, Callable[[int], Callable[[np.ndarray], bytes]]]:
         "opencv": lambda q: OpenCVJpegEncoder(q).encode
     }
     try:
-        import simplejpeg
+        import simplejpeg  # type: ignore[import-untyped]
     except ImportError:
         logger.info("simplejpeg not installed: skipping the libjpeg-turbo reference encoder")
     else:
@@ -212,13 +217,17 @@ def bench_annotate(
             dets = (
                 detections[label] if detections is not None else [_synthetic_detections(w, h) for _ in images]
             )
-            samples = time_calls(
-                lambda i, a=annotator, s=stats, im=images, d=dets: a.annotate(
-                    im[i % len(im)], d[i % len(d)], stats=s
-                ),
-                n,
-                10,
-            )
+
+            def draw(
+                i: int,
+                a: Annotator = annotator,
+                s: dict[str, float] | None = stats,
+                im: list[np.ndarray] = images,
+                d: list[Detections] = dets,
+            ) -> np.ndarray:
+                return a.annotate(im[i % len(im)], d[i % len(d)], stats=s)
+
+            samples = time_calls(draw, n, 10)
             rows.append(
                 summarise(
                     "annotate",
@@ -257,13 +266,13 @@ def bench_inference(
                 label: [detector.detect(img) for img in imgs] for label, imgs in frames.items()
             }
         for label, images in frames.items():
-            timings = []
+            timings: list[StageTimings | None] = []
 
             def run(
                 i: int,
                 d: UltralyticsDetector = detector,
                 im: list[np.ndarray] = images,
-                out: list[Any] = timings,
+                out: list[StageTimings | None] = timings,
             ) -> None:
                 out.append(d.detect(im[i % len(im)]).timings)
 
@@ -293,6 +302,8 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        # Other work on the machine inflates the means; p50 is the more robust figure then.
+        "loadavg_1m": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
         "opencv": cv2.__version__,
         "numpy": np.__version__,
@@ -318,7 +329,8 @@ def markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
         "",
         f"{meta['date']} on {meta['platform']}, {meta['cpu_count']} CPUs, "
         f"OpenCV {meta['opencv']}, Ultralytics {meta['ultralytics']}, torch {meta['torch']} "
-        f"({meta.get('torch_threads')} threads), ONNX Runtime {meta['onnxruntime']}.",
+        f"({meta.get('torch_threads')} threads), ONNX Runtime {meta['onnxruntime']}; "
+        f"load average {meta['loadavg_start']} at start, {meta['loadavg_1m']} at the end.",
         "",
         "Times in ms per frame. Inference rows: wall time of `UltralyticsDetector.detect`, with the "
         "mean of Ultralytics' own pre/inference/post split; `yolov8n.yaml` rows are an untrained "
@@ -352,6 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     model = args.model or os.environ.get("ESPDETECT_MODEL") or None
 
+    loadavg_start = round(os.getloadavg()[0], 2)
     frames = load_frames()
     rows: list[Row] = []
     rows += bench_decode(frames, max(args.frames, 200))
@@ -361,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += inference_rows
 
     meta = machine_info()
-    meta.update({"model": model, "frames": args.frames})
+    meta.update({"model": model, "frames": args.frames, "loadavg_start": loadavg_start})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in rows]}, indent=2) + "\n")
     table = markdown(rows, meta)

@@ -356,7 +356,9 @@ class MultipartParser:
                 self._scan_pos = max(self._scan_pos, len(buf) - len(delim) + 1)
                 return -1
             self._scan_pos = idx + 1
-            if self._looks_complete(bytes(buf[:2]) + bytes(buf[max(2, idx - 2) : idx])):
+            if "jpeg" not in self._headers.get("content-type", "image/jpeg").lower():
+                return idx
+            if idx >= 4 and buf[:2] == b"\xff\xd8" and buf[idx - 2 : idx] == b"\xff\xd9":
                 return idx
 
     def _looks_complete(self, body: bytes) -> bool:

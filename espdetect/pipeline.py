@@ -25,10 +25,10 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 
@@ -70,11 +70,10 @@ class StaleMode(str, Enum):
     RAW = "raw"
 
 
-class AnnotatorLike:
+class AnnotatorLike(Protocol):
     """What the pipeline needs of an annotator (espdetect.annotate.Annotator fits)."""
 
-    def annotate(self, image: np.ndarray, detections: Detections) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError
+    def annotate(self, image: np.ndarray, detections: Detections) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -293,8 +292,11 @@ class PipelineStats:
     frames_out: int = 0
     #: Frames that reached the camera while the renderer was busy and were never rendered.
     dropped: int = 0
+    #: Frames that could not be decoded (each counted once, whichever stage hit it).
     decode_errors: int = 0
     detector_errors: int = 0
+    #: Times the source failed (other than by ending); current consumers' streams end.
+    source_errors: int = 0
     upstream_opens: int = 0
     inference_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
     detect_ms: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
@@ -356,6 +358,9 @@ class CameraPipeline:
         self._renderer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._detecting: Frame | None = None
+        #: Set when the detection of ``_detecting`` has finished, whether it succeeded or not.
+        self._detecting_done = asyncio.Event()
+        self._undecodable: Frame | None = None
         self._drawn_detection: DetectionResult | None = None
         self._last_detected_seq: int | None = None
         self._ended = False
@@ -402,7 +407,7 @@ class CameraPipeline:
             if not self._closed:
                 self._reconcile()
 
-    async def outputs(self, limit: int | None = None) -> AsyncIterator[Rendered]:
+    async def outputs(self, limit: int | None = None) -> AsyncGenerator[Rendered, None]:
         """Annotated output frames, newest first-come (frames a slow consumer misses are skipped)."""
         async with self.subscribe("annotated"):
             version = self.output.version
@@ -466,8 +471,12 @@ class CameraPipeline:
 
     async def _close_upstream(self) -> None:
         reader, self._reader = self._reader, None
+        # Take this reader's source now: a subscriber arriving while we wait below starts a
+        # new reader with a new source, which must not be the one closed here.
+        source = self.source
         await self._stop_tasks(reader)
-        source, self.source = self.source, None
+        if self.source is source:
+            self.source = None
         if source is not None:
             with contextlib.suppress(Exception):
                 await source.aclose()
@@ -486,19 +495,21 @@ class CameraPipeline:
     # -- stages ---------------------------------------------------------------------------
 
     async def _read_loop(self) -> None:
-        source = self._source_factory()
-        self.source = source
-        self.stats.upstream_opens += 1
-        logger.info("%s: upstream opened (%s)", self.name, type(source).__name__)
+        # Only ``raw`` is closed here: the detector and renderer still finish the newest frame,
+        # then close the slots they feed, so consumers get the last frame before the end.
+        source: FrameSource | None = None
         try:
+            source = self._source_factory()
+            self.source = source
+            self.stats.upstream_opens += 1
+            logger.info("%s: upstream opened (%s)", self.name, type(source).__name__)
             while True:
                 try:
                     frame = await source.read()
                 except EndOfStream:
                     logger.info("%s: source ended after %d frames", self.name, self.stats.frames_in)
                     self._ended = True
-                    for slot in (self.raw, self.detections, self.output):
-                        slot.close()
+                    self.raw.close()
                     return
                 if frame.jpeg is None:
                     # Raw viewers get JPEG bytes; sources without them are encoded once here.
@@ -508,8 +519,14 @@ class CameraPipeline:
                 if self.stats.frames_in % 100 == 0:
                     logger.info("%s: %d frames in", self.name, self.stats.frames_in)
                 self.raw.publish(frame)
+        except Exception as exc:
+            # Without this the task would die unseen and every consumer would wait forever.
+            # Not `ended`: the next subscriber opens a fresh source.
+            self.stats.source_errors += 1
+            logger.error("%s: source failed: %r", self.name, exc)
+            self.raw.close()
         finally:
-            if self.source is source:
+            if source is not None and self.source is source:
                 with contextlib.suppress(Exception):
                     await source.aclose()
 
@@ -527,14 +544,16 @@ class CameraPipeline:
             try:
                 version, frame = await self.raw.next_after(version)
             except SlotClosed:
+                self.detections.close()
                 return
             if not self._wants_detection(frame):
                 continue
             self._detecting = frame
+            done = self._detecting_done = asyncio.Event()
             try:
                 result = await asyncio.to_thread(self.processor.detect, frame)
             except DecodeError as exc:
-                self.stats.decode_errors += 1
+                self._count_decode_error(frame)
                 logger.debug("%s: skipped undecodable frame %d: %s", self.name, frame.seq, exc)
                 continue
             except Exception:
@@ -543,6 +562,9 @@ class CameraPipeline:
                 continue
             finally:
                 self._detecting = None
+                # Wakes a renderer waiting for this frame's boxes, also when there are none;
+                # on success it runs after the publish below (same step, no await between).
+                done.set()
             self._last_detected_seq = frame.seq
             self.stats.frames_detected += 1
             timings = result.detections.timings
@@ -557,6 +579,7 @@ class CameraPipeline:
             try:
                 new_version, frame = await self.raw.next_after(version)
             except SlotClosed:
+                self.output.close()
                 return
             if self.output.value is not None:
                 self.stats.dropped += max(0, new_version - version - 1)
@@ -574,7 +597,7 @@ class CameraPipeline:
                     passthrough=passthrough,
                 )
             except DecodeError:
-                self.stats.decode_errors += 1
+                self._count_decode_error(frame)
                 continue
             if fresh:
                 self._drawn_detection = latest
@@ -583,27 +606,24 @@ class CameraPipeline:
             self.stats.render_ms.append(sum(rendered.timings))
             self.output.publish(rendered)
 
+    def _count_decode_error(self, frame: Frame) -> None:
+        # The detector and the renderer both decode the same frame: count it once.
+        if frame is not self._undecodable:
+            self._undecodable = frame
+            self.stats.decode_errors += 1
+
     async def _await_own_detection(self, frame: Frame) -> None:
         """If ``frame`` is being detected, wait for its boxes unless a newer frame comes first."""
         await asyncio.sleep(0)  # let the detector loop pick this frame up first
         if self._detecting is not frame:
             return
-        det_wait = asyncio.ensure_future(self._wait_detection_of(frame))
-        newer = asyncio.ensure_future(self.raw.next_after(self.raw.version))
+        waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._detecting_done.wait())}
+        if not self.raw.closed:  # a closed source sends no newer frame: just wait for the boxes
+            waits.add(asyncio.ensure_future(self.raw.next_after(self.raw.version)))
         try:
-            await asyncio.wait({det_wait, newer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for fut in (det_wait, newer):
+            for fut in waits:
                 fut.cancel()
             with contextlib.suppress(asyncio.CancelledError, SlotClosed):
-                await asyncio.gather(det_wait, newer, return_exceptions=True)
-
-    async def _wait_detection_of(self, frame: Frame) -> None:
-        version = self.detections.version
-        while self._detecting is frame:
-            try:
-                version, result = await self.detections.next_after(version)
-            except SlotClosed:
-                return
-            if result.frame is frame:
-                return
+                await asyncio.gather(*waits, return_exceptions=True)

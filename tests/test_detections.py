@@ -162,7 +162,12 @@ def test_to_dict_is_json_serialisable() -> None:
     out = d.to_dict()
     again = json.loads(json.dumps(out))
     assert again == out
-    assert out["detections"][1] == {"xyxy": [5.0, 5.0, 25.0, 45.0], "confidence": 0.4, "class_id": 5, "label": "bus"}
+    assert out["detections"][1] == {
+        "xyxy": [5.0, 5.0, 25.0, 45.0],
+        "confidence": 0.4,
+        "class_id": 5,
+        "label": "bus",
+    }
     assert out["timings_ms"] == {"preprocess_ms": 1.235, "inference_ms": 10.5, "postprocess_ms": 0.25}
     assert "timings_ms" not in make().to_dict()
 

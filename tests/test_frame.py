@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from espdetect.exceptions import DecodeError
 from espdetect.frame import Frame, Reduce, decode_jpeg, jpeg_size
@@ -35,6 +37,7 @@ def test_jpeg_size_reads_the_sof_marker(size: tuple[int, int], progressive: bool
 def test_jpeg_size_of_a_real_photo(sample_images: dict[str, Path]) -> None:
     data = sample_images["bus"].read_bytes()
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert img is not None
     assert jpeg_size(data) == (img.shape[1], img.shape[0])
 
 
@@ -202,3 +205,18 @@ def test_frames_compare_by_identity() -> None:
     b = Frame(seq=0, source_id="t", jpeg=data, arrival=1.0, arrival_mono=1.0)
     assert a != b
     assert a == a
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=400))
+def test_jpeg_size_never_raises_on_random_bytes(data: bytes) -> None:
+    for candidate in (data, b"\xff\xd8" + data):
+        wh = jpeg_size(candidate)
+        assert wh is None or (len(wh) == 2 and all(0 <= v < 65536 for v in wh))
+
+
+def test_jpeg_size_of_every_truncation_is_right_or_none() -> None:
+    data = _jpeg(48, 32)
+    for n in range(0, 700):
+        assert jpeg_size(data[:n]) in (None, (48, 32))
+    assert jpeg_size(data[:700]) == (48, 32)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -80,7 +81,7 @@ def feed_pieces(parser: MultipartParser, pieces: Iterable[bytes]) -> list[Part]:
 def split_at(data: bytes, cuts: Iterable[int]) -> list[bytes]:
     points = sorted({min(max(c, 0), len(data)) for c in cuts})
     bounds = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def _parse(data: bytes, pieces: Iterable[bytes] | None = None) -> tuple[list[Part], MultipartParser]:
@@ -119,9 +120,7 @@ def test_esp32_part_pieces_match_the_firmware_bytes() -> None:
     assert boundary == b"\r\n--123456789000000000000987654321\r\n"
     assert len(boundary) == 0x24
     assert http_chunk(boundary).startswith(b"24\r\n")
-    assert head == (
-        b"Content-Type: image/jpeg\r\nContent-Length: 12345\r\nX-Timestamp: 1234.567890\r\n\r\n"
-    )
+    assert head == (b"Content-Type: image/jpeg\r\nContent-Length: 12345\r\nX-Timestamp: 1234.567890\r\n\r\n")
     assert http_chunk(head).startswith(b"4d\r\n")
     assert body is jpeg
     assert http_chunk(body).startswith(b"3039\r\n")
@@ -444,7 +443,9 @@ _delim_ish = st.sampled_from(
     chunks=st.lists(st.one_of(st.binary(max_size=300), _delim_ish), max_size=40),
     cuts=st.lists(st.integers(0, 20000), max_size=20),
 )
-def test_boundary_flavoured_noise_never_raises_and_stays_bounded(chunks: list[bytes], cuts: list[int]) -> None:
+def test_boundary_flavoured_noise_never_raises_and_stays_bounded(
+    chunks: list[bytes], cuts: list[int]
+) -> None:
     data = b"".join(chunks)
     p = MultipartParser(B, max_part_size=1024)
     for piece in split_at(data, cuts):

@@ -121,8 +121,11 @@ class Upstream:
             await within(self._opened.wait())
         return self.sources[index]
 
-    async def push(self, *items: Item, index: int = -1) -> None:
-        src = await self.source(max(index, 0)) if index >= 0 else await self.source(len(self.sources) - 1)
+    async def push(self, *items: Item, index: int | None = None) -> None:
+        """Queue items on source ``index`` (default: the newest, once there is one)."""
+        src = await self.source(0 if index is None else index)
+        if index is None:
+            src = self.sources[-1]
         for item in items:
             src.queue.put_nowait(item)
 
@@ -130,9 +133,8 @@ class Upstream:
 class StandInDetector(Detector):
     """One centred box per image; optionally held at a gate (a slow model) or failing on call N."""
 
-    names = {0: "person", 1: "dog"}
-
     def __init__(self, *, gated: bool = False, fail_calls: frozenset[int] = frozenset()) -> None:
+        self.names = {0: "person", 1: "dog"}
         self.gated = gated
         self.fail_calls = fail_calls
         self.calls = 0
@@ -238,7 +240,9 @@ async def raw_until_seq(pipe: CameraPipeline, seq: int) -> None:
             return
 
 
-async def detections_until_seq(pipe: CameraPipeline, seq: int, version: int = 0) -> tuple[int, DetectionResult]:
+async def detections_until_seq(
+    pipe: CameraPipeline, seq: int, version: int = 0
+) -> tuple[int, DetectionResult]:
     while True:
         version, result = await within(pipe.detections.next_after(version))
         if result.frame.seq >= seq:
@@ -321,23 +325,27 @@ async def test_no_subscriber_opens_no_source(upstream: Upstream, detector: Stand
 async def test_raw_annotated_and_detections_share_one_source(
     upstream: Upstream, detector: StandInDetector
 ) -> None:
-    async with pipeline(upstream, detector) as pipe:
-        async with pipe.subscribe("raw"), pipe.subscribe("detections"), pipe.subscribe("annotated"):
-            assert pipe.demand == {"raw": 1, "annotated": 1, "detections": 1}
+    async with (
+        pipeline(upstream, detector) as pipe,
+        pipe.subscribe("raw"),
+        pipe.subscribe("detections"),
+        pipe.subscribe("annotated"),
+    ):
+        assert pipe.demand == {"raw": 1, "annotated": 1, "detections": 1}
+        await settle()
+        assert len(upstream.sources) == 1
+        assert pipe.upstream_open
+        out_version = pipe.output.version
+        await upstream.push(make_frame(0))
+        _, raw = await within(pipe.raw.next_after(0))
+        _, result = await within(pipe.detections.next_after(0))
+        _, rendered = await within(pipe.output.next_after(out_version))
+        assert raw.seq == result.frame.seq == rendered.frame.seq == 0
+        assert result.frame is raw
+        async with pipe.subscribe("raw"):
             await settle()
-            assert len(upstream.sources) == 1
-            assert pipe.upstream_open
-            out_version = pipe.output.version
-            await upstream.push(make_frame(0))
-            _, raw = await within(pipe.raw.next_after(0))
-            _, result = await within(pipe.detections.next_after(0))
-            _, rendered = await within(pipe.output.next_after(out_version))
-            assert raw.seq == result.frame.seq == rendered.frame.seq == 0
-            assert result.frame is raw
-            async with pipe.subscribe("raw"):
-                await settle()
-            assert len(upstream.sources) == 1
-            assert pipe.stats.upstream_opens == 1
+        assert len(upstream.sources) == 1
+        assert pipe.stats.upstream_opens == 1
 
 
 async def test_last_unsubscribe_closes_the_source_after_the_grace_period(
@@ -509,7 +517,9 @@ async def test_draw_last_renders_every_frame_with_the_last_boxes(
         assert detector.calls == 1
 
 
-async def test_raw_stale_mode_passes_camera_bytes_through(upstream: Upstream, detector: StandInDetector) -> None:
+async def test_raw_stale_mode_passes_camera_bytes_through(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
     async with pipeline(upstream, detector, skip=1000, stale=StaleMode.RAW) as pipe:
         (viewer,) = await start_viewers(pipe)
         frames = [make_frame(seq) for seq in range(4)]
@@ -525,20 +535,33 @@ async def test_raw_stale_mode_passes_camera_bytes_through(upstream: Upstream, de
             assert r.timings.encode_ms == 0.0
 
 
-async def test_raw_stale_mode_with_a_slow_detector(upstream: Upstream, slow_detector: StandInDetector) -> None:
+async def test_raw_stale_mode_with_a_slow_detector(
+    upstream: Upstream, slow_detector: StandInDetector
+) -> None:
     async with pipeline(upstream, slow_detector, stale=StaleMode.RAW) as pipe:
         (viewer,) = await start_viewers(pipe)
         await upstream.push(make_frame(0))
-        await slow_detector.started()
-        frames = [make_frame(seq) for seq in range(1, 4)]
-        for frame in frames:
-            await upstream.push(frame)
-        await viewer.until_seq(2)  # frame 0 waited for its boxes until frame 1 came; then no waiting
-        assert [r.jpeg for r in viewer.got[:2]] == [viewer.got[0].frame.jpeg, frames[0].jpeg]
-        assert all(r.detection is None and not r.fresh for r in viewer.got)
+        assert await slow_detector.started() == 1
+        # Frame 0 waits for its boxes until frame 1 comes; then nothing waits for the busy model.
+        for seq in range(1, 4):
+            await upstream.push(make_frame(seq))
+            await viewer.until_seq(seq)
+        assert viewer.seqs == [0, 1, 2, 3]
+        for r in viewer.got:
+            assert r.jpeg is r.frame.jpeg
+            assert r.detection is None and not r.fresh
         slow_detector.release()
-        done = await viewer.until_seq(3)
-        assert done.frame.seq == 3
+        assert await slow_detector.started() == 2  # straight to the newest frame, 3
+        slow_detector.release()
+        _, result = await detections_until_seq(pipe, 3)
+        assert result.frame.seq == 3
+        await upstream.push(make_frame(4))
+        assert await slow_detector.started() == 3
+        slow_detector.release()
+        own = await viewer.until_seq(4)
+        assert own.fresh and own.detection is not None and own.detection.frame is own.frame
+        assert own.jpeg is not own.frame.jpeg
+        assert slow_detector.calls == 3
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -591,6 +614,7 @@ async def test_source_error_ends_the_streams_and_a_new_subscriber_reconnects(
         await upstream.push(SourceUnavailable("test://cam", "camera rebooted"))
         await within(viewer.task)  # ends instead of waiting forever
         assert not pipe.ended
+        assert pipe.stats.source_errors == 1
         (again,) = await start_viewers(pipe)
         await upstream.push(make_frame(1), index=1)
         assert (await again.until_seq(1)).fresh
@@ -611,7 +635,9 @@ async def test_source_factory_error_ends_the_streams(detector: StandInDetector) 
 # -- shutdown and end of stream ---------------------------------------------------------------
 
 
-async def test_aclose_stops_everything_and_closes_the_source(upstream: Upstream, detector: StandInDetector) -> None:
+async def test_aclose_stops_everything_and_closes_the_source(
+    upstream: Upstream, detector: StandInDetector
+) -> None:
     pipe = pipeline(upstream, detector, grace_period=60.0)
     viewers = await start_viewers(pipe, 3)
     async with pipe.subscribe("raw"), pipe.subscribe("detections"):
@@ -660,8 +686,17 @@ async def test_frames_without_jpeg_bytes_are_encoded_once_for_raw_viewers(
         _, frame = await within(pipe.raw.next_after(0))
         assert frame.jpeg is not None
         decoded = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert decoded is not None
         assert decoded.shape == (24, 32, 3)
         assert frame.image() is img
+
+
+async def test_subscribe_rejects_unknown_kinds(upstream: Upstream, detector: StandInDetector) -> None:
+    async with pipeline(upstream, detector) as pipe:
+        with pytest.raises(ValueError, match=r"kind must be one of .*, got 'video'"):
+            async with pipe.subscribe("video"):  # type: ignore[arg-type]
+                pass
+        assert upstream.sources == []
 
 
 async def test_update_validates_and_applies(upstream: Upstream, detector: StandInDetector) -> None:
@@ -686,7 +721,7 @@ async def test_real_model_finds_people_on_bus_frames(
     bus = sample_images["bus"].read_bytes()
     async with pipeline(upstream, det) as pipe:
         (viewer,) = await start_viewers(pipe)
-        for seq in range(3):
+        for seq in range(2):
             await upstream.push(make_frame(seq, bus))
             await viewer.until_seq(seq)
         for r in viewer.got:

@@ -310,12 +310,13 @@ class UltralyticsDetector(Detector):
         conf: float | None = None,
         iou: float | None = None,
         max_det: int | None = None,
-        imgsz: int | None = None,
+        imgsz: int | _Unset | None = _UNSET,
         classes: Sequence[int] | _Unset | None = _UNSET,
     ) -> None:
         """Change detection settings; every value is checked before any is applied.
 
-        ``classes=None`` means all classes; leave ``classes`` out to keep the current filter.
+        Leave an argument out to keep its value. As in the constructor, ``imgsz=None`` means
+        the model's own input size and ``classes=None`` means all classes.
 
         Raises:
             ConfigurationError: a value is out of range (nothing is changed then).
@@ -326,7 +327,10 @@ class UltralyticsDetector(Detector):
         new_conf = self.conf if conf is None else _validate_unit("conf", conf)
         new_iou = self.iou if iou is None else _validate_unit("iou", iou)
         new_max_det = self.max_det if max_det is None else _validate_max_det(max_det)
-        new_imgsz = self.imgsz if imgsz is None else self._validate_imgsz(imgsz)
+        if isinstance(imgsz, _Unset):
+            new_imgsz = self.imgsz
+        else:
+            new_imgsz = self._validate_imgsz(self._native_imgsz if imgsz is None else imgsz)
         new_classes = self.classes if isinstance(classes, _Unset) else self._validate_classes(classes)
         with self._settings_lock:
             self.conf, self.iou, self.max_det = new_conf, new_iou, new_max_det

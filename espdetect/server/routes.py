@@ -31,6 +31,7 @@ from espdetect.server.streaming import (
     annotated_mjpeg,
     detection_events,
     raw_mjpeg,
+    with_timeout,
 )
 
 __all__ = ["NoFrameAvailable", "SettingsPatch", "router"]
@@ -200,7 +201,7 @@ async def snapshot(hub: HubDep, camera: CameraDep, annotated: Annotated[bool, Qu
     """The newest frame as one JPEG; waits for one (up to the snapshot timeout) when none is live."""
     timeout = hub.settings.snapshot_timeout
     try:
-        jpeg, arrival = await asyncio.wait_for(_latest_jpeg(camera, annotated), timeout)
+        jpeg, arrival = await with_timeout(_latest_jpeg(camera, annotated), timeout)
     except (asyncio.TimeoutError, SlotClosed):
         raise NoFrameAvailable(camera.id, timeout) from None
     return Response(

@@ -24,9 +24,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MJPEG_BOUNDARY = "espdetectframe"
 MJPEG_MEDIA_TYPE = f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}"
@@ -111,14 +114,20 @@ class ViewerStream(Response):
         reason = "error"
         tasks: list[asyncio.Task[None]] = []
         complete = False
+        closing = False
+
+        async def send_body(data: bytes) -> float:
+            # Ends a producer that missed its cancellation (it would otherwise keep sending
+            # into a closed connection, which uvicorn silently accepts).
+            if closing:
+                raise _StreamClosing
+            start = time.perf_counter()
+            await self._timed(send({"type": "http.response.body", "body": data, "more_body": True}))
+            return time.perf_counter() - start
+
         try:
             start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
             await self._timed(send(start))
-
-            async def send_body(data: bytes) -> float:
-                start = time.perf_counter()
-                await self._timed(send({"type": "http.response.body", "body": data, "more_body": True}))
-                return time.perf_counter() - start
 
             producer = asyncio.create_task(self.produce(send_body), name=f"viewer-{self.ticket.id}")
             watcher = asyncio.create_task(_wait_disconnect(receive), name=f"viewer-{self.ticket.id}-rx")
@@ -144,23 +153,49 @@ class ViewerStream(Response):
             reason = "cancelled"
             raise
         finally:
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
-            if complete:
-                # Ends the chunked body cleanly; uvicorn then closes the connection on shutdown.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(
-                        send({"type": "http.response.body", "body": b"", "more_body": False}), _FINISH_TIMEOUT
-                    )
-            self.ticket.release(reason)
+            closing = True
+            try:
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                if complete:
+                    # Ends the chunked body cleanly; uvicorn then closes the connection on shutdown.
+                    with contextlib.suppress(Exception):
+                        await with_timeout(
+                            send({"type": "http.response.body", "body": b"", "more_body": False}),
+                            _FINISH_TIMEOUT,
+                        )
+            finally:
+                self.ticket.release(reason)
 
     async def _timed(self, awaitable: Awaitable[None]) -> None:
         try:
-            await asyncio.wait_for(awaitable, self.send_timeout)
+            await with_timeout(awaitable, self.send_timeout)
         except asyncio.TimeoutError:
             raise ViewerTimedOut from None
+
+
+class _StreamClosing(Exception):
+    """The response is being torn down; the producer must stop."""
+
+
+if sys.version_info >= (3, 11):
+
+    async def with_timeout(awaitable: Awaitable[T], seconds: float) -> T:
+        """``await awaitable`` or raise TimeoutError after ``seconds``.
+
+        `asyncio.timeout` rather than `asyncio.wait_for`: before Python 3.12, wait_for can
+        swallow a cancellation that arrives just as the awaited operation completes, which
+        would leave a stream running after its viewer left.
+        """
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:  # pragma: no cover - Python 3.10
+
+    async def with_timeout(awaitable: Awaitable[T], seconds: float) -> T:
+        return await asyncio.wait_for(awaitable, seconds)
 
 
 async def _wait_disconnect(receive: Receive) -> None:
@@ -260,9 +295,7 @@ async def detection_events(camera: Camera, ticket: ViewerTicket, send: SendBody)
         version = pipe.detections.version
         while True:
             try:
-                new_version, result = await asyncio.wait_for(
-                    pipe.detections.next_after(version), SSE_KEEPALIVE
-                )
+                new_version, result = await with_timeout(pipe.detections.next_after(version), SSE_KEEPALIVE)
             except asyncio.TimeoutError:
                 await send(b": keep-alive\n\n")
                 continue

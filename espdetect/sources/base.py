@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Coroutine, Generator
 from dataclasses import dataclass, fields
 from types import TracebackType
 from typing import Any, TypeVar
@@ -92,7 +92,7 @@ class FrameSource(ABC):
             except EndOfStream:
                 return
 
-    def iter_frames(self, limit: int | None = None) -> Iterator[Frame]:
+    def iter_frames(self, limit: int | None = None) -> Generator[Frame, None, None]:
         """Blocking iterator over up to ``limit`` frames; works inside Jupyter's running loop.
 
         The source runs on a private event loop in a background thread, so this can be used

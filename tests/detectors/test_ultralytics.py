@@ -143,6 +143,8 @@ def test_dynamic_model_accepts_stride_multiples_only(tiny_untrained: Ultralytics
         tiny_untrained.update(imgsz=100)
     tiny_untrained.update(imgsz=96)
     dets = tiny_untrained.detect(np.zeros((60, 80, 3), np.uint8))
+    tiny_untrained.update(imgsz=None)  # the model's own size
+    assert tiny_untrained.imgsz == 640
     tiny_untrained.update(imgsz=64)
 
     assert dets.timings is not None
@@ -279,10 +281,28 @@ def test_ultralytics_autoinstall_is_turned_off(
 
 
 def test_a_classification_model_is_a_model_load_error() -> None:
-    with pytest.raises(ModelLoadError, match="yolov8n-cls.yaml"):
+    with pytest.raises(ModelLoadError, match=r"yolov8n-cls\.yaml"):
         UltralyticsDetector("yolov8n-cls.yaml")
 
 
 def test_imgsz_out_of_range_is_refused_before_loading() -> None:
     with pytest.raises(ConfigurationError, match="imgsz must be an integer between 32 and 4096, got 8"):
         UltralyticsDetector("nonexistent_model_xyz.pt", imgsz=8)
+
+
+def test_openvino_folder_without_openvino_fails_instead_of_installing(
+    tmp_path: Path, ultralytics_log: pytest.LogCaptureFixture
+) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is not None:
+        pytest.skip("openvino is installed")
+    folder = tmp_path / "yolov8n_openvino_model"
+    folder.mkdir()
+    (folder / "yolov8n.xml").write_text("<net/>")
+    (folder / "yolov8n.bin").write_bytes(b"\0" * 16)
+
+    with pytest.raises(ModelLoadError, match="openvino"):
+        UltralyticsDetector(folder)
+
+    assert "AutoUpdate disabled" in ultralytics_log.text

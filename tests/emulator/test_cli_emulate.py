@@ -16,8 +16,21 @@ _MAIN = "import sys; from espdetect.cli import main; sys.exit(main(sys.argv[1:])
 
 def test_parser_reads_emulate_options() -> None:
     args = build_parser().parse_args(
-        ["emulate", "--size", "640x480", "--fault", "stall:seconds=3", "--fault", "drop_after:frames=50"]
-        + ["--firmware", "3.x", "--fps", "0", "--max-stream-clients", "2"]
+        [
+            "emulate",
+            "--size",
+            "640x480",
+            "--fault",
+            "stall:seconds=3",
+            "--fault",
+            "drop_after:frames=50",
+            "--firmware",
+            "3.x",
+            "--fps",
+            "0",
+            "--max-stream-clients",
+            "2",
+        ]
     )
     assert args.size == (640, 480)
     assert args.fault == [Fault(FaultKind.STALL, seconds=3.0), Fault(FaultKind.DROP_AFTER, frames=50)]

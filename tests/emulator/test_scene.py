@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -34,7 +36,7 @@ def test_photo_scene_renders_any_size(photos: PhotoScene, size: tuple[int, int])
 
 def test_photo_scene_moves_and_loops(photos: PhotoScene) -> None:
     frames = [photos.render(i, (160, 120)) for i in range(12)]
-    assert all(not np.array_equal(a, b) for a, b in zip(frames, frames[1:], strict=False))
+    assert all(not np.array_equal(a, b) for a, b in itertools.pairwise(frames))
     assert np.array_equal(photos.render(12, (160, 120)), frames[0])
     # The pan sweeps across the whole canvas: from the bus photo to the football one and back.
     xs = [photos.view(i, (320, 240))[0] for i in range(12)]
@@ -57,7 +59,7 @@ def test_stills_from_folder_image_and_video(tmp_path: Path) -> None:
     assert single.frame_count == 1
 
     video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 120))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (160, 120))
     assert writer.isOpened()
     for i in range(8):
         writer.write(np.full((120, 160, 3), 30 * i, dtype=np.uint8))
@@ -85,8 +87,8 @@ def test_bad_sources_raise_configuration_error(tmp_path: Path) -> None:
 def test_jpeg_quality_mapping_is_monotonic() -> None:
     values = [jpeg_quality(q) for q in range(64)]
     assert values[0] == 100 and values[-1] >= 1
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
-    with pytest.raises(ValueError, match="0..63"):
+    assert all(a >= b for a, b in itertools.pairwise(values))
+    with pytest.raises(ValueError, match=r"0\.\.63"):
         jpeg_quality(64)
 
 
@@ -116,7 +118,7 @@ async def test_cache_reuses_encoded_frames_and_bounds_variants(photos: PhotoScen
 @pytest.mark.anyio
 @pytest.mark.model
 async def test_emulated_frames_are_detectable_at_qvga(model_path: str) -> None:
-    from ultralytics import YOLO
+    from ultralytics import YOLO  # type: ignore[attr-defined]
 
     async with Emulator(EmulatorConfig(fps=30.0, size=(320, 240))) as emu:
         client = await StreamClient.open(emu.stream_port)
@@ -125,7 +127,8 @@ async def test_emulated_frames_are_detectable_at_qvga(model_path: str) -> None:
         client.close()
     img = decode(part.body)
     assert img.shape == (240, 320, 3)
-    result = YOLO(model_path, task="detect")(img, verbose=False)[0]
+    model: Any = YOLO(model_path, task="detect")
+    result = model(img, verbose=False)[0]
     names = [result.names[int(c)] for c in result.boxes.cls]
     assert names.count("person") >= 1
     assert "bus" in names

@@ -141,21 +141,101 @@ async def test_max_stream_clients_serves_several_at_once() -> None:
 
 
 STATUS_KEYS: dict[str, list[str]] = {
-    "legacy": (
-        "framesize quality brightness contrast saturation sharpness special_effect wb_mode awb awb_gain aec "
-        "aec2 ae_level aec_value agc agc_gain gainceiling bpc wpc raw_gma lenc vflip hmirror dcw colorbar "
-        "face_detect face_enroll face_recognize"
-    ).split(),
-    "2.x": (
-        "0xd3 0x111 0x132 xclk pixformat framesize quality brightness contrast saturation sharpness "
-        "special_effect wb_mode awb awb_gain aec aec2 ae_level aec_value agc agc_gain gainceiling bpc wpc "
-        "raw_gma lenc hmirror dcw colorbar led_intensity face_detect"
-    ).split(),
-    "3.x": (
-        "0xd3 0x111 0x132 xclk pixformat framesize quality brightness contrast saturation sharpness "
-        "special_effect wb_mode awb awb_gain aec aec2 ae_level aec_value agc agc_gain gainceiling bpc wpc "
-        "raw_gma lenc hmirror dcw colorbar led_intensity"
-    ).split(),
+    "legacy": [
+        "framesize",
+        "quality",
+        "brightness",
+        "contrast",
+        "saturation",
+        "sharpness",
+        "special_effect",
+        "wb_mode",
+        "awb",
+        "awb_gain",
+        "aec",
+        "aec2",
+        "ae_level",
+        "aec_value",
+        "agc",
+        "agc_gain",
+        "gainceiling",
+        "bpc",
+        "wpc",
+        "raw_gma",
+        "lenc",
+        "vflip",
+        "hmirror",
+        "dcw",
+        "colorbar",
+        "face_detect",
+        "face_enroll",
+        "face_recognize",
+    ],
+    "2.x": [
+        "0xd3",
+        "0x111",
+        "0x132",
+        "xclk",
+        "pixformat",
+        "framesize",
+        "quality",
+        "brightness",
+        "contrast",
+        "saturation",
+        "sharpness",
+        "special_effect",
+        "wb_mode",
+        "awb",
+        "awb_gain",
+        "aec",
+        "aec2",
+        "ae_level",
+        "aec_value",
+        "agc",
+        "agc_gain",
+        "gainceiling",
+        "bpc",
+        "wpc",
+        "raw_gma",
+        "lenc",
+        "hmirror",
+        "dcw",
+        "colorbar",
+        "led_intensity",
+        "face_detect",
+    ],
+    "3.x": [
+        "0xd3",
+        "0x111",
+        "0x132",
+        "xclk",
+        "pixformat",
+        "framesize",
+        "quality",
+        "brightness",
+        "contrast",
+        "saturation",
+        "sharpness",
+        "special_effect",
+        "wb_mode",
+        "awb",
+        "awb_gain",
+        "aec",
+        "aec2",
+        "ae_level",
+        "aec_value",
+        "agc",
+        "agc_gain",
+        "gainceiling",
+        "bpc",
+        "wpc",
+        "raw_gma",
+        "lenc",
+        "hmirror",
+        "dcw",
+        "colorbar",
+        "led_intensity",
+    ],
 }
 
 
@@ -302,6 +382,23 @@ async def test_capture_headers_and_image() -> None:
     seconds, _, micros = stamp.partition(".")
     assert len(micros) == 6 and micros.isdigit() and 50 <= int(seconds) < 1000
     assert decode(reply.body).shape == (240, 320, 3)
+
+
+async def test_legacy_capture_has_no_timestamp() -> None:
+    async with Emulator(fast(firmware="legacy")) as emu:
+        reply = await get(emu.control_port, "/capture")
+    assert [name for name, _ in reply.headers] == ["Content-Type", "Content-Length", "Content-Disposition"]
+    assert reply.body[:2] == b"\xff\xd8"
+
+
+async def test_oversized_request_head_gets_431_and_close() -> None:
+    async with Emulator(fast()) as emu:
+        reader, writer = await asyncio.open_connection("127.0.0.1", emu.control_port)
+        writer.write(b"GET /status HTTP/1.1\r\nX-Junk: " + b"a" * 20_000 + b"\r\n\r\n")
+        reply = await read_response(reader)
+        assert reply.status_line == "HTTP/1.1 431 Request Header Fields Too Large"
+        assert await reader.read() == b""
+        writer.close()
 
 
 async def test_index_page_is_gzipped_html_pointing_at_the_stream() -> None:

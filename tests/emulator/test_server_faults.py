@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 
 import pytest
 
 from espdetect.emulator import Emulator, EmulatorConfig, Fault, FaultKind
 from espdetect.emulator.faults import DEFAULT_OVERSIZE_BYTES
-from espdetect.mjpeg import ESP32_BOUNDARY
+from espdetect.mjpeg import ESP32_BOUNDARY, Part
 
 from ._wire import BOUNDARY_CHUNK, LEGACY_PART_HEAD, PART_HEAD, StreamClient, decode, get
 
@@ -97,19 +98,22 @@ async def test_drop_after_set_at_runtime_counts_from_the_change() -> None:
         client = await open_stream(emu)
         await client.parts(2)
         emu.set_faults([Fault(FaultKind.DROP_AFTER, frames=2)])
-        after = 0
+        before = emu.stats.frames_sent
+        received = 2
         with contextlib.suppress(asyncio.IncompleteReadError):
             while True:
-                after += len(await client.parts(1))
-        # A frame already being written when the faults changed may still complete.
-        assert 2 <= after <= 3
+                received += len(await client.parts(1))
         client.close()
+        stats = await emu.wait_stream_clients(0)
+    # Two frames after the change, plus at most one that was being written when it came.
+    assert 2 <= stats.frames_sent - before <= 3
+    assert received == stats.frames_sent
 
 
 async def test_corrupt_jpeg_flips_bytes_mid_image() -> None:
     async with Emulator(config(Fault(FaultKind.CORRUPT_JPEG, frames=2), loop_frames=1)) as emu:
         client = await open_stream(emu)
-        _, head1, clean = await client.frame_chunks()
+        _, _, clean = await client.frame_chunks()
         _, head2, bad = await client.frame_chunks()
         client.close()
     assert content_length(head2) == len(bad) == len(clean)
@@ -269,22 +273,39 @@ async def test_refuse_in_config_refuses_from_the_start() -> None:
 
 
 async def test_slow_throttles_the_stream() -> None:
-    # X-Timestamp is the emulator's clock, so the gap between frames shows its own sending pace.
+    # X-Timestamp is the emulator's own clock, taken just before each frame is written, so the
+    # gap between two stamps is at least the time the throttle needed to send the first frame.
     rate = 200_000
+    async with Emulator(config(Fault(FaultKind.SLOW, rate=rate), fps=None, loop_frames=2)) as emu:
+        client = await open_stream(emu)
+        parts = await client.parts(4)
+        client.close()
+    assert all(p.is_complete_jpeg for p in parts)
+    for earlier, later in itertools.pairwise(parts):
+        assert earlier.timestamp is not None and later.timestamp is not None
+        # At most one 50 ms slice of budget is spent without waiting.
+        assert later.timestamp - earlier.timestamp >= (len(earlier.body) - rate // 20) / rate
+
+
+async def test_slow_set_at_runtime_reaches_the_running_stream() -> None:
+    rate = 100_000
     async with Emulator(config(fps=None, loop_frames=2)) as emu:
         client = await open_stream(emu)
-        fast_parts = await client.parts(3)
+        await client.parts(2)
         emu.set_faults([Fault(FaultKind.SLOW, rate=rate)])
-        await client.parts(2)  # a frame written before the change may still arrive unthrottled
-        slow_parts = await client.parts(3)
+        changed_at = emu.uptime
+        # Frames written before the change may still sit in socket buffers; skip past them by
+        # their stamps (every frame stamped after the change is sent under the new rate).
+        throttled: list[Part] = []
+        while len(throttled) < 3:
+            (part,) = await client.parts(1)
+            assert part.timestamp is not None
+            if part.timestamp > changed_at:
+                throttled.append(part)
         client.close()
-    stamps = [p.timestamp for p in slow_parts]
-    assert all(t is not None for t in stamps)
-    for (prev, t), part in zip(zip(stamps, stamps[1:], strict=False), slow_parts[1:], strict=False):
-        assert prev is not None and t is not None
-        # Sending one part takes at least its size over the rate, less one 50 ms slice of budget.
-        assert t - prev >= (len(part.body) - rate // 20) / rate
-    assert all(p.is_complete_jpeg for p in fast_parts + slow_parts)
+    for earlier, later in itertools.pairwise(throttled):
+        assert earlier.timestamp is not None and later.timestamp is not None
+        assert later.timestamp - earlier.timestamp >= (len(earlier.body) - rate // 20) / rate
 
 
 async def test_faults_are_counted() -> None:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -47,7 +48,7 @@ def test_thread_serves_and_stops() -> None:
 
 def test_thread_reports_startup_errors(tmp_path: Path) -> None:
     cam = EmulatorThread(EmulatorConfig(scene=tmp_path / "nothing.mp4"))
-    with pytest.raises(ConfigurationError, match="nothing.mp4"):
+    with pytest.raises(ConfigurationError, match=r"nothing\.mp4"):
         cam.start()
     cam.stop()  # harmless after a failed start
 
@@ -58,8 +59,22 @@ def test_ffmpeg_decodes_the_stream(tmp_path: Path) -> None:
     out = tmp_path / "frames.raw"
     with EmulatorThread(EmulatorConfig(fps=30.0, size=(320, 240), loop_frames=8)) as cam:
         proc = subprocess.run(
-            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-i", cam.stream_url, "-frames:v", "5"]
-            + ["-f", "rawvideo", "-pix_fmt", "bgr24", "-y", str(out)],
+            [
+                "ffmpeg",
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-i",
+                cam.stream_url,
+                "-frames:v",
+                "5",
+                "-f",
+                "rawvideo",
+                "-pix_fmt",
+                "bgr24",
+                "-y",
+                str(out),
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -102,7 +117,7 @@ def test_opencv_videocapture_reads_frames(framesize: int) -> None:
     assert shapes == [(height, width, 3)] * 3
 
 
-def test_unpaced_throughput_is_measured(record_property: pytest.RecordProperty) -> None:
+def test_unpaced_throughput_is_measured(record_property: Callable[[str, object], None]) -> None:
     """Measures (never asserts) how fast the emulator serves VGA frames with fps unlimited."""
     frames = 300
     cfg = EmulatorConfig(fps=None, size=(640, 480), loop_frames=30, prerender=True)

@@ -130,16 +130,30 @@ def viewer_total(client: httpx.Client, camera: str = "cam") -> int:
     return sum(camera_stats(client, camera)["viewers"].values())
 
 
-def read_parts(response: httpx.Response, n: int, boundary: str = MJPEG_BOUNDARY) -> list[Part]:
-    """The first ``n`` multipart parts of a streaming response."""
-    parser = MultipartParser(boundary)
-    parts: list[Part] = []
-    for chunk in response.iter_raw():
-        parts.extend(parser.feed(chunk))
-        if len(parts) >= n:
-            break
-    assert len(parts) >= n, f"stream ended after {len(parts)} parts"
-    return parts[:n]
+class PartReader:
+    """Reads multipart parts from a streaming response, keeping one iterator for its whole life.
+
+    (Dropping an httpx ``iter_raw`` generator closes the connection, so it must be kept.)
+    """
+
+    def __init__(self, response: httpx.Response, boundary: str = MJPEG_BOUNDARY) -> None:
+        self.response = response
+        self._chunks = response.iter_raw()
+        self._parser = MultipartParser(boundary)
+        self._pending: list[Part] = []
+
+    def read(self, n: int) -> list[Part]:
+        while len(self._pending) < n:
+            chunk = next(self._chunks, None)
+            assert chunk is not None, f"stream ended after {len(self._pending)} parts"
+            self._pending.extend(self._parser.feed(chunk))
+        parts, self._pending = self._pending[:n], self._pending[n:]
+        return parts
+
+
+def read_parts(response: httpx.Response, n: int) -> list[Part]:
+    """The first ``n`` parts of a response that is closed afterwards."""
+    return PartReader(response).read(n)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from espdetect.emulator import EmulatorConfig, EmulatorThread
 from espdetect.server.streaming import MJPEG_BOUNDARY, _behind
 
-from .conftest import BoxDetector, ServerThread, camera_stats, read_parts, viewer_total, wait_until
+from .conftest import BoxDetector, PartReader, ServerThread, camera_stats, read_parts, viewer_total, wait_until
 
 _TIMESTAMP = re.compile(r"^\d+\.\d{6}$")
 
@@ -32,23 +32,25 @@ def test_many_viewers_share_one_camera_connection_and_one_detection_per_frame(
     server: ServerThread, client: httpx.Client, emulator: EmulatorThread, detectors: list[BoxDetector]
 ) -> None:
     with contextlib.ExitStack() as stack:
-        annotated = [_open_stream(stack, client, "/cameras/cam/detect") for _ in range(3)]
-        raw = [_open_stream(stack, client, "/cameras/cam/stream") for _ in range(2)]
-        events = _open_stream(stack, client, "/cameras/cam/detections")
-        for response in annotated + raw:
-            read_parts(response, 2)
-        next(events.iter_lines())
+        annotated = [PartReader(_open_stream(stack, client, "/cameras/cam/detect")) for _ in range(3)]
+        raw = [PartReader(_open_stream(stack, client, "/cameras/cam/stream")) for _ in range(2)]
+        events = _open_stream(stack, client, "/cameras/cam/detections").iter_lines()
+        for reader in annotated + raw:
+            reader.read(2)
+        assert next(events) == "retry: 2000"
 
+        calls_before = detectors[0].calls
         stats = camera_stats(client)
+        calls_after = detectors[0].calls
         assert stats["viewers"] == {"raw": 2, "annotated": 3, "sse": 1}
         assert emulator.stats.stream_clients == 1
         assert emulator.stats.streams_total == 1
         assert stats["upstream_opens"] == 1
-        # One detector per camera, called once per processed frame whatever the viewer count.
+        # One detector per camera, called once per processed frame whatever the viewer count
+        # (one call may be in flight while the stats are read).
         assert len(detectors) == 1
-        assert stats["frames_detected"] <= stats["frames_in"]
-        assert detectors[0].calls >= stats["frames_detected"] >= 1
-        assert detectors[0].calls <= stats["frames_detected"] + 1  # one may be in flight
+        assert 1 <= stats["frames_detected"] <= stats["frames_in"]
+        assert calls_before - 1 <= stats["frames_detected"] <= calls_after
 
 
 def test_camera_connection_closes_after_last_viewer_and_grace(
@@ -56,7 +58,8 @@ def test_camera_connection_closes_after_last_viewer_and_grace(
 ) -> None:
     assert emulator.stats.stream_clients == 0  # nobody watches yet: no camera connection
     with client.stream("GET", "/cameras/cam/detect") as response:
-        read_parts(response, 1)
+        reader = PartReader(response)
+        reader.read(1)
         assert emulator.stats.stream_clients == 1
     wait_until(lambda: viewer_total(client) == 0, what="viewer count 0")
     emulator.wait_stream_clients(0, timeout=5.0)
@@ -119,12 +122,13 @@ def test_viewer_counts_return_to_zero_after_aborted_connections(
             (_reset if round_ % 2 else socket.socket.close)(sock)
     wait_until(lambda: viewer_total(client) == 0, what="viewer count 0 after aborted connections")
     stats = camera_stats(client)
-    assert stats["viewers_served"] >= 3 * 8
+    assert stats["viewers_served"] == 3 * 5
     emulator.wait_stream_clients(0, timeout=5.0)
 
     # Counting still works afterwards.
     with client.stream("GET", "/cameras/cam/stream") as response:
-        read_parts(response, 1)
+        reader = PartReader(response)  # kept: dropping it closes the connection
+        reader.read(1)
         assert camera_stats(client)["viewers"]["raw"] == 1
 
 

@@ -105,8 +105,8 @@ async def test_stall_is_detected_and_the_connection_recycled() -> None:
 
 
 async def test_slow_bytes_without_frames_count_as_a_stall() -> None:
-    # 200 B/s: bytes keep coming but a 160x120 frame takes many seconds, so the watchdog fires.
-    async with emulator(Fault(FaultKind.SLOW, rate=200)) as emu:
+    # 2 kB/s: bytes keep coming but a 160x120 frame (~4 kB) takes seconds, so the watchdog fires.
+    async with emulator(Fault(FaultKind.SLOW, rate=2000)) as emu:
         async with stream_source(emu, stall_timeout=0.3) as src:
             reader = asyncio.create_task(src.read())
             await wait_until(lambda: src.stats.stalls >= 1, timeout=10)

@@ -1,0 +1,161 @@
+"""``espdetect profile``: sweep configurations over a recorded clip, report, recommend."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from espdetect.profiling.config import ProfileConfig
+    from espdetect.profiling.sweep import ReferenceChoice
+
+__all__ = ["register", "run"]
+
+_DEFAULT_GRID = "skip=1,2,4,auto quality=50,80"
+
+_EPILOG = """\
+grid syntax: space-separated AXIS=V1,V2,... items; every combination is measured.
+  axes: model, imgsz, half, skip (N or auto), quality (1-100), conf (0-1), reduce (1,2,4,8,auto)
+  give --grid several times to measure the union of several grids, e.g. a fixed-size ONNX
+  model at 640 plus an untrained yolov8n.yaml over sizes (speed only):
+    espdetect profile clips/desk --out out/desk \\
+      --grid "model=yolov8n.onnx skip=1,2,4,auto quality=50,80" \\
+      --grid "model=yolov8n.yaml imgsz=320,640 skip=1,4" --report
+"""
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``profile`` sub-command."""
+    parser = subparsers.add_parser(
+        "profile",
+        help="sweep frame skip, input size, precision, JPEG quality... over a recorded clip",
+        description=(
+            "Replay CLIP (recorded with 'espdetect record') through every configuration of the "
+            "grid with the server's own pipeline code; write results.csv/.parquet, optionally a "
+            "report, and print the recommended configuration."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("clip", type=Path, help="clip folder")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=None,
+        help=f'configurations, e.g. "skip=1,2,4,auto imgsz=320,640" (default "{_DEFAULT_GRID}")',
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        default=None,
+        help="model for grids that name none (repeatable; default $ESPDETECT_MODEL or yolov8n.pt)",
+    )
+    parser.add_argument("--out", required=True, type=Path, help="sweep folder (resumed when it exists)")
+    parser.add_argument("--mode", choices=("fast", "realtime"), default="fast", help="replay mode (fast)")
+    parser.add_argument("--repeats", type=int, default=3, help="measured runs per configuration (3)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up frames before each run (2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the run order (0)")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:N (cpu)")
+    parser.add_argument(
+        "--reference",
+        default="auto",
+        help='accuracy reference: "auto", "none", or a config such as "model=m.pt imgsz=640"',
+    )
+    parser.add_argument("--fresh", action="store_true", help="discard results already in --out")
+    parser.add_argument("--report", action="store_true", help="write a report into --out")
+    parser.add_argument("--format", choices=("html", "markdown"), default="html", help="report format")
+    parser.add_argument("--target-fps", type=float, default=None, help="default: the clip's camera fps")
+    parser.add_argument("--max-latency-ms", type=float, default=None, help="p95 latency limit")
+    parser.add_argument("--min-recall", type=float, default=None, help="least displayed recall (0-1)")
+    parser.add_argument("--write-config", type=Path, default=None, help="write a server TOML here")
+    parser.add_argument("--camera-url", default=None, help="camera URL for --write-config")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run)
+
+
+def _configs(args: argparse.Namespace) -> list[ProfileConfig]:
+    from espdetect.profiling.config import grid_from_text, unique
+
+    texts = args.grid or [_DEFAULT_GRID]
+    models = args.model or []
+    return unique(c for text in texts for c in grid_from_text(text, models=models))
+
+
+def _reference(text: str) -> ReferenceChoice:
+    from espdetect.exceptions import ConfigurationError
+    from espdetect.profiling.config import grid_from_text
+
+    low = text.strip().lower()
+    if low == "auto":
+        return "auto"
+    if low == "none":
+        return None
+    configs = grid_from_text(f"skip=1 reduce=1 {text}")
+    if len(configs) != 1:
+        raise ConfigurationError(f"expected --reference to name one configuration, got {len(configs)}")
+    return configs[0]
+
+
+def _print_table(results: pd.DataFrame) -> None:
+    from espdetect.profiling.results import summarize
+
+    summary = summarize(results)
+    cols = ["config_key", "fps_output", "fps_processed", "latency_ms_p95", "displayed_recall", "status"]
+    cols = [c for c in cols if c in summary.columns]
+    with_fps = summary.sort_values("fps_output", ascending=False, na_position="last")
+    print(with_fps[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="n/a"))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Sweep, print the recommendation; 0, or 1 when --write-config is unmet, 2 on bad input."""
+    from espdetect.exceptions import EspdetectError
+    from espdetect.profiling.recommend import recommend
+    from espdetect.profiling.report import report
+    from espdetect.profiling.server_config import write_server_config
+    from espdetect.profiling.sweep import sweep
+
+    if args.write_config is not None and not args.camera_url:
+        print("espdetect profile: --write-config needs --camera-url", file=sys.stderr)
+        return 2
+    try:
+        configs = _configs(args)
+        results = sweep(
+            args.clip,
+            configs,
+            args.out,
+            mode=args.mode,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            seed=args.seed,
+            reference=_reference(args.reference),
+            device=args.device,
+            progress=not args.no_progress,
+            resume=not args.fresh,
+        )
+    except EspdetectError as exc:
+        print(f"espdetect profile: {exc}", file=sys.stderr)
+        return 2
+    _print_table(results)
+    target = args.target_fps
+    if target is None:
+        target = (results.attrs.get("environment", {}).get("clip") or {}).get("fps") or None
+    rec = recommend(
+        results, target_fps=target, max_latency_ms=args.max_latency_ms, min_recall=args.min_recall
+    )
+    print()
+    print(rec.summary())
+    print(f"\nresults: {Path(args.out) / 'results.csv'} (and .parquet, environment.json)")
+    if args.report:
+        path = report(results, args.out, args.format, recommendation=rec)
+        print(f"report: {path}")
+    if args.write_config is not None:
+        if not rec.ok:
+            print("espdetect profile: no server config written (constraints not met)", file=sys.stderr)
+            return 1
+        path = write_server_config(rec, args.write_config, camera_url=args.camera_url, device=args.device)
+        print(f"server config: {path}  (espdetect serve --config {path})")
+    return 0

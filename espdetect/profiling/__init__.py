@@ -1,0 +1,70 @@
+"""Profiling harness: record a clip, sweep configurations over it, report and recommend.
+
+Example:
+    >>> from espdetect.profiling import grid, record, recommend, report, sweep
+    >>> clip = record("http://192.168.4.1:81/stream", 10, "clips/desk")  # doctest: +SKIP
+    >>> configs = grid(skip=[1, 2, 4, "auto"], jpeg_quality=[50, 80])
+    >>> results = sweep(clip, configs, "out/desk")  # doctest: +SKIP
+    >>> report(results, "out/desk")  # doctest: +SKIP
+    >>> print(recommend(results, target_fps=10, min_recall=0.8).summary())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from espdetect.profiling.accuracy import Reference as Reference
+from espdetect.profiling.accuracy import match_boxes as match_boxes
+from espdetect.profiling.config import ProfileConfig as ProfileConfig
+from espdetect.profiling.config import grid as grid
+from espdetect.profiling.config import grid_from_text as grid_from_text
+from espdetect.profiling.config import parse_grid as parse_grid
+from espdetect.profiling.plots import plot_accuracy_vs_fps as plot_accuracy_vs_fps
+from espdetect.profiling.plots import plot_bandwidth_vs_quality as plot_bandwidth_vs_quality
+from espdetect.profiling.plots import plot_latency as plot_latency
+from espdetect.profiling.plots import plot_stage_times as plot_stage_times
+from espdetect.profiling.plots import save_figure as save_figure
+from espdetect.profiling.recommend import NoConfigurationMeets as NoConfigurationMeets
+from espdetect.profiling.recommend import Recommendation as Recommendation
+from espdetect.profiling.recommend import recommend as recommend
+from espdetect.profiling.record import arecord as arecord
+from espdetect.profiling.record import record as record
+from espdetect.profiling.replay import ClipData as ClipData
+from espdetect.profiling.replay import load_clip as load_clip
+from espdetect.profiling.report import report as report
+from espdetect.profiling.results import COLUMNS as COLUMNS
+from espdetect.profiling.results import ResultsStore as ResultsStore
+from espdetect.profiling.results import load_results as load_results
+from espdetect.profiling.results import summarize as summarize
+from espdetect.profiling.server_config import write_server_config as write_server_config
+from espdetect.profiling.sweep import DetectorFactory as DetectorFactory
+from espdetect.profiling.sweep import sweep as sweep
+from espdetect.profiling.sweep import ultralytics_factory as ultralytics_factory
+
+__all__ = [
+    "COLUMNS",
+    "ClipData",
+    "DetectorFactory",
+    "NoConfigurationMeets",
+    "ProfileConfig",
+    "Recommendation",
+    "Reference",
+    "ResultsStore",
+    "arecord",
+    "grid",
+    "grid_from_text",
+    "load_clip",
+    "load_results",
+    "match_boxes",
+    "parse_grid",
+    "plot_accuracy_vs_fps",
+    "plot_bandwidth_vs_quality",
+    "plot_latency",
+    "plot_stage_times",
+    "recommend",
+    "record",
+    "report",
+    "save_figure",
+    "summarize",
+    "sweep",
+    "ultralytics_factory",
+    "write_server_config",
+]

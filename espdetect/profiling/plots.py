@@ -1,0 +1,248 @@
+"""Figures of a sweep: accuracy against speed (Pareto front), stage times, latency, bandwidth.
+
+Figures are built with ``matplotlib.figure.Figure``, never pyplot: no GUI backend is involved
+(PNG output goes through Agg), so they work headless and in threads, and pyplot's global state is
+left alone. In Jupyter a returned Figure displays inline.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from espdetect.profiling.metrics import STAGES
+from espdetect.profiling.results import summarize
+
+__all__ = [
+    "config_labels",
+    "figure_png",
+    "pareto_front",
+    "plot_accuracy_vs_fps",
+    "plot_bandwidth_vs_quality",
+    "plot_latency",
+    "plot_stage_times",
+    "save_figure",
+]
+
+_LABEL_AXES = ("model_name", "imgsz", "half", "skip", "jpeg_quality", "conf", "decode_reduce")
+_STAGE_COLORS = ("#8c564b", "#9467bd", "#d62728", "#ff7f0e", "#bcbd22", "#2ca02c", "#1f77b4")
+
+
+def _summary(results: pd.DataFrame) -> pd.DataFrame:
+    if "repeat" in results.columns:
+        return summarize(results)
+    return results
+
+
+def _ok(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"] if "status" in df.columns else df
+
+
+def config_labels(df: pd.DataFrame) -> pd.Series:
+    """Short labels naming only the settings that differ between rows (``yolov8n.yaml 320 s2 q50``).
+
+    Example:
+        >>> config_labels(summarize(results)).tolist()  # doctest: +SKIP
+        ['320 s1', '320 s4', '640 s1']
+    """
+    varying = [c for c in _LABEL_AXES if c in df.columns and df[c].astype(str).nunique() > 1]
+    if not varying:
+        varying = ["imgsz", "skip"] if {"imgsz", "skip"} <= set(df.columns) else []
+
+    def label(row: pd.Series) -> str:
+        parts = []
+        for col in varying:
+            value = row[col]
+            if col == "model_name":
+                parts.append(str(value).rsplit(".", 1)[0] + ("" if row.get("trained", True) else "*"))
+            elif col == "half":
+                parts.append("fp16" if bool(value) else "fp32")
+            elif col == "skip":
+                parts.append(f"s{value}")
+            elif col == "jpeg_quality":
+                parts.append(f"q{value}")
+            elif col == "conf":
+                parts.append(f"c{float(value):g}")
+            elif col == "decode_reduce":
+                parts.append(f"r{value}")
+            else:
+                parts.append(str(value))
+        return " ".join(parts) or str(row.get("config_key", ""))
+
+    if df.empty:
+        return pd.Series([], dtype=str)
+    return df.apply(label, axis=1).astype(str)
+
+
+def pareto_front(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Boolean mask of the points no other point beats on both ``x`` and ``y`` (higher is better).
+
+    Example:
+        >>> pareto_front([1, 2, 3], [3, 2, 1]).tolist(), pareto_front([1, 2], [1, 2]).tolist()
+        ([True, True, True], [False, True])
+    """
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    mask = np.ones(len(xs), dtype=bool)
+    for i in range(len(xs)):
+        better_or_equal = (xs >= xs[i]) & (ys >= ys[i])
+        strictly = (xs > xs[i]) | (ys > ys[i])
+        if np.any(better_or_equal & strictly):
+            mask[i] = False
+    return mask
+
+
+def _no_data(fig: Figure, text: str) -> Figure:
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    ax.set_axis_off()
+    return fig
+
+
+def plot_accuracy_vs_fps(
+    results: pd.DataFrame,
+    *,
+    accuracy: str = "displayed_recall",
+    fps: str = "fps_output",
+) -> Figure:
+    """Accuracy against frame rate, one point per configuration, the Pareto front joined.
+
+    Configurations without accuracy (untrained models) are left out and counted in the title.
+
+    Example:
+        >>> fig = plot_accuracy_vs_fps(results)  # doctest: +SKIP
+        >>> save_figure(fig, "accuracy_vs_fps.png")  # doctest: +SKIP
+    """
+    fig = Figure(figsize=(8, 5.5), layout="constrained")
+    df = _ok(_summary(results))
+    if accuracy not in df.columns or fps not in df.columns:
+        return _no_data(fig, f"no {accuracy} / {fps} columns")
+    labels = config_labels(df)
+    have = df[accuracy].notna() & df[fps].notna()
+    missing = int((~have).sum())
+    df, labels = df[have], labels[have]
+    if df.empty:
+        return _no_data(fig, f"no configuration has {accuracy} (untrained models only?)")
+    ax = fig.add_subplot()
+    xs, ys = df[fps].to_numpy(float), df[accuracy].to_numpy(float)
+    front = pareto_front(xs, ys)
+    ax.scatter(xs[~front], ys[~front], color="#999999", label="dominated", zorder=2)
+    ax.scatter(xs[front], ys[front], color="#d62728", label="Pareto front", zorder=3)
+    order = np.argsort(xs[front])
+    ax.step(xs[front][order], ys[front][order], where="post", color="#d62728", alpha=0.6, zorder=1)
+    for x, y, text in zip(xs, ys, labels, strict=True):
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel(f"{fps} (frames/s)")
+    ax.set_ylabel(accuracy)
+    ax.set_ylim(min(0.0, float(np.nanmin(ys))) - 0.02, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    note = f" ({missing} without accuracy not shown)" if missing else ""
+    ax.set_title(f"Accuracy against speed{note}", fontsize=10)
+    return fig
+
+
+def plot_stage_times(results: pd.DataFrame) -> Figure:
+    """Stacked time per output frame by stage (decode ... encode), one bar per configuration.
+
+    Example:
+        >>> plot_stage_times(results)  # doctest: +SKIP
+    """
+    df = _ok(_summary(results))
+    cols = [f"{s}_ms_per_frame" for s in STAGES]
+    fig = Figure(figsize=(9, max(3.0, 0.32 * len(df) + 1.5)), layout="constrained")
+    if df.empty or not set(cols) <= set(df.columns):
+        return _no_data(fig, "no measured configuration")
+    values = df[cols].fillna(0.0).to_numpy(float)
+    order = np.argsort(values.sum(axis=1))
+    labels = config_labels(df).to_numpy()[order]
+    values = values[order]
+    ax = fig.add_subplot()
+    left = np.zeros(len(df))
+    for i, stage in enumerate(STAGES):
+        ax.barh(labels, values[:, i], left=left, label=stage, color=_STAGE_COLORS[i % len(_STAGE_COLORS)])
+        left += values[:, i]
+    ax.set_xlabel("ms per output frame (stage total / output frames)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, ncols=4, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Where the time goes", fontsize=10)
+    return fig
+
+
+def plot_latency(results: pd.DataFrame, frames: pd.DataFrame | None = None) -> Figure:
+    """Latency distribution per configuration: box plots of every output frame when ``frames``
+    (``frames.csv`` rows) is given, else the p50 / p95 / p99 of each configuration.
+
+    Example:
+        >>> plot_latency(results, frames=ResultsStore("out/sweep1").load_frames())  # doctest: +SKIP
+    """
+    df = _ok(_summary(results))
+    fig = Figure(figsize=(9, max(3.0, 0.32 * len(df) + 1.5)), layout="constrained")
+    if df.empty:
+        return _no_data(fig, "no measured configuration")
+    df = df.sort_values("latency_ms_p50")
+    labels = config_labels(df).tolist()
+    ax = fig.add_subplot()
+    if frames is not None and not frames.empty:
+        grouped = {k: g["latency_ms"].dropna().to_numpy(float) for k, g in frames.groupby("config_key")}
+        data = [grouped.get(k, np.array([math.nan])) for k in df["config_key"]]
+        ax.boxplot(data, vert=False, tick_labels=labels, showfliers=False, whis=(1, 99))
+        ax.set_title("Latency per output frame (box: quartiles, whiskers: p1-p99)", fontsize=10)
+    else:
+        y = np.arange(len(df))
+        for col, marker in (("latency_ms_p50", "o"), ("latency_ms_p95", "s"), ("latency_ms_p99", "^")):
+            ax.scatter(df[col].to_numpy(float), y, marker=marker, label=col.rsplit("_", 1)[1])
+        ax.set_yticks(y, labels)
+        ax.legend(fontsize=8)
+        ax.set_title("Latency percentiles", fontsize=10)
+    ax.set_xlabel("frame arrival to output JPEG ready (ms)")
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_bandwidth_vs_quality(results: pd.DataFrame) -> Figure:
+    """Output bytes per frame and stream bandwidth against JPEG quality.
+
+    Example:
+        >>> plot_bandwidth_vs_quality(results)  # doctest: +SKIP
+    """
+    df = _ok(_summary(results))
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    if df.empty:
+        return _no_data(fig, "no measured configuration")
+    by_q = df.groupby("jpeg_quality")[["bytes_per_frame", "bandwidth_kbps"]].median().sort_index()
+    left, right = fig.subplots(1, 2)
+    for ax, col, scale, unit in (
+        (left, "bytes_per_frame", 1 / 1000, "kB per output frame"),
+        (right, "bandwidth_kbps", 1.0, "kbit/s to one viewer"),
+    ):
+        ax.scatter(df["jpeg_quality"].to_numpy(float), df[col].to_numpy(float) * scale, color="#999999", s=12)
+        ax.plot(by_q.index.to_numpy(float), by_q[col].to_numpy(float) * scale, marker="o", color="#1f77b4")
+        ax.set_xlabel("JPEG quality")
+        ax.set_ylabel(unit)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Output size against JPEG quality (line: median per quality)", fontsize=10)
+    return fig
+
+
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write the figure as a PNG file and return its path."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(figure_png(fig, dpi))
+    return target
