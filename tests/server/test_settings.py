@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from espdetect.exceptions import ConfigurationError
+from espdetect.pipeline import StaleMode
+from espdetect.server.settings import (
+    CameraConfig,
+    ServerSettings,
+    load_settings,
+    parse_camera_spec,
+    parse_skip,
+)
+
+_TOML = """
+model = "weights.onnx"
+conf = 0.3
+quality = 70
+max_viewers_total = 20
+
+[[cameras]]
+id = "front"
+url = "http://192.168.1.50:81/stream"
+conf = 0.5
+skip = 2
+classes = [0]
+
+[[cameras]]
+id = "garage"
+url = "http://192.168.1.51:81/stream"
+stale = "raw"
+imgsz = 320
+"""
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The test machine may set ESPDETECT_MODEL; these tests control the environment themselves.
+    for name in ("ESPDETECT_MODEL", "ESPDETECT_CAMERAS", "ESPDETECT_CONF", "ESPDETECT_PORT", "ESPDETECT_SKIP"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize(
+    ("spec", "index", "cam_id", "url"),
+    [
+        pytest.param("front=http://10.0.0.2:81/stream", 0, "front", "http://10.0.0.2:81/stream", id="named"),
+        pytest.param("http://10.0.0.2:81/stream", 0, "cam", "http://10.0.0.2:81/stream", id="first"),
+        pytest.param("http://10.0.0.3/stream", 2, "cam3", "http://10.0.0.3/stream", id="third"),
+        pytest.param("http://h/stream?a=b", 0, "cam", "http://h/stream?a=b", id="query-with-equals"),
+    ],
+)
+def test_camera_specs(spec: str, index: int, cam_id: str, url: str) -> None:
+    cam = parse_camera_spec(spec, index)
+    assert (cam.id, cam.url) == (cam_id, url)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param("bad id=http://h/stream", "expected a camera id of 1-64 letters", id="id"),
+        pytest.param("cam=ftp://h/stream", "expected an http(s) camera URL, got 'ftp://h/stream'", id="scheme"),
+        pytest.param("cam=", "expected an http(s) camera URL, got ''", id="empty"),
+    ],
+)
+def test_bad_camera_specs(spec: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_camera_spec(spec)
+
+
+def test_defaults() -> None:
+    s = ServerSettings()
+    assert (s.host, s.port, s.cameras, s.model, s.imgsz) == ("127.0.0.1", 8000, [], None, None)
+    assert (s.skip, s.stale, s.quality, s.low_quality, s.grace_period) == ("auto", StaleMode.DRAW_LAST, 80, 40, 2.0)
+
+
+def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESPDETECT_CAMERAS", "front=http://10.0.0.2:81/stream,http://10.0.0.3:81/stream")
+    monkeypatch.setenv("ESPDETECT_CONF", "0.4")
+    monkeypatch.setenv("ESPDETECT_SKIP", "3")
+    monkeypatch.setenv("ESPDETECT_MODEL", "/models/m.onnx")
+    s = ServerSettings()
+    assert [c.id for c in s.cameras] == ["front", "cam2"]
+    assert (s.conf, s.skip, s.model) == (0.4, 3, "/models/m.onnx")
+
+
+def test_cameras_as_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ESPDETECT_CAMERAS", '[{"id": "a", "url": "http://h/stream", "conf": 0.7}]')
+    assert ServerSettings().camera_settings()[0].conf == 0.7
+
+
+def test_toml_file_with_per_camera_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "espdetect.toml"
+    path.write_text(_TOML)
+    s = load_settings(path)
+    assert (s.model, s.max_viewers_total) == ("weights.onnx", 20)
+    front, garage = s.camera_settings()
+    assert (front.id, front.conf, front.skip, front.classes, front.quality) == ("front", 0.5, 2, [0], 70)
+    assert (garage.conf, garage.stale, garage.imgsz, garage.classes) == (0.3, StaleMode.RAW, 320, None)
+
+
+def test_precedence_is_overrides_then_environment_then_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "espdetect.toml"
+    path.write_text(_TOML)
+    monkeypatch.setenv("ESPDETECT_CONF", "0.35")
+    monkeypatch.setenv("ESPDETECT_PORT", "9001")
+    s = load_settings(path, {"port": 9002})
+    assert s.conf == 0.35  # environment beats the file
+    assert s.port == 9002  # explicit values beat the environment
+    assert s.quality == 70  # the file beats the defaults
+    assert [c.id for c in s.cameras] == ["front", "garage"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        pytest.param("conf = 2.0\n", "less than or equal to 1", id="range"),
+        pytest.param("colour = 'red'\n", "Extra inputs are not permitted", id="unknown-key"),
+        pytest.param("imgsz = 100\n", "expected imgsz to be a multiple of 32", id="imgsz"),
+        pytest.param(
+            "[[cameras]]\nid='a'\nurl='http://h/s'\n[[cameras]]\nid='a'\nurl='http://h/t'\n",
+            "expected unique camera ids, got 'a' twice",
+            id="duplicate-id",
+        ),
+        pytest.param("[[cameras]]\nid='a b'\nurl='http://h/s'\n", "String should match pattern", id="camera-id"),
+        pytest.param("[[cameras]]\nid='a'\nurl='http://h/s'\nfps=3\n", "Extra inputs", id="camera-key"),
+    ],
+)
+def test_invalid_toml_values(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    with pytest.raises(ValidationError, match=message):
+        load_settings(path)
+
+
+def test_unreadable_config_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="missing path"):
+        load_settings(tmp_path / "nope.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("conf = = 1\n")
+    with pytest.raises(ConfigurationError, match="expected valid TOML"):
+        load_settings(broken)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("auto", "auto"), (1, 1), ("4", 4), (" 2 ", 2)],
+)
+def test_skip_values(value: object, expected: object) -> None:
+    assert parse_skip(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "x", None])
+def test_bad_skip_values(value: object) -> None:
+    with pytest.raises(ValueError, match="expected an integer >= 1 or 'auto'"):
+        parse_skip(value)
+
+
+def test_camera_config_rejects_out_of_range_overrides() -> None:
+    with pytest.raises(ValidationError, match="less than or equal to 100"):
+        CameraConfig(id="a", url="http://h/stream", quality=101)
