@@ -1,0 +1,95 @@
+"""espdetect: real-time object detection on ESP32-CAM video.
+
+The core classes are re-exported here and imported lazily, so ``import espdetect as ed`` is
+cheap and does not load PyTorch until a detector is used.
+
+Example:
+    >>> import espdetect as ed
+    >>> ed.SyntheticSource(count=1).source_id
+    'synthetic'
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "Annotator": "espdetect.annotate",
+    "CameraPipeline": "espdetect.pipeline",
+    "CaptureSource": "espdetect.sources",
+    "ClipSource": "espdetect.sources",
+    "ClipWriter": "espdetect.sources",
+    "DetectionResult": "espdetect.pipeline",
+    "Detections": "espdetect.detections",
+    "Detector": "espdetect.detectors",
+    "Emulator": "espdetect.emulator",
+    "EmulatorConfig": "espdetect.emulator",
+    "EmulatorThread": "espdetect.emulator",
+    "Encoder": "espdetect.encoders",
+    "Fault": "espdetect.emulator",
+    "FaultKind": "espdetect.emulator",
+    "Frame": "espdetect.frame",
+    "FrameProcessor": "espdetect.pipeline",
+    "FrameSource": "espdetect.sources",
+    "ImageFolderSource": "espdetect.sources",
+    "MjpegStreamSource": "espdetect.sources",
+    "OpenCVJpegEncoder": "espdetect.encoders",
+    "OpenCVSource": "espdetect.sources",
+    "PipelineConfig": "espdetect.pipeline",
+    "Rendered": "espdetect.pipeline",
+    "StaleMode": "espdetect.pipeline",
+    "StageTimings": "espdetect.detections",
+    "SyntheticSource": "espdetect.sources",
+    "UltralyticsDetector": "espdetect.detectors",
+    "VideoFileSource": "espdetect.sources",
+    "open_source": "espdetect.sources",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from espdetect.annotate import Annotator as Annotator
+    from espdetect.detections import Detections as Detections
+    from espdetect.detections import StageTimings as StageTimings
+    from espdetect.detectors import Detector as Detector
+    from espdetect.detectors import UltralyticsDetector as UltralyticsDetector
+    from espdetect.emulator import Emulator as Emulator
+    from espdetect.emulator import EmulatorConfig as EmulatorConfig
+    from espdetect.emulator import EmulatorThread as EmulatorThread
+    from espdetect.emulator import Fault as Fault
+    from espdetect.emulator import FaultKind as FaultKind
+    from espdetect.encoders import Encoder as Encoder
+    from espdetect.encoders import OpenCVJpegEncoder as OpenCVJpegEncoder
+    from espdetect.frame import Frame as Frame
+    from espdetect.pipeline import CameraPipeline as CameraPipeline
+    from espdetect.pipeline import DetectionResult as DetectionResult
+    from espdetect.pipeline import FrameProcessor as FrameProcessor
+    from espdetect.pipeline import PipelineConfig as PipelineConfig
+    from espdetect.pipeline import Rendered as Rendered
+    from espdetect.pipeline import StaleMode as StaleMode
+    from espdetect.sources import CaptureSource as CaptureSource
+    from espdetect.sources import ClipSource as ClipSource
+    from espdetect.sources import ClipWriter as ClipWriter
+    from espdetect.sources import FrameSource as FrameSource
+    from espdetect.sources import ImageFolderSource as ImageFolderSource
+    from espdetect.sources import MjpegStreamSource as MjpegStreamSource
+    from espdetect.sources import OpenCVSource as OpenCVSource
+    from espdetect.sources import SyntheticSource as SyntheticSource
+    from espdetect.sources import VideoFileSource as VideoFileSource
+    from espdetect.sources import open_source as open_source
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'espdetect' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     async def serve() -> None:
         async with Emulator(config, host=args.host, port=args.port) as emu:
             w, h = emu.frame_size
-            print(f"ESP32-CAM emulator ({config.firmware} firmware, {w}x{h}, {args.fps:g} fps)")
+            rate = f"{args.fps:g} fps" if args.fps > 0 else "unlimited fps"
+            print(f"ESP32-CAM emulator ({config.firmware} firmware, {w}x{h}, {rate})")
             print(f"  control: {emu.control_url}/  status: {emu.status_url}")
             print(f"  stream:  {emu.stream_url}")
             print(f"  capture: {emu.capture_url}")

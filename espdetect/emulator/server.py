@@ -128,7 +128,8 @@ class Emulator:
     With ``port=0`` both ports are ephemeral; with ``port=P`` the control server listens on P
     and the stream server on P+1 (the device uses 80 and 81). The emulator must be used from
     one event loop; :class:`~espdetect.emulator.thread.EmulatorThread` runs one in the background
-    for synchronous code.
+    for synchronous code. Every stream starts at frame 0 of the scene loop, so what a test sees
+    first is deterministic; X-Timestamp is the time since the emulated boot.
 
     Example:
         >>> async def main() -> None:

@@ -279,25 +279,21 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         return results.copy()
     keys = ["config_key", "mode"]
     numeric = [c for c in results.columns if c not in keys and pd.api.types.is_float_dtype(results[c])]
-    first = [
-        c for c in results.columns if c not in keys and c not in numeric and c not in ("repeat", "run_order")
+    skipped = {*keys, *numeric, "repeat", "run_order"}
+    first = [c for c in results.columns if c not in skipped]
+    ok = results["status"] == "ok"
+    # Measured repeats when a configuration has any, else its (unmeasured) rows for the status.
+    has_ok = ok.groupby([results[k] for k in keys]).transform("any")
+    source = results[ok | ~has_ok]
+    grouped = source.groupby(keys, sort=False)
+    out = grouped[first].first().join(grouped[numeric].median())
+    measured = results[ok].groupby(keys, sort=False)
+    out["n_repeats"] = measured.size().reindex(out.index, fill_value=0)
+    for col in ("fps_processed", "fps_output"):
+        if col not in results.columns:
+            continue
+        stats = measured[col].agg(["min", "max", "median"]).reindex(out.index)
+        out[f"{col}_spread_pct"] = (stats["max"] - stats["min"]) / stats["median"] * 100.0
+    return out.reset_index()[
+        [*keys, *first, *numeric, "n_repeats", *[c for c in out.columns if c.endswith("_spread_pct")]]
     ]
-    rows: list[dict[str, Any]] = []
-    for (key, mode), group in results.groupby(keys, sort=False):
-        ok = group[group["status"] == "ok"]
-        source = ok if not ok.empty else group
-        row: dict[str, Any] = {"config_key": key, "mode": mode}
-        for col in first:
-            row[col] = source[col].iloc[0]
-        for col in numeric:
-            row[col] = float(source[col].median()) if source[col].notna().any() else math.nan
-        row["n_repeats"] = len(ok)
-        for col in ("fps_processed", "fps_output"):
-            values = ok[col].dropna() if col in ok else pd.Series(dtype=float)
-            med = float(values.median()) if len(values) else math.nan
-            spread = (
-                (float(values.max()) - float(values.min())) / med * 100.0 if len(values) and med else math.nan
-            )
-            row[f"{col}_spread_pct"] = spread
-        rows.append(row)
-    return pd.DataFrame(rows)

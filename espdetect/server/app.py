@@ -199,6 +199,7 @@ class StreamingServer(uvicorn.Server):
         super().__init__(config)
         self.app = app
         self.on_started = on_started
+        self.send_buffer = settings.send_buffer
 
     @property
     def bound_port(self) -> int:
@@ -218,6 +219,16 @@ class StreamingServer(uvicorn.Server):
         elif ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.bound_port}"
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        if sockets is None and self.send_buffer:
+            # Linux gives accepted connections the listening socket's buffer size. A small
+            # send buffer keeps a slow viewer from queueing seconds of stale frames in the
+            # kernel, and makes its blocked sends visible to the quality adaptation sooner.
+            sock = self.config.bind_socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
+            sockets = [sock]
+        await super().serve(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

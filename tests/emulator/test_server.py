@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import socket
 
 import pytest
@@ -465,3 +466,20 @@ async def test_bad_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="port"):
         Emulator(port=65535)
     assert EmulatorConfig(framesize=15, firmware="3.x").frame_size == (1600, 1200)
+
+
+async def test_client_that_stops_reading_is_dropped_after_send_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="espdetect.emulator.server")
+    cfg = fast(fps=None, size=(1600, 1200), loop_frames=2, send_timeout=0.3)
+    async with Emulator(cfg) as emu:
+        sock = socket.create_connection(("127.0.0.1", emu.stream_port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.sendall(b"GET /stream HTTP/1.1\r\nHost: cam\r\n\r\n")
+        await emu.wait_stream_clients(1)
+        # Never read: socket buffers fill up, the emulator's write waits, then gives up.
+        stats = await emu.wait_stream_clients(0, timeout=60)
+        assert stats.streams_total == 1
+        sock.close()
+    assert "client read nothing for 0.3 s" in caplog.text

@@ -177,7 +177,9 @@ def make_server(
     def make(fixed_imgsz: tuple[int, int] | None = None, **settings: Any) -> ServerThread:
         values: dict[str, Any] = {"cameras": [f"cam={emulator.stream_url}"], "grace_period": 0.3}
         values.update(settings)
-        server = ServerThread(ServerSettings(**values), detector_factory=box_detectors(detectors, fixed_imgsz))
+        server = ServerThread(
+            ServerSettings(**values), detector_factory=box_detectors(detectors, fixed_imgsz)
+        )
         started.append(server)
         return server.start()
 

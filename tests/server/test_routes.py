@@ -94,11 +94,17 @@ def test_settings_get_and_patch(client: httpx.Client, detectors: list[BoxDetecto
         pytest.param({"conf": 1.5}, "conf", "less than or equal to 1", id="conf-high"),
         pytest.param({"iou": -0.1}, "iou", "greater than or equal to 0", id="iou-low"),
         pytest.param({"skip": 0}, "skip", "expected an integer >= 1 or 'auto', got 0", id="skip-zero"),
-        pytest.param({"skip": "fast"}, "skip", "expected an integer >= 1 or 'auto', got 'fast'", id="skip-text"),
+        pytest.param(
+            {"skip": "fast"}, "skip", "expected an integer >= 1 or 'auto', got 'fast'", id="skip-text"
+        ),
         pytest.param({"quality": 101}, "quality", "less than or equal to 100", id="quality-high"),
         pytest.param({"imgsz": 300}, "imgsz", "multiple of 32 between 32 and 1280, got 300", id="imgsz-odd"),
-        pytest.param({"imgsz": 1312}, "imgsz", "multiple of 32 between 32 and 1280, got 1312", id="imgsz-big"),
-        pytest.param({"classes": [0, 3]}, "classes", "between 0 and 2 for this model, got [3]", id="class-id"),
+        pytest.param(
+            {"imgsz": 1312}, "imgsz", "multiple of 32 between 32 and 1280, got 1312", id="imgsz-big"
+        ),
+        pytest.param(
+            {"classes": [0, 3]}, "classes", "between 0 and 2 for this model, got [3]", id="class-id"
+        ),
         pytest.param({"classes": [-1]}, "classes", "greater than or equal to 0", id="class-negative"),
         pytest.param({"stale": "sometimes"}, "stale", "'draw_last' or 'raw'", id="stale"),
         pytest.param({"conf": None}, None, "conf: expected a value, got null", id="null"),

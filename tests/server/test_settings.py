@@ -39,7 +39,13 @@ imgsz = 320
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # The test machine may set ESPDETECT_MODEL; these tests control the environment themselves.
-    for name in ("ESPDETECT_MODEL", "ESPDETECT_CAMERAS", "ESPDETECT_CONF", "ESPDETECT_PORT", "ESPDETECT_SKIP"):
+    for name in (
+        "ESPDETECT_MODEL",
+        "ESPDETECT_CAMERAS",
+        "ESPDETECT_CONF",
+        "ESPDETECT_PORT",
+        "ESPDETECT_SKIP",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -61,7 +67,9 @@ def test_camera_specs(spec: str, index: int, cam_id: str, url: str) -> None:
     ("spec", "message"),
     [
         pytest.param("bad id=http://h/stream", "expected a camera id of 1-64 letters", id="id"),
-        pytest.param("cam=ftp://h/stream", "expected an http(s) camera URL, got 'ftp://h/stream'", id="scheme"),
+        pytest.param(
+            "cam=ftp://h/stream", "expected an http(s) camera URL, got 'ftp://h/stream'", id="scheme"
+        ),
         pytest.param("cam=", "expected an http(s) camera URL, got ''", id="empty"),
     ],
 )
@@ -73,7 +81,13 @@ def test_bad_camera_specs(spec: str, message: str) -> None:
 def test_defaults() -> None:
     s = ServerSettings()
     assert (s.host, s.port, s.cameras, s.model, s.imgsz) == ("127.0.0.1", 8000, [], None, None)
-    assert (s.skip, s.stale, s.quality, s.low_quality, s.grace_period) == ("auto", StaleMode.DRAW_LAST, 80, 40, 2.0)
+    assert (s.skip, s.stale, s.quality, s.low_quality, s.grace_period) == (
+        "auto",
+        StaleMode.DRAW_LAST,
+        80,
+        40,
+        2.0,
+    )
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,7 +115,9 @@ def test_toml_file_with_per_camera_overrides(tmp_path: Path) -> None:
     assert (garage.conf, garage.stale, garage.imgsz, garage.classes) == (0.3, StaleMode.RAW, 320, None)
 
 
-def test_precedence_is_overrides_then_environment_then_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precedence_is_overrides_then_environment_then_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = tmp_path / "espdetect.toml"
     path.write_text(_TOML)
     monkeypatch.setenv("ESPDETECT_CONF", "0.35")
@@ -124,7 +140,9 @@ def test_precedence_is_overrides_then_environment_then_file(tmp_path: Path, monk
             "expected unique camera ids, got 'a' twice",
             id="duplicate-id",
         ),
-        pytest.param("[[cameras]]\nid='a b'\nurl='http://h/s'\n", "String should match pattern", id="camera-id"),
+        pytest.param(
+            "[[cameras]]\nid='a b'\nurl='http://h/s'\n", "String should match pattern", id="camera-id"
+        ),
         pytest.param("[[cameras]]\nid='a'\nurl='http://h/s'\nfps=3\n", "Extra inputs", id="camera-key"),
     ],
 )

@@ -7,6 +7,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,9 +16,19 @@ import httpx
 import pytest
 
 from espdetect.emulator import EmulatorConfig, EmulatorThread
+from espdetect.server.settings import CameraConfig, ServerSettings
 from espdetect.server.streaming import MJPEG_BOUNDARY, _behind
 
-from .conftest import BoxDetector, PartReader, ServerThread, camera_stats, read_parts, viewer_total, wait_until
+from .conftest import (
+    BoxDetector,
+    PartReader,
+    ServerThread,
+    box_detectors,
+    camera_stats,
+    read_parts,
+    viewer_total,
+    wait_until,
+)
 
 _TIMESTAMP = re.compile(r"^\d+\.\d{6}$")
 
@@ -133,7 +144,9 @@ def test_viewer_counts_return_to_zero_after_aborted_connections(
 
 
 @pytest.mark.parametrize("path", ["/cameras/cam/stream", "/cameras/cam/detect"], ids=["raw", "annotated"])
-def test_parts_carry_type_length_and_arrival_timestamp(server: ServerThread, client: httpx.Client, path: str) -> None:
+def test_parts_carry_type_length_and_arrival_timestamp(
+    server: ServerThread, client: httpx.Client, path: str
+) -> None:
     with client.stream("GET", path) as response:
         assert response.headers["content-type"] == f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}"
         assert "no-store" in response.headers["cache-control"]
@@ -162,11 +175,8 @@ def still_emulator(sample_images: dict[str, Path]) -> Iterator[EmulatorThread]:
 def test_raw_stream_forwards_the_camera_jpeg_bytes_unchanged(
     still_emulator: EmulatorThread, detectors: list[BoxDetector]
 ) -> None:
-    from .conftest import box_detectors
-
-    from espdetect.server.settings import ServerSettings
-
-    settings = ServerSettings(cameras=[f"cam={still_emulator.stream_url}"], grace_period=0.2)
+    camera = CameraConfig(id="cam", url=still_emulator.stream_url)
+    settings = ServerSettings(cameras=[camera], grace_period=0.2)
     server = ServerThread(settings, detector_factory=box_detectors(detectors)).start()
     try:
         camera_jpeg = httpx.get(still_emulator.capture_url, timeout=10.0).content
@@ -222,13 +232,8 @@ def big_frame_emulator() -> Iterator[EmulatorThread]:
 def test_viewer_that_stops_reading_is_disconnected(
     big_frame_emulator: EmulatorThread, detectors: list[BoxDetector]
 ) -> None:
-    from .conftest import box_detectors
-
-    from espdetect.server.settings import ServerSettings
-
-    settings = ServerSettings(
-        cameras=[f"cam={big_frame_emulator.stream_url}"], grace_period=0.2, viewer_timeout=0.5
-    )
+    camera = CameraConfig(id="cam", url=big_frame_emulator.stream_url)
+    settings = ServerSettings(cameras=[camera], grace_period=0.2, viewer_timeout=0.5)
     server = ServerThread(settings, detector_factory=box_detectors(detectors)).start()
     stuck = socket.socket()
     try:
@@ -236,10 +241,51 @@ def test_viewer_that_stops_reading_is_disconnected(
         stuck.connect(("127.0.0.1", server.port))
         stuck.sendall(_request("/cameras/cam/stream"))
         with httpx.Client(base_url=server.url, timeout=10.0) as client:
-            wait_until(lambda: camera_stats(client)["viewer_timeouts"] == 1, timeout=30.0, what="viewer timeout")
+            wait_until(
+                lambda: camera_stats(client)["viewer_timeouts"] == 1, timeout=30.0, what="viewer timeout"
+            )
             assert viewer_total(client) == 0
     finally:
         stuck.close()
+        server.stop()
+
+
+def test_slow_annotated_viewer_moves_to_the_lower_jpeg_quality(
+    big_frame_emulator: EmulatorThread, detectors: list[BoxDetector]
+) -> None:
+    camera = CameraConfig(id="cam", url=big_frame_emulator.stream_url)
+    settings = ServerSettings(cameras=[camera], grace_period=0.2, quality=90, low_quality=30)
+    server = ServerThread(settings, detector_factory=box_detectors(detectors)).start()
+    slow = socket.socket()
+    stop = threading.Event()
+
+    def read_slowly() -> None:
+        # About 200 kB/s: far below what 1280x960 frames at camera speed need.
+        while not stop.is_set():
+            try:
+                if not slow.recv(8192):
+                    return
+            except OSError:
+                return
+            stop.wait(0.04)
+
+    reader = threading.Thread(target=read_slowly, daemon=True)
+    try:
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        slow.connect(("127.0.0.1", server.port))
+        slow.sendall(_request("/cameras/cam/detect"))
+        reader.start()
+        with httpx.Client(base_url=server.url, timeout=10.0) as client:
+            wait_until(
+                lambda: camera_stats(client)["low_quality_frames"] > 0, timeout=30.0, what="lower tier"
+            )
+            stats = camera_stats(client)
+            assert stats["viewers"]["annotated"] == 1
+            assert stats["viewer_skipped"] > 0
+    finally:
+        stop.set()
+        slow.close()
+        reader.join(5.0)
         server.stop()
 
 
@@ -279,7 +325,17 @@ def test_ffmpeg_reads_the_annotated_stream(server: ServerThread) -> None:
     if ffmpeg is None:
         pytest.skip("needs the ffmpeg binary")
     result = subprocess.run(
-        [ffmpeg, "-hide_banner", "-i", f"{server.url}/cameras/cam/detect", "-frames:v", "3", "-f", "null", "-"],
+        [
+            ffmpeg,
+            "-hide_banner",
+            "-i",
+            f"{server.url}/cameras/cam/detect",
+            "-frames:v",
+            "3",
+            "-f",
+            "null",
+            "-",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,0 +1,66 @@
+"""A tiny deterministic world for profiling tests: a moving square and a detector that finds it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from espdetect.detections import Detections, StageTimings
+from espdetect.detectors.base import Detector
+from espdetect.frame import Frame
+from espdetect.profiling.config import ProfileConfig
+from espdetect.sources.clip import ClipWriter
+
+FRAMES = 30
+FPS = 15.0
+SQUARE = 40
+#: Pixels the square moves per frame: boxes one frame old still match (IoU 0.67), two do not (0.43).
+STEP = 8
+
+
+def square_image(i: int, size: tuple[int, int] = (320, 240)) -> np.ndarray:
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    x = 10 + (i * STEP) % (w - SQUARE - 20)
+    cv2.rectangle(img, (x, 100), (x + SQUARE - 1, 100 + SQUARE - 1), (255, 255, 255), -1)
+    return img
+
+
+class SquareDetector(Detector):
+    """Finds the bright square exactly: the bounding box of pixels above mid-grey, class 0."""
+
+    def __init__(self, imgsz: int = 320, conf: float = 0.25) -> None:
+        self.names = {0: "square"}
+        self.imgsz = imgsz
+        self.conf = conf
+
+    def detect(self, image: np.ndarray) -> Detections:
+        ys, xs = np.nonzero(image[:, :, 1] > 128)
+        if len(xs) == 0:
+            return Detections.empty(self.names)
+        box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
+        timings = StageTimings(0.1, 0.5, 0.1)
+        return Detections(box, np.array([0.9], np.float32), np.array([0]), self.names, timings)
+
+
+class SquareFactory:
+    """A detector factory that records the configurations it built detectors for."""
+
+    def __init__(self) -> None:
+        self.calls: list[ProfileConfig] = []
+
+    def __call__(self, config: ProfileConfig) -> Detector:
+        self.calls.append(config)
+        return SquareDetector(imgsz=config.imgsz, conf=config.conf)
+
+
+def write_square_clip(path: Path, frames: int = FRAMES, fps: float = FPS) -> Path:
+    """A clip of the moving square with arrival times exactly 1/fps apart."""
+    with ClipWriter(path, source="test squares") as writer:
+        for i in range(frames):
+            ok, buf = cv2.imencode(".jpg", square_image(i), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            assert ok
+            writer.write(Frame(seq=i, source_id="squares", jpeg=buf.tobytes(), arrival_mono=100.0 + i / fps))
+    return path

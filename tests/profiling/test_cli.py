@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from espdetect.cli import main
+from espdetect.profiling.results import COLUMNS, load_results
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("ESPDETECT_"):
+            monkeypatch.delenv(name)
+
+
+def test_profile_cli_sweeps_reports_recommends_and_writes_a_server_config(
+    square_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], clean_env: None
+) -> None:
+    out = tmp_path / "out"
+    toml = tmp_path / "serve.toml"
+    code = main(
+        [
+            "profile", str(square_clip), "--grid", "skip=1,4 quality=50,80 imgsz=64",
+            "--model", "yolov8n.yaml", "--grid", "model=yolov8n.yaml skip=2 imgsz=96",
+            "--out", str(out), "--repeats", "1",
+            "--warmup", "0", "--report", "--no-progress", "--write-config", str(toml),
+            "--camera-url", "http://192.168.4.1:81/stream",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Recommended: yolov8n.yaml@" in printed
+    assert "no configuration meeting the constraints has a known displayed_recall" in printed
+    df = load_results(out)
+    assert list(df.columns) == list(COLUMNS) and len(df) == 5
+    assert set(df["status"]) == {"ok"}
+    assert set(df["accuracy_status"]) == {"n/a: untrained model (.yaml), speed only"}
+    assert (out / "report.html").is_file() and (out / "results.parquet").is_file()
+    assert not pd.read_parquet(out / "results.parquet").empty
+
+    from espdetect.server.settings import load_settings
+
+    loaded = load_settings(toml)
+    assert loaded.model == "yolov8n.yaml" and loaded.cameras[0].url == "http://192.168.4.1:81/stream"
+
+
+def test_profile_cli_reports_bad_grids_and_missing_clips(
+    square_clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["profile", str(square_clip), "--grid", "speed=1", "--out", str(tmp_path)]) == 2
+    assert "expected AXIS=V1,V2" in capsys.readouterr().err
+    assert main(["profile", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "expected a clip folder" in capsys.readouterr().err
+    assert main(["profile", str(square_clip), "--out", str(tmp_path), "--write-config", "x.toml"]) == 2
+    assert "--camera-url" in capsys.readouterr().err

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from espdetect.profiling import plots
+from espdetect.profiling.config import grid
+from espdetect.profiling.recommend import recommend
+from espdetect.profiling.report import report
+from espdetect.profiling.results import ResultsStore, load_results
+from espdetect.profiling.sweep import sweep
+
+from ._squares import SquareFactory
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def results(square_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    configs = grid(model="squares.pt", skip=[1, 4], jpeg_quality=[30, 90]) + grid(
+        model="squares.yaml", imgsz=320
+    )
+    out = tmp_path_factory.mktemp("sweep")
+    return sweep(
+        square_clip, configs, out, repeats=2, warmup=1, progress=False, detector_factory=SquareFactory()
+    )
+
+
+def test_html_report_is_self_contained_with_embedded_figures(results: pd.DataFrame, tmp_path: Path) -> None:
+    path = report(results, tmp_path)
+    assert path == tmp_path / "report.html" and path.is_file()
+    text = path.read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
+    assert len(images) == 4
+    assert all(base64.b64decode(img).startswith(PNG_MAGIC) for img in images)
+    assert "Recommendation" in text and "Environment" in text and "cpu_model" in text
+    assert "untrained network" in text  # the .yaml rows are explained
+    assert "squares.pt@640-fp32-conf0.25-reduceauto-skip4-q30" in text
+    assert not re.search(r"(src|href)=['\"](?!data:)", text)  # nothing loaded from elsewhere
+
+
+def test_markdown_report_writes_png_files(results: pd.DataFrame, tmp_path: Path) -> None:
+    path = report(results, tmp_path, "markdown")
+    text = path.read_text()
+    pngs = sorted((tmp_path / "figures").glob("*.png"))
+    assert len(pngs) == 4 and all(p.read_bytes().startswith(PNG_MAGIC) for p in pngs)
+    for png in pngs:
+        assert f"(figures/{png.name})" in text
+    assert "| config_key |" in text
+
+
+def test_report_from_a_sweep_folder_with_a_given_recommendation(
+    results: pd.DataFrame, tmp_path: Path
+) -> None:
+    folder = Path(results.attrs["out_dir"])
+    rec = recommend(load_results(folder), target_fps=1e9)
+    path = report(folder, tmp_path, recommendation=rec)
+    assert "No configuration meets the constraints" in path.read_text()
+
+
+def test_plots_return_figures_with_the_expected_content(results: pd.DataFrame, tmp_path: Path) -> None:
+    frames = ResultsStore(results.attrs["out_dir"]).load_frames()
+    figures = {
+        "accuracy": plots.plot_accuracy_vs_fps(results),
+        "stages": plots.plot_stage_times(results),
+        "latency": plots.plot_latency(results, frames),
+        "latency_percentiles": plots.plot_latency(results),
+        "bandwidth": plots.plot_bandwidth_vs_quality(results),
+    }
+    for name, fig in figures.items():
+        assert isinstance(fig, Figure)
+        assert plots.save_figure(fig, tmp_path / f"{name}.png").read_bytes().startswith(PNG_MAGIC)
+    accuracy_ax = figures["accuracy"].axes[0]
+    assert "1 without accuracy not shown" in accuracy_ax.get_title()
+    legend = figures["stages"].axes[0].get_legend()
+    assert legend is not None
+    stage_labels = {t.get_text() for t in legend.get_texts()}
+    assert {"decode", "inference", "annotate", "encode"} <= stage_labels
+
+
+def test_pareto_front() -> None:
+    mask = plots.pareto_front([10, 20, 30, 15], [0.9, 0.8, 0.5, 0.7])
+    assert mask.tolist() == [True, True, True, False]
+
+
+def test_labels_name_only_what_varies(results: pd.DataFrame) -> None:
+    summary = results.drop_duplicates("config_key")
+    labels = plots.config_labels(summary).tolist()
+    assert "squares 640 s4 q30" in labels
+    assert "squares* 320 s1 q80" in labels  # * marks the untrained model

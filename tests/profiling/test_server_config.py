@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from espdetect.profiling.config import ProfileConfig
+from espdetect.profiling.recommend import recommend
+from espdetect.profiling.server_config import server_config_toml, write_server_config
+
+settings = pytest.importorskip("espdetect.server.settings")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ESPDETECT_* variables beat the file in the server's loader.
+    for name in list(os.environ):
+        if name.startswith("ESPDETECT_"):
+            monkeypatch.delenv(name)
+
+
+def test_written_config_loads_in_the_server(clean_env: None, tmp_path: Path) -> None:
+    results = pd.DataFrame(
+        [
+            {
+                "config_key": "k", "mode": "fast", "status": "ok", "model": "weights/best.onnx", "imgsz": 640,
+                "half": False, "skip": "3", "jpeg_quality": 55, "conf": 0.4, "decode_reduce": "2",
+                "fps_output": 12.5, "latency_ms_p95": 180.0, "displayed_recall": 0.875,
+            }
+        ]
+    )  # fmt: skip
+    rec = recommend(results, target_fps=10)
+    path = write_server_config(
+        rec, tmp_path / "espdetect.toml", camera_url="http://192.168.4.1:81/stream", port=8123
+    )
+    loaded = settings.load_settings(path)
+    assert (loaded.model, loaded.conf, loaded.imgsz, loaded.half) == ("weights/best.onnx", 0.4, 640, False)
+    assert (loaded.skip, loaded.quality, loaded.port) == (3, 55, 8123)
+    assert [(c.id, c.url) for c in loaded.cameras] == [("cam", "http://192.168.4.1:81/stream")]
+    text = path.read_text()
+    assert "displayed_recall 0.875" in text
+    if "decode_reduce" not in settings.ServerSettings.model_fields:
+        assert "# decode_reduce = 2" in text
+
+
+def test_auto_skip_and_strings_round_trip(clean_env: None, tmp_path: Path) -> None:
+    config = ProfileConfig(model='C:\\models\\my "best".pt', skip="auto", half=True)
+    path = tmp_path / "c.toml"
+    path.write_text(server_config_toml(config, camera_url="http://cam.local/stream", camera_id="front"))
+    loaded = settings.load_settings(path)
+    assert loaded.model == 'C:\\models\\my "best".pt' and loaded.skip == "auto" and loaded.half is True
+    assert loaded.cameras[0].id == "front"
+
+
+def test_an_unmet_recommendation_is_not_written(tmp_path: Path) -> None:
+    results = pd.DataFrame(
+        [{"config_key": "k", "mode": "fast", "status": "ok", "model": "m.pt", "imgsz": 640, "half": False,
+          "skip": "1", "jpeg_quality": 80, "conf": 0.25, "decode_reduce": "auto", "fps_output": 2.0,
+          "latency_ms_p95": 500.0, "displayed_recall": 1.0}]
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="ok=False"):
+        write_server_config(
+            recommend(results, target_fps=10), tmp_path / "x.toml", camera_url="http://c/stream"
+        )

@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from espdetect.detectors.base import Detector
+from espdetect.exceptions import ConfigurationError, ModelLoadError
+from espdetect.profiling.config import ProfileConfig, grid
+from espdetect.profiling.environment import cuda_available
+from espdetect.profiling.results import COLUMNS, ResultsStore, summarize
+from espdetect.profiling.sweep import HALF_NEEDS_CUDA, sweep
+
+from ._squares import FRAMES, SquareDetector, SquareFactory
+
+
+class Stop(Exception):
+    pass
+
+
+def test_sweep_returns_the_documented_columns_and_writes_its_files(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    configs = grid(model="squares.pt", skip=[1, 3], jpeg_quality=[40, 90])
+    df = sweep(square_clip, configs, tmp_path, repeats=2, warmup=1, progress=False, detector_factory=squares)
+
+    assert list(df.columns) == list(COLUMNS)
+    assert len(df) == 8
+    assert set(df["status"]) == {"ok"}
+    assert sorted(df.groupby("config_key")["repeat"].apply(sorted).tolist()) == [[0, 1]] * 4
+    assert (df["frames_out"] == FRAMES).all()
+    assert (df["fps_output"] > 0).all() and (df["cpu_percent"] > 0).all() and (df["rss_peak_mb"] > 0).all()
+    by_skip = df.groupby("skip")["frames_detected"].first()
+    assert by_skip["1"] == FRAMES and by_skip["3"] == math.ceil(FRAMES / 3)
+    for col in ("inference_ms_p50", "encode_ms_p95", "latency_ms_p99", "bytes_per_frame", "bandwidth_kbps"):
+        assert df[col].notna().all(), col
+    quality = df.groupby("jpeg_quality")["bytes_per_frame"].median()
+    assert quality[40] < quality[90]
+    # One detector for all four configurations: they share model, imgsz and precision.
+    assert len(squares.calls) == 1
+
+    store = ResultsStore(tmp_path)
+    assert pd.read_parquet(store.results_parquet).shape == df.shape
+    env = json.loads(store.environment_json.read_text())
+    assert env["cores_logical"] >= 1 and env["cpu_model"]
+    assert {"torch", "ultralytics", "onnxruntime", "opencv"} <= set(env["versions"])
+    assert env["clip"]["frames"] == FRAMES and env["sweep"]["repeats"] == 2
+    assert "squares.pt" in env["models"]
+    frames = store.load_frames()
+    assert len(frames) == 8 * FRAMES
+
+
+def test_run_order_is_shuffled_per_repeat_and_seeded(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    configs = grid(model="squares.pt", skip=[1, 2, 3, 4, 5, 6])
+    a = sweep(
+        square_clip, configs, tmp_path / "a", repeats=2, seed=7, progress=False, detector_factory=squares
+    )
+    b = sweep(
+        square_clip, configs, tmp_path / "b", repeats=2, seed=7, progress=False, detector_factory=squares
+    )
+    order_a = a.sort_values("run_order")[["config_key", "repeat"]].to_numpy().tolist()
+    order_b = b.sort_values("run_order")[["config_key", "repeat"]].to_numpy().tolist()
+    assert order_a == order_b
+    # Repeats are interleaved: every configuration runs once before any runs twice.
+    assert [r for _, r in order_a] == [0] * 6 + [1] * 6
+    assert [k for k, _ in order_a[:6]] != [c.key for c in configs]
+
+
+def test_an_interrupted_sweep_resumes_with_only_the_missing_runs(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    configs = grid(model="squares.pt", skip=[1, 2, 4], jpeg_quality=[50, 80])
+    seen: list[dict[str, object]] = []
+
+    def stop_after_four(row: dict[str, object]) -> None:
+        seen.append(row)
+        if len(seen) == 4:
+            raise Stop
+
+    with pytest.raises(Stop):
+        sweep(
+            square_clip,
+            configs,
+            tmp_path,
+            repeats=2,
+            progress=False,
+            detector_factory=squares,
+            on_result=stop_after_four,
+        )
+    assert len(ResultsStore(tmp_path).load()) == 4
+
+    rerun: list[dict[str, object]] = []
+    df = sweep(
+        square_clip,
+        configs,
+        tmp_path,
+        repeats=2,
+        progress=False,
+        detector_factory=squares,
+        on_result=rerun.append,
+    )
+    assert len(rerun) == 12 - 4
+    done_first = {(r["config_key"], r["repeat"]) for r in seen}
+    assert done_first.isdisjoint({(r["config_key"], r["repeat"]) for r in rerun})
+    assert len(df) == 12
+    assert not df.duplicated(["config_key", "repeat"]).any()
+    assert len(ResultsStore(tmp_path).load_frames()) == 12 * FRAMES
+
+    again: list[dict[str, object]] = []
+    sweep(
+        square_clip,
+        configs,
+        tmp_path,
+        repeats=2,
+        progress=False,
+        detector_factory=squares,
+        on_result=again.append,
+    )
+    assert again == []
+
+
+def test_another_clips_results_are_not_mixed_in(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    from ._squares import write_square_clip
+
+    sweep(
+        square_clip,
+        grid(model="squares.pt"),
+        tmp_path / "out",
+        repeats=1,
+        progress=False,
+        detector_factory=squares,
+    )
+    other = write_square_clip(tmp_path / "other", frames=10)
+    with pytest.raises(ConfigurationError, match="another clip"):
+        sweep(
+            other,
+            grid(model="squares.pt"),
+            tmp_path / "out",
+            repeats=1,
+            progress=False,
+            detector_factory=squares,
+        )
+    df = sweep(
+        other, grid(model="squares.pt"), tmp_path / "out", repeats=1, progress=False,
+        detector_factory=squares, resume=False,
+    )  # fmt: skip
+    assert df["frames_in"].tolist() == [10]
+
+
+@pytest.mark.skipif(cuda_available(), reason="this machine has CUDA: half precision applies")
+def test_half_precision_without_cuda_is_marked_not_applicable(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    configs = grid(model="squares.pt", half=[False, True])
+    df = sweep(square_clip, configs, tmp_path, repeats=1, progress=False, detector_factory=squares)
+    half = df[df["half"]].iloc[0]
+    full = df[~df["half"]].iloc[0]
+    assert half["status"] == HALF_NEEDS_CUDA == "n/a: half needs CUDA"
+    assert math.isnan(half["fps_output"]) and math.isnan(half["inference_ms_p50"])
+    assert full["status"] == "ok"
+    assert all(not c.half for c in squares.calls)
+    summary = summarize(df)
+    assert summary.set_index("config_key").loc[half["config_key"], "n_repeats"] == 0
+
+
+def test_models_that_fail_or_do_not_apply_get_a_status_and_the_sweep_goes_on(
+    square_clip: Path, tmp_path: Path
+) -> None:
+    def factory(config: ProfileConfig) -> Detector:
+        if config.model == "broken.onnx":
+            raise ModelLoadError(config.model, "expected an ONNX file, got garbage")
+        if config.imgsz != 320:
+            raise ConfigurationError(f"model has a fixed input size of 320, got imgsz={config.imgsz}")
+        return SquareDetector()
+
+    configs = grid(model=["squares.pt", "broken.onnx"], imgsz=[320, 640])
+    df = sweep(
+        square_clip, configs, tmp_path, repeats=1, progress=False, detector_factory=factory, reference=None
+    )
+    status = dict(zip(df["config_key"], df["status"], strict=True))
+    assert status[configs[0].key] == "ok"
+    assert status[configs[1].key].startswith("n/a: model has a fixed input size of 320")
+    assert status[configs[2].key].startswith("error: ModelLoadError")
+    assert df.loc[df["status"] == "ok", "accuracy_status"].tolist() == ["n/a: no reference requested"]
+    assert set(df.loc[df["status"] != "ok", "accuracy_status"]) == {"n/a: not measured"}
+
+
+def test_untrained_models_get_no_accuracy(square_clip: Path, squares: SquareFactory, tmp_path: Path) -> None:
+    configs = grid(model=["squares.pt", "squares.yaml"], skip=[1, 2])
+    df = sweep(square_clip, configs, tmp_path, repeats=1, progress=False, detector_factory=squares)
+    yaml_rows = df[df["model"] == "squares.yaml"]
+    assert set(yaml_rows["accuracy_status"]) == {"n/a: untrained model (.yaml), speed only"}
+    assert yaml_rows["recall"].isna().all() and yaml_rows["displayed_recall"].isna().all()
+    trained = df[df["model"] == "squares.pt"]
+    assert set(trained["accuracy_status"]) == {"ok"}
+    assert set(trained["reference_key"]) == {"squares.pt@640-fp32-conf0.25-reduce1-skip1-q80"}
+
+
+def test_realtime_mode_replays_at_camera_pace_through_the_server_pipeline(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    df = sweep(
+        square_clip, grid(model="squares.pt", skip=[2]), tmp_path, mode="realtime", repeats=1,
+        progress=False, detector_factory=squares,
+    )  # fmt: skip
+    row = df.iloc[0]
+    assert row["status"] == "ok" and row["mode"] == "realtime"
+    assert 0 < row["frames_out"] <= FRAMES
+    assert row["frames_dropped"] == FRAMES - row["frames_out"]
+    assert 0 < row["frames_detected"] <= row["frames_out"]
+    # Paced by the recorded arrival times, the run cannot be faster than the camera.
+    assert row["fps_output"] <= 15.0 * 1.2
+    assert row["latency_ms_p50"] > 0
+    assert row["accuracy_status"] == "ok" and 0 < row["displayed_recall"] <= 1
