@@ -4,8 +4,8 @@ Measures, on Ultralytics' sample pictures (bus.jpg, zidane.jpg) resized to 640x4
 320x240 and JPEG-encoded at quality 80 as an ESP32-CAM would send them:
 
 * **decode**: full-size JPEG decode against libjpeg's reduced-scale decode (1/2, 1/4);
-* **encode**: each JPEG encoder backend at a few qualities (plus simplejpeg as a reference
-  when it is installed, to check that a separate libjpeg-turbo binding still does not pay);
+* **encode**: each JPEG encoder backend at a few qualities, plus simplejpeg's encoder as a
+  reference (to check that a second libjpeg-turbo encoder backend still would not pay);
 * **annotate**: drawing the detections (and the stats overlay);
 * **inference**: ``UltralyticsDetector.detect`` at imgsz 320/480/640 with ``yolov8n.yaml``
   (an *untrained* YOLOv8n: same network and cost, meaningless boxes, dynamic input size) and
@@ -138,7 +138,7 @@ def _encoders() -> dict[str, Callable[[int], Callable[[np.ndarray], bytes]]]:
         "opencv": lambda q: OpenCVJpegEncoder(q).encode
     }
     try:
-        import simplejpeg  # type: ignore[import-untyped]
+        import simplejpeg
     except ImportError:
         logger.info("simplejpeg not installed: skipping the libjpeg-turbo reference encoder")
     else:

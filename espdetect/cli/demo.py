@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import webbrowser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from espdetect.cli.serve import add_server_options, describe, settings_from_args
+if TYPE_CHECKING:
+    from espdetect.emulator import EmulatorConfig
+
+from espdetect.cli.serve import add_server_options, describe, exit_interrupted, settings_from_args
 
 __all__ = ["register", "run"]
 
@@ -36,11 +39,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     """Run the emulator and the server until interrupted."""
-    from pydantic import ValidationError
-
-    from espdetect.emulator import EmulatorConfig, EmulatorThread
+    from espdetect.emulator import EmulatorConfig
     from espdetect.exceptions import ConfigurationError
-    from espdetect.server.app import StreamingServer, create_app
 
     try:
         config = EmulatorConfig(fps=args.fps if args.fps > 0 else None, size=args.size, prerender=True)
@@ -48,6 +48,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"espdetect demo: {exc}")
         return 2
     print("starting the emulated camera...", flush=True)
+    try:
+        return _serve(args, config)
+    except KeyboardInterrupt:
+        exit_interrupted()
+
+
+def _serve(args: argparse.Namespace, config: EmulatorConfig) -> int:
+    from pydantic import ValidationError
+
+    from espdetect.emulator import EmulatorThread
+    from espdetect.exceptions import ConfigurationError
+    from espdetect.server.app import StreamingServer, create_app
+
     with EmulatorThread(config, host="127.0.0.1", port=0) as camera:
         extra: dict[str, Any] = {"cameras": [f"cam={camera.stream_url}"]}
         try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -122,11 +124,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"  capture: {emu.capture_url}")
             for fault in config.faults:
                 print(f"  fault:   {fault}")
+            stop = asyncio.Event()
+            # SIGTERM (service managers, `kill`) stops as cleanly as Ctrl-C does.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
             print("Press Ctrl-C to stop.", flush=True)
-            await asyncio.Event().wait()
+            await stop.wait()
 
     try:
         asyncio.run(serve())
+        print("stopped")
     except ConfigurationError as exc:
         print(f"espdetect emulate: {exc}")
         return 2

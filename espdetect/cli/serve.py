@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from espdetect.server.settings import ServerSettings
 
-__all__ = ["add_server_options", "register", "run", "settings_from_args"]
+__all__ = ["add_server_options", "describe", "exit_interrupted", "register", "run", "settings_from_args"]
 
 _EPILOG = """\
 Every option can also be set by an ESPDETECT_<NAME> environment variable (ESPDETECT_MODEL,
@@ -205,5 +207,20 @@ def run(args: argparse.Namespace) -> int:
     server = StreamingServer(
         create_app(settings), settings, on_started=lambda s: print(describe(settings, s.url), flush=True)
     )
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        exit_interrupted()
     return 0 if server.started else 1
+
+
+def exit_interrupted() -> NoReturn:
+    """Leave at once after Ctrl-C, once the server has closed every connection.
+
+    uvicorn re-raises the interrupt after a complete shutdown; what would remain is the
+    interpreter's teardown of PyTorch and friends, which alone takes seconds.
+    """
+    print("stopped", flush=True)
+    logging.shutdown()
+    sys.stderr.flush()
+    os._exit(130)

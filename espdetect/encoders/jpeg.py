@@ -1,9 +1,10 @@
 """JPEG encoders: `OpenCVJpegEncoder` and the `make_encoder` factory.
 
-OpenCV's wheels already encode through libjpeg-turbo. A separate libjpeg-turbo binding
-(simplejpeg) was measured against it on 320x240 and 640x480 frames at qualities 40-80 and was
-within 2-5 % (a few hundredths of a millisecond per frame), so no second backend is shipped;
-``benchmarks/bench_stages.py`` repeats that comparison when simplejpeg happens to be installed.
+OpenCV's wheels already encode through libjpeg-turbo. simplejpeg (the libjpeg-turbo binding
+espdetect uses for strict decoding) was measured as an encoder against it on 320x240 and
+640x480 frames at qualities 40-80: within 2-5 % either way, a few hundredths of a millisecond
+per frame, so no second encoder backend is shipped. ``benchmarks/bench_stages.py`` repeats
+that comparison.
 """
 
 from __future__ import annotations

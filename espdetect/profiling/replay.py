@@ -57,6 +57,7 @@ __all__ = [
     "RunTrace",
     "load_clip",
     "replay",
+    "warm_up",
 ]
 
 #: How a configuration is replayed: see the module documentation.
@@ -320,6 +321,15 @@ def _replay_realtime(clip: ClipData, processor: RecordingProcessor, skip: Skip, 
     return RunTrace("realtime", len(clip), wall, processor.detections, processor.renders)
 
 
+def warm_up(clip: ClipData, processor: FrameProcessor, frames: int) -> None:
+    """Detect and render the first ``frames`` frames, discarding the results (caches, lazy init)."""
+    if frames < 0:
+        raise ValueError(f"frames must be >= 0, got {frames}")
+    for i in range(min(frames, len(clip))):
+        frame = clip.frame(i)
+        processor.render(frame, processor.detect(frame), fresh=True)
+
+
 def replay(
     clip: ClipData,
     detector: Detector,
@@ -347,9 +357,7 @@ def replay(
     # pipeline.AnnotatorLike is a plain class, not a Protocol: Annotator fits it only by shape.
     drawer = annotator if annotator is not None else cast(AnnotatorLike, Annotator())
     processor = RecordingProcessor(detector, drawer, encoder, decode_reduce=decode_reduce)
-    for i in range(min(warmup, len(clip))):
-        frame = clip.frame(i)
-        processor.render(frame, processor.detect(frame), fresh=True)
+    warm_up(clip, processor, warmup)
     processor.clear()
     if mode == "fast":
         return _replay_fast(clip, processor, skip)

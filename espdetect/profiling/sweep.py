@@ -26,11 +26,12 @@ import pandas as pd
 
 from espdetect.detectors.base import Detector
 from espdetect.exceptions import ConfigurationError
+from espdetect.pipeline import FrameProcessor
 from espdetect.profiling.accuracy import Reference, accuracy_metrics, compute_reference
 from espdetect.profiling.config import ProfileConfig, unique
 from espdetect.profiling.environment import collect_environment, cuda_available
 from espdetect.profiling.metrics import ResourceMonitor, trace_metrics
-from espdetect.profiling.replay import ClipData, Mode, RunTrace, load_clip, replay
+from espdetect.profiling.replay import ClipData, Mode, RunTrace, load_clip, replay, warm_up
 from espdetect.profiling.results import ResultsStore, load_results
 
 __all__ = [
@@ -339,16 +340,21 @@ def sweep(
             else:
                 try:
                     detector = cache.get(cfg)
+                    encoder = OpenCVJpegEncoder(quality=cfg.jpeg_quality)
+                    # Warm up outside the monitor so CPU % covers only the measured replay.
+                    warm_up(
+                        data, FrameProcessor(detector, None, encoder, decode_reduce=cfg.decode_reduce), warmup
+                    )
                     _quiet_gc()
                     with ResourceMonitor() as monitor:
                         trace = replay(
                             data,
                             detector,
-                            OpenCVJpegEncoder(quality=cfg.jpeg_quality),
+                            encoder,
                             mode=mode,
                             skip=cfg.skip,
                             decode_reduce=cfg.decode_reduce,
-                            warmup=warmup,
+                            warmup=0,
                         )
                     row["status"] = "ok"
                     row.update(trace_metrics(trace, data.fps))

@@ -23,7 +23,8 @@ from typing import Any, Literal
 from espdetect.detectors.base import Detector
 from espdetect.encoders.base import Encoder
 from espdetect.exceptions import ConfigurationError, EspdetectError
-from espdetect.pipeline import CameraPipeline, PipelineConfig, SubscriptionKind
+from espdetect.frame import Frame
+from espdetect.pipeline import CameraPipeline, PipelineConfig, Rendered, SubscriptionKind
 from espdetect.server.metrics import RateWindow
 from espdetect.server.settings import CameraSettings, ServerSettings
 from espdetect.sources.base import FrameSource, SourceStats
@@ -52,6 +53,13 @@ SourceFactory = Callable[[ServerSettings, CameraSettings], FrameSource]
 EncoderFactory = Callable[[int], Encoder]
 
 _SAMPLE_EVERY = 0.5
+#: A cached frame older than this is not handed out as "live" (the slots keep their last value
+#: across camera reconnections).
+_LIVE_AGE = 2.0
+
+
+def _recent(arrival_mono: float) -> bool:
+    return time.perf_counter() - arrival_mono < _LIVE_AGE
 
 
 class ViewerKind(str, Enum):
@@ -269,6 +277,22 @@ class Camera:
         self.settings = new
         logger.info("%s: settings changed: %s", self.id, ", ".join(f"{k}={v!r}" for k, v in changes.items()))
         return new
+
+    def live_frame(self) -> Frame | None:
+        """The newest camera frame if the camera is being read and the frame is recent, else None."""
+        frame = self.pipeline.raw.value
+        if self.pipeline.upstream_open and frame is not None and _recent(frame.arrival_mono):
+            return frame
+        return None
+
+    def live_output(self) -> Rendered | None:
+        """The newest annotated frame if annotated frames are being made and it is recent, else None."""
+        pipe = self.pipeline
+        rendered = pipe.output.value
+        live = pipe.upstream_open and pipe.demand["annotated"] > 0
+        if live and rendered is not None and _recent(rendered.frame.arrival_mono):
+            return rendered
+        return None
 
     def sample_rates(self, now: float | None = None) -> None:
         stats = self.pipeline.stats

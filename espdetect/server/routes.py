@@ -214,20 +214,17 @@ async def snapshot(hub: HubDep, camera: CameraDep, annotated: Annotated[bool, Qu
 async def _latest_jpeg(camera: Camera, annotated: bool) -> tuple[bytes, float]:
     pipe = camera.pipeline
     if annotated:
-        live = pipe.upstream_open and pipe.demand["annotated"] > 0
-        rendered = pipe.output.value
-        if live and rendered is not None:
-            return rendered.jpeg, rendered.frame.arrival
-        async with pipe.subscribe("annotated"):
-            _, rendered = await pipe.output.next_after(pipe.output.version)
-            return rendered.jpeg, rendered.frame.arrival
-    frame = pipe.raw.value
-    if pipe.upstream_open and frame is not None and frame.jpeg is not None:
-        return frame.jpeg, frame.arrival
-    async with pipe.subscribe("raw"):
-        _, frame = await pipe.raw.next_after(pipe.raw.version)
-        assert frame.jpeg is not None
-        return frame.jpeg, frame.arrival
+        rendered = camera.live_output()
+        if rendered is None:
+            async with pipe.subscribe("annotated"):
+                _, rendered = await pipe.output.next_after(pipe.output.version)
+        return rendered.jpeg, rendered.frame.arrival
+    frame = camera.live_frame()
+    if frame is None:
+        async with pipe.subscribe("raw"):
+            _, frame = await pipe.raw.next_after(pipe.raw.version)
+    assert frame.jpeg is not None  # the pipeline encodes frames that come without bytes
+    return frame.jpeg, frame.arrival
 
 
 @router.get("/cameras/{camera_id}/settings")

@@ -214,17 +214,13 @@ def _behind(send_s: float, interval_s: float, skipped: int) -> bool:
     return skipped > 0 or (interval_s > 0 and send_s > 0.5 * interval_s)
 
 
-def _first_version(version: int, has_value: bool, live: bool) -> int:
-    """Start one version back (send the cached frame at once) when the stage is already live."""
-    return version - 1 if live and has_value else version
-
-
 async def raw_mjpeg(camera: Camera, ticket: ViewerTicket, send: SendBody) -> None:
     """The camera's own JPEG bytes, one multipart part per frame, until the pipeline closes."""
     pipe = camera.pipeline
-    live = pipe.upstream_open
+    # One version back: the current frame goes out at once when the camera is already read.
+    back = 1 if camera.live_frame() is not None else 0
     async with pipe.subscribe("raw"):
-        version = _first_version(pipe.raw.version, pipe.raw.value is not None, live)
+        version = pipe.raw.version - back
         while True:
             try:
                 new_version, frame = await pipe.raw.next_after(version)
@@ -242,12 +238,12 @@ async def raw_mjpeg(camera: Camera, ticket: ViewerTicket, send: SendBody) -> Non
 async def annotated_mjpeg(camera: Camera, ticket: ViewerTicket, send: SendBody) -> None:
     """Annotated frames (encoded once per frame and quality tier), until the pipeline closes."""
     pipe = camera.pipeline
-    live = pipe.upstream_open and pipe.demand["annotated"] > 0
+    back = 1 if camera.live_output() is not None else 0
     tiers = AdaptiveQuality(camera.quality_tiers)
     interval = 0.0
     last_arrival: float | None = None
     async with pipe.subscribe("annotated"):
-        version = _first_version(pipe.output.version, pipe.output.value is not None, live)
+        version = pipe.output.version - back
         while True:
             try:
                 new_version, rendered = await pipe.output.next_after(version)

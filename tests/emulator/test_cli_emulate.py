@@ -11,7 +11,11 @@ import pytest
 from espdetect.cli import build_parser
 from espdetect.emulator import Fault, FaultKind
 
-_MAIN = "import sys; from espdetect.cli import main; sys.exit(main(sys.argv[1:]))"
+# A child started from a background shell inherits SIGINT ignored; give it Python's usual handler.
+_MAIN = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from espdetect.cli import main; sys.exit(main(sys.argv[1:]))"
+)
 
 
 def test_parser_reads_emulate_options() -> None:
@@ -64,7 +68,8 @@ def test_help_documents_the_fault_syntax(capsys: pytest.CaptureFixture[str]) -> 
     assert "stall:seconds=3" in out and "refuse" in out and "PORT+1" in out
 
 
-def test_emulate_runs_until_interrupted() -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_emulate_runs_until_interrupted(stop_signal: signal.Signals) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", _MAIN, "emulate", "--port", "0", "--fps", "5"],
         stdout=subprocess.PIPE,
@@ -83,7 +88,7 @@ def test_emulate_runs_until_interrupted() -> None:
         assert urls["stream"].endswith("/stream")
         with urllib.request.urlopen(urls["control"] + "status", timeout=10) as reply:
             assert json.loads(reply.read())["framesize"] == 5
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_signal)
         out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
