@@ -58,6 +58,12 @@ _SAMPLE_EVERY = 0.5
 _LIVE_AGE = 2.0
 
 
+def _retrieve(future: asyncio.Future[bytes]) -> None:
+    # Marks a failure seen even when every viewer that wanted it has left.
+    if not future.cancelled():
+        future.exception()
+
+
 def _recent(arrival_mono: float) -> bool:
     return time.perf_counter() - arrival_mono < _LIVE_AGE
 
@@ -174,6 +180,7 @@ class Camera:
         self.viewers: dict[ViewerKind, int] = dict.fromkeys(ViewerKind, 0)
         self.serve = ServeStats()
         self.rates = RateWindow(server.stats_window)
+        self._variant: tuple[Rendered, int, asyncio.Future[bytes]] | None = None
         self.pipeline = CameraPipeline(
             self._open_source,
             detector,
@@ -294,6 +301,16 @@ class Camera:
             return rendered
         return None
 
+    async def encoded(self, rendered: Rendered, quality: int) -> bytes:
+        """``rendered`` at another JPEG quality: one worker-thread encode per frame and quality,
+        shared by every viewer that asks (a viewer leaving mid-encode does not cancel it)."""
+        variant = self._variant
+        if variant is None or variant[0] is not rendered or variant[1] != quality:
+            future = asyncio.ensure_future(asyncio.to_thread(rendered.encoded, quality))
+            future.add_done_callback(_retrieve)
+            variant = self._variant = (rendered, quality, future)
+        return await asyncio.shield(variant[2])
+
     def sample_rates(self, now: float | None = None) -> None:
         stats = self.pipeline.stats
         self.rates.add(
@@ -305,10 +322,8 @@ class Camera:
 class ViewerTicket:
     """One admitted viewer; ``release`` (idempotent) gives its place back and logs why it left."""
 
-    _ids = itertools.count(1)
-
-    def __init__(self, hub: CameraHub, camera: Camera, kind: ViewerKind, peer: str) -> None:
-        self.id = next(self._ids)
+    def __init__(self, hub: CameraHub, camera: Camera, kind: ViewerKind, peer: str, ticket_id: int) -> None:
+        self.id = ticket_id
         self.hub = hub
         self.camera = camera
         self.kind = kind
@@ -363,6 +378,7 @@ class CameraHub:
         self.cameras: dict[str, Camera] = {cam.id: cam for cam in cameras}
         #: Set when the server stops: every stream ends at once.
         self.shutdown = asyncio.Event()
+        self._ticket_ids = itertools.count(1)
         self._sampler: asyncio.Task[None] | None = None
 
     @classmethod
@@ -416,7 +432,7 @@ class CameraHub:
         if self.total_viewers >= self.settings.max_viewers_total:
             camera.serve.viewers_rejected += 1
             raise ViewerLimitReached("server", self.settings.max_viewers_total, camera.id)
-        ticket = ViewerTicket(self, camera, kind, peer)
+        ticket = ViewerTicket(self, camera, kind, peer, next(self._ticket_ids))
         camera.viewers[kind] += 1
         camera.serve.viewers_served += 1
         logger.info(

@@ -215,8 +215,8 @@ class ServerSettings(BaseSettings):
     # -- viewers --
     #: Seconds a viewer may block one send before it is disconnected.
     viewer_timeout: Annotated[float, Field(gt=0.0)] = 10.0
-    #: Kernel send buffer of each viewer connection in bytes (0: the OS default, which grows to
-    #: megabytes and lets a slow viewer fall seconds behind before anything notices).
+    #: Kernel send buffer of each viewer connection in bytes, set by `StreamingServer` (0: the
+    #: OS default, which grows to megabytes and lets a slow viewer fall seconds behind unnoticed).
     send_buffer: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 256 * 1024
     #: Seconds a snapshot waits for a frame when none is cached (then 503).
     snapshot_timeout: Annotated[float, Field(gt=0.0)] = 5.0

@@ -14,8 +14,8 @@ are right after any number of aborted connections.
 
 Each viewer reads the pipeline's `Latest` slots with its own version number: a slow viewer
 skips frames for itself only. Annotated viewers whose sends fall behind move to a lower JPEG
-quality tier (per-viewer `AdaptiveQuality`); each tier is encoded at most once per frame, in a worker thread,
-whatever the number of viewers on it.
+quality tier (a per-viewer `AdaptiveQuality`); each tier is encoded at most once per frame, in a
+worker thread, whatever the number of viewers on it.
 """
 
 from __future__ import annotations
@@ -39,12 +39,15 @@ from espdetect.server.hub import Camera, ViewerTicket
 
 __all__ = [
     "MJPEG_BOUNDARY",
+    "MJPEG_MEDIA_TYPE",
+    "SSE_MEDIA_TYPE",
     "SendBody",
     "ViewerStream",
     "ViewerTimedOut",
     "annotated_mjpeg",
     "detection_events",
     "raw_mjpeg",
+    "with_timeout",
 ]
 
 logger = logging.getLogger(__name__)
@@ -126,8 +129,8 @@ class ViewerStream(Response):
             return time.perf_counter() - start
 
         try:
-            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-            await self._timed(send(start))
+            head = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await self._timed(send(head))
 
             producer = asyncio.create_task(self.produce(send_body), name=f"viewer-{self.ticket.id}")
             watcher = asyncio.create_task(_wait_disconnect(receive), name=f"viewer-{self.ticket.id}-rx")
@@ -263,7 +266,7 @@ async def annotated_mjpeg(camera: Camera, ticket: ViewerTicket, send: SendBody) 
             if rendered.quality is None or quality == rendered.quality or rendered.image is None:
                 jpeg = rendered.jpeg
             else:
-                jpeg = await asyncio.to_thread(rendered.encoded, quality)
+                jpeg = await camera.encoded(rendered, quality)
                 camera.serve.low_quality_frames += 1
             part = mjpeg_part(jpeg, rendered.frame.arrival, MJPEG_BOUNDARY)
             took = await send(part)
