@@ -263,8 +263,7 @@ class Camera:
             SettingRejected: see `check`.
         """
         self.check(changes)
-        new = self.settings.model_copy(update=dict(changes))
-        new = CameraSettings.model_validate(new.model_dump())
+        new = CameraSettings.model_validate({**self.settings.model_dump(), **changes})
         detector_keys = {"conf", "iou", "imgsz", "classes"}
         if detector_keys & changes.keys():
             update = getattr(self.detector, "update", None)
@@ -276,7 +275,7 @@ class Camera:
                         (k for k in sorted(detector_keys & changes.keys()) if k in str(exc)), "body"
                     )
                     raise SettingRejected(field_name, str(exc)) from None
-        pipeline_changes: dict[str, object] = {k: changes[k] for k in ("skip", "stale") if k in changes}
+        pipeline_changes: dict[str, object] = {k: getattr(new, k) for k in ("skip", "stale") if k in changes}
         if pipeline_changes:
             self.pipeline.update(**pipeline_changes)
         if "quality" in changes and new.quality != self.settings.quality:
