@@ -192,6 +192,12 @@ def _encode_at(encoder: Encoder, image: np.ndarray, quality: int) -> bytes:
     return encoder.encode(image)
 
 
+def _retrieve(future: asyncio.Future[object]) -> None:
+    # Marks the outcome of a helper future as seen (no "exception was never retrieved").
+    if not future.cancelled():
+        future.exception()
+
+
 def choose_reduce(size: tuple[int, int], imgsz: int | None) -> Reduce:
     """The largest JPEG decode reduction that keeps the long side at least ``imgsz``.
 
@@ -620,10 +626,12 @@ class CameraPipeline:
         waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._detecting_done.wait())}
         if not self.raw.closed:  # a closed source sends no newer frame: just wait for the boxes
             waits.add(asyncio.ensure_future(self.raw.next_after(self.raw.version)))
+        for fut in waits:
+            fut.add_done_callback(_retrieve)
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # Cancelled, not awaited: awaiting here could swallow a cancellation of this task
+            # (the renderer would then outlive its subscribers).
             for fut in waits:
                 fut.cancel()
-            with contextlib.suppress(asyncio.CancelledError, SlotClosed):
-                await asyncio.gather(*waits, return_exceptions=True)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 #: Sub-command modules, in the order ``--help`` lists them.
-_COMMANDS = ("demo", "serve", "emulate", "detect", "record", "profile", "monitor")
+_COMMANDS = ("demo", "serve", "emulate", "detect", "record", "profile", "monitor", "hash_password")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -65,6 +65,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="auto",
         help='accuracy reference: "auto", "none", or a config such as "model=m.pt imgsz=640"',
     )
+    parser.add_argument(
+        "--busy-threshold",
+        type=float,
+        default=50.0,
+        help="measure a run again when other processes used more CPU %% than this meanwhile (50)",
+    )
+    parser.add_argument("--busy-retries", type=int, default=1, help="extra measurements allowed per run (1)")
     parser.add_argument("--fresh", action="store_true", help="discard results already in --out")
     parser.add_argument("--report", action="store_true", help="write a report into --out")
     parser.add_argument("--format", choices=("html", "markdown"), default="html", help="report format")
@@ -135,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.no_progress,
             resume=not args.fresh,
+            busy_threshold=args.busy_threshold,
+            busy_retries=args.busy_retries,
         )
     except EspdetectError as exc:
         print(f"espdetect profile: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ from espdetect.profiling.config import ProfileConfig as ProfileConfig
 from espdetect.profiling.config import grid as grid
 from espdetect.profiling.config import grid_from_text as grid_from_text
 from espdetect.profiling.config import parse_grid as parse_grid
+from espdetect.profiling.export import export_model as export_model
 from espdetect.profiling.plots import plot_accuracy_vs_fps as plot_accuracy_vs_fps
 from espdetect.profiling.plots import plot_bandwidth_vs_quality as plot_bandwidth_vs_quality
 from espdetect.profiling.plots import plot_latency as plot_latency
@@ -49,6 +50,7 @@ __all__ = [
     "Reference",
     "ResultsStore",
     "arecord",
+    "export_model",
     "grid",
     "grid_from_text",
     "load_clip",

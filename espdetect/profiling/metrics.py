@@ -46,6 +46,8 @@ class ResourceMonitor:
     """Process CPU use and peak resident memory over a ``with`` block.
 
     CPU % is the process's user + system CPU time over the wall time (200 % = two cores busy).
+    ``background_cpu_percent`` is the CPU the rest of the machine used meanwhile (same scale):
+    a measurement with much of it shared its cores with other work and is less trustworthy.
     Peak RSS is sampled every ``interval`` seconds by a daemon thread.
 
     Example:
@@ -65,13 +67,23 @@ class ResourceMonitor:
         self._peak = 0
         self._cpu0 = 0.0
         self._t0 = 0.0
+        self._busy0 = 0.0
         self.cpu_percent = math.nan
+        self.background_cpu_percent = math.nan
         self.rss_peak_mb = math.nan
         self.wall_s = math.nan
 
     def _cpu(self) -> float:
         times = self._process.cpu_times()
         return float(times.user + times.system)
+
+    @staticmethod
+    def _busy() -> float:
+        t = psutil.cpu_times()
+        # guest time is already counted in user on Linux; idle and iowait are not work.
+        return float(
+            sum(getattr(t, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal"))
+        )
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
@@ -83,6 +95,7 @@ class ResourceMonitor:
         self._thread = threading.Thread(target=self._sample, name="espdetect-rss", daemon=True)
         self._thread.start()
         self._cpu0 = self._cpu()
+        self._busy0 = self._busy()
         self._t0 = time.perf_counter()
         return self
 
@@ -91,12 +104,14 @@ class ResourceMonitor:
     ) -> None:
         wall = time.perf_counter() - self._t0
         cpu = self._cpu() - self._cpu0
+        busy = self._busy() - self._busy0
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self._peak = max(self._peak, self._process.memory_info().rss)
         self.wall_s = wall
         self.cpu_percent = 100.0 * cpu / wall if wall > 0 else math.nan
+        self.background_cpu_percent = max(0.0, 100.0 * (busy - cpu) / wall) if wall > 0 else math.nan
         self.rss_peak_mb = self._peak / (1024 * 1024)
 
 

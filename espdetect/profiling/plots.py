@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 _LABEL_AXES = ("model_name", "imgsz", "half", "skip", "jpeg_quality", "conf", "decode_reduce")
+_RARE_AXES = ("half", "conf", "decode_reduce")
 _STAGE_COLORS = ("#8c564b", "#9467bd", "#d62728", "#ff7f0e", "#bcbd22", "#2ca02c", "#1f77b4")
 
 
@@ -54,11 +55,15 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
     varying = [c for c in _LABEL_AXES if c in df.columns and df[c].astype(str).nunique() > 1]
     if not varying:
         varying = ["imgsz", "skip"] if {"imgsz", "skip"} <= set(df.columns) else []
+    # Secondary settings are named only where they differ from the usual value.
+    usual = {c: df[c].astype(str).mode().iloc[0] for c in _RARE_AXES if c in varying}
 
     def label(row: pd.Series) -> str:
         parts = []
         for col in varying:
             value = row[col]
+            if col in usual and str(value) == usual[col]:
+                continue
             if col == "model_name":
                 parts.append(str(value).rsplit(".", 1)[0] + ("" if row.get("trained", True) else "*"))
             elif col == "half":
@@ -136,8 +141,9 @@ def plot_accuracy_vs_fps(
     ax.scatter(xs[front], ys[front], color="#d62728", label="Pareto front", zorder=3)
     order = np.argsort(xs[front])
     ax.step(xs[front][order], ys[front][order], where="post", color="#d62728", alpha=0.6, zorder=1)
-    for x, y, text in zip(xs, ys, labels, strict=True):
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    for i, (x, y, text) in enumerate(zip(xs, ys, labels, strict=True)):
+        # Alternate above/below so points of equal accuracy keep readable labels.
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4 if i % 2 else -10), fontsize=7)
     ax.set_xlabel(f"{fps} (frames/s)")
     ax.set_ylabel(accuracy)
     ax.set_ylim(min(0.0, float(np.nanmin(ys))) - 0.02, 1.05)

@@ -25,6 +25,9 @@ __all__ = ["SUMMARY_COLUMNS", "ReportFormat", "report"]
 
 ReportFormat = Literal["html", "markdown"]
 
+# Background CPU (percent of one core) above which the report warns about a run.
+_BUSY_NOTE = 50.0
+
 #: Columns of the report's summary table.
 SUMMARY_COLUMNS = (
     "config_key",
@@ -38,6 +41,7 @@ SUMMARY_COLUMNS = (
     "latency_ms_p95",
     "cpu_percent",
     "rss_peak_mb",
+    "background_cpu_percent",
     "bytes_per_frame",
     "bandwidth_kbps",
     "recall",
@@ -112,8 +116,19 @@ def _environment_rows(env: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def _notes(summary: pd.DataFrame) -> list[str]:
+def _notes(summary: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
     notes: list[str] = []
+    if "background_cpu_percent" in runs.columns:
+        busy = runs[runs["background_cpu_percent"] > _BUSY_NOTE]
+        if not busy.empty:
+            worst = busy.sort_values("background_cpu_percent", ascending=False).head(5)
+            names = ", ".join(
+                f"{r.config_key} #{r.repeat} ({r.background_cpu_percent:.0f} %)" for r in worst.itertuples()
+            )
+            notes.append(
+                f"{len(busy)} of {len(runs)} runs shared the CPU with other processes (more than "
+                f"{_BUSY_NOTE:.0f} % of a core): their timings are less trustworthy. Worst: {names}."
+            )
     if "trained" in summary.columns and (~summary["trained"].astype(bool)).any():
         notes.append(
             "Rows with a .yaml model (marked * in the figures) run an untrained network of the same "
@@ -194,7 +209,7 @@ def report(
     figures = _figures(df, frames)
     headers, rows = _table_rows(summary)
     env_rows = _environment_rows(env)
-    notes = _notes(summary)
+    notes = _notes(summary, df)
     rec_text = recommendation.summary() if recommendation is not None else "No results."
     glossary = [[c, COLUMNS[c]] for c in headers if c in COLUMNS]
     if fmt == "html":

@@ -93,6 +93,8 @@ def _columns() -> dict[str, str]:
     )
     cols["cpu_percent"] = "process CPU time / wall time x 100 (200 = two cores busy)"
     cols["rss_peak_mb"] = "peak resident memory of the process during the run, MiB"
+    cols["background_cpu_percent"] = "CPU used by other processes during the run (same scale as cpu_percent)"
+    cols["attempts"] = "measurements made for this row (runs with background load are measured again)"
     docs = {
         "recall": "detected frames: share of reference boxes matched (IoU >= 0.5, same class)",
         "precision": "detected frames: share of the configuration's boxes that match",
@@ -169,22 +171,33 @@ class ResultsStore:
         self.environment_json = self.out_dir / "environment.json"
         self.reference_dir = self.out_dir / "reference"
 
+    @staticmethod
+    def _header(path: Path) -> list[str] | None:
+        if not path.is_file() or path.stat().st_size == 0:
+            return None
+        with path.open(newline="", encoding="utf-8") as fh:
+            return next(csv.reader(fh), [])
+
     def _check_header(self, path: Path, expected: Sequence[str]) -> bool:
         """True when ``path`` exists with the expected header; raises when its header differs."""
-        if not path.is_file() or path.stat().st_size == 0:
+        header = self._header(path)
+        if header is None:
             return False
-        with path.open(newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), [])
-        if list(header) != list(expected):
+        if header != list(expected):
             raise ConfigurationError(
                 f"expected {path} to have this version's columns, got a different header; "
                 "use a new output folder"
             )
         return True
 
+    def check_appendable(self) -> None:
+        """Raise `ConfigurationError` now if new rows could not be appended (older columns)."""
+        self._check_header(self.results_csv, list(COLUMNS))
+        self._check_header(self.frames_csv, FRAME_COLUMNS)
+
     def done(self) -> set[tuple[str, int, str]]:
         """(config_key, repeat, mode) of every run already in ``results.csv``."""
-        if not self._check_header(self.results_csv, list(COLUMNS)):
+        if self._header(self.results_csv) is None:
             return set()
         with self.results_csv.open(newline="", encoding="utf-8") as fh:
             return {(r["config_key"], int(r["repeat"]), r["mode"]) for r in csv.DictReader(fh)}
@@ -224,15 +237,22 @@ class ResultsStore:
         return data if isinstance(data, dict) else {}
 
     def load(self) -> pd.DataFrame:
-        """The results table with typed columns (empty, with all columns, when there are none)."""
-        if not self._check_header(self.results_csv, list(COLUMNS)):
+        """The results table with typed columns (empty, with all columns, when there are none).
+
+        Files written by an older version load too: columns it lacked are NaN.
+        """
+        if self._header(self.results_csv) is None:
             return _typed(pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS}))
         df = pd.read_csv(self.results_csv, dtype=str, keep_default_na=False, na_values=[""])
-        return _typed(df)
+        for col in COLUMNS:
+            if col not in df.columns:
+                df[col] = ""
+        extra = [c for c in df.columns if c not in COLUMNS]
+        return _typed(df[[*COLUMNS, *extra]].replace("", None))
 
     def load_frames(self) -> pd.DataFrame:
         """Per-frame rows of the runs present in ``results.csv`` (reruns of a run keep the last)."""
-        if not self._check_header(self.frames_csv, FRAME_COLUMNS):
+        if self._header(self.frames_csv) is None:
             return pd.DataFrame({c: pd.Series(dtype="object") for c in FRAME_COLUMNS})
         frames = pd.read_csv(self.frames_csv, dtype={"config_key": str, "mode": str})
         frames = frames.drop_duplicates(["config_key", "repeat", "mode", "seq"], keep="last")

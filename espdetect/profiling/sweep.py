@@ -225,6 +225,8 @@ def sweep(
     progress: bool = True,
     resume: bool = True,
     on_result: Callable[[dict[str, object]], None] | None = None,
+    busy_threshold: float | None = 50.0,
+    busy_retries: int = 1,
 ) -> pd.DataFrame:
     """Measure every configuration ``repeats`` times on ``clip``; return the results table.
 
@@ -242,6 +244,10 @@ def sweep(
         progress: show tqdm progress bars (the notebook flavour inside Jupyter).
         resume: keep runs already in ``out_dir`` and measure only the rest; False starts afresh.
         on_result: called with each new row after it is saved (raise to stop the sweep).
+        busy_threshold: a run during which other processes used more CPU than this (percent of
+            one core) is measured again, up to ``busy_retries`` times; the quietest run is kept.
+            None never measures again.
+        busy_retries: the most extra measurements per row.
 
     Returns:
         One row per configuration and repeat, with the documented `COLUMNS`; ``attrs`` holds
@@ -257,14 +263,14 @@ def sweep(
     """
     from tqdm.auto import tqdm
 
-    from espdetect.encoders.jpeg import OpenCVJpegEncoder
-
     if mode not in ("fast", "realtime"):
         raise ConfigurationError(f"mode must be 'fast' or 'realtime', got {mode!r}")
     if repeats < 1:
         raise ConfigurationError(f"repeats must be >= 1, got {repeats}")
     if warmup < 0:
         raise ConfigurationError(f"warmup must be >= 0, got {warmup}")
+    if busy_retries < 0:
+        raise ConfigurationError(f"busy_retries must be >= 0, got {busy_retries}")
     config_list = unique(configs)
     if not config_list:
         raise ConfigurationError("expected at least one configuration, got none")
@@ -274,6 +280,7 @@ def sweep(
         for path in (store.results_csv, store.results_parquet, store.frames_csv, store.environment_json):
             path.unlink(missing_ok=True)
         shutil.rmtree(store.reference_dir, ignore_errors=True)
+    store.check_appendable()
     previous = store.environment().get("clip", {}).get("fingerprint")
     if previous is not None and previous != data.fingerprint and store.done():
         raise ConfigurationError(
@@ -299,6 +306,8 @@ def sweep(
         "warmup": warmup,
         "seed": seed,
         "device": device,
+        "busy_threshold": busy_threshold,
+        "busy_retries": busy_retries,
         "reference": ref_config.key if ref_config else None,
         "configs": [c.key for c in config_list],
     }
@@ -340,26 +349,15 @@ def sweep(
             else:
                 try:
                     detector = cache.get(cfg)
-                    encoder = OpenCVJpegEncoder(quality=cfg.jpeg_quality)
-                    # Warm up outside the monitor so CPU % covers only the measured replay.
-                    warm_up(
-                        data, FrameProcessor(detector, None, encoder, decode_reduce=cfg.decode_reduce), warmup
+                    trace, monitor, attempts = _measure(
+                        data, detector, cfg, mode, warmup, busy_threshold, busy_retries
                     )
-                    _quiet_gc()
-                    with ResourceMonitor() as monitor:
-                        trace = replay(
-                            data,
-                            detector,
-                            encoder,
-                            mode=mode,
-                            skip=cfg.skip,
-                            decode_reduce=cfg.decode_reduce,
-                            warmup=0,
-                        )
                     row["status"] = "ok"
                     row.update(trace_metrics(trace, data.fps))
                     row["cpu_percent"] = monitor.cpu_percent
                     row["rss_peak_mb"] = monitor.rss_peak_mb
+                    row["background_cpu_percent"] = monitor.background_cpu_percent
+                    row["attempts"] = attempts
                 except Exception as exc:
                     status = _status_of_error(exc)
                     row["status"] = status
@@ -374,6 +372,43 @@ def sweep(
         bar.close()
         store.write_parquet()
     return load_results(store.out_dir)
+
+
+def _measure(
+    data: ClipData,
+    detector: Detector,
+    cfg: ProfileConfig,
+    mode: Mode,
+    warmup: int,
+    busy_threshold: float | None,
+    busy_retries: int,
+) -> tuple[RunTrace, ResourceMonitor, int]:
+    """One measured replay; measured again (keeping the quietest) while other work shared the CPU."""
+    from espdetect.encoders.jpeg import OpenCVJpegEncoder
+
+    best: tuple[RunTrace, ResourceMonitor] | None = None
+    attempts = 0
+    while True:
+        attempts += 1
+        encoder = OpenCVJpegEncoder(quality=cfg.jpeg_quality)
+        # Warm up outside the monitor so CPU % covers only the measured replay.
+        warm_up(data, FrameProcessor(detector, None, encoder, decode_reduce=cfg.decode_reduce), warmup)
+        _quiet_gc()
+        with ResourceMonitor() as monitor:
+            trace = replay(
+                data, detector, encoder, mode=mode, skip=cfg.skip, decode_reduce=cfg.decode_reduce, warmup=0
+            )
+        if best is None or monitor.background_cpu_percent < best[1].background_cpu_percent:
+            best = (trace, monitor)
+        busy = busy_threshold is not None and monitor.background_cpu_percent > busy_threshold
+        if not busy or attempts > busy_retries:
+            break
+        logger.info(
+            "%s: other processes used %.0f %% CPU during the run; measuring again",
+            cfg.key,
+            monitor.background_cpu_percent,
+        )
+    return best[0], best[1], attempts
 
 
 def _quiet_gc() -> None:

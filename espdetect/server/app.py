@@ -1,13 +1,17 @@
 """`create_app`: the FastAPI application, and `StreamingServer`: uvicorn that ends streams on shutdown.
 
 The app factory stays small on purpose: it wires the lifespan (which builds the `CameraHub`
-and the per-app metrics registry), the `router` and the exception handlers that turn domain
-errors into HTTP answers. Middleware (authentication, CORS) can be added to the returned app.
+and the per-app metrics registry), the routers, the exception handlers that turn domain
+errors into HTTP answers, and the middleware: from the outside in, CORS (``cors_origins``), the
+`RequestGuard` (body limit, foreign-origin writes), authentication (`AuthMiddleware`, when a
+password or token hash is configured) and the `ViewerGate` (cheap 503s beyond the viewer limits).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,12 +19,19 @@ from typing import TypedDict
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prometheus_client.registry import CollectorRegistry
 
 import espdetect
 from espdetect.detectors.base import Detector
 from espdetect.encoders.base import Encoder
+from espdetect.server import control
+from espdetect.server._malloc import tune_malloc
+from espdetect.server.auth import Authenticator, AuthMiddleware, login_router, session_router
+from espdetect.server.gate import ViewerGate
+from espdetect.server.guard import RequestGuard
 from espdetect.server.hub import (
     CameraHub,
     DetectorFactory,
@@ -75,7 +86,14 @@ def default_source(server: ServerSettings, camera: CameraSettings) -> FrameSourc
     """An `MjpegStreamSource` on the camera's URL."""
     from espdetect.sources.mjpeg_stream import MjpegStreamSource
 
-    return MjpegStreamSource(camera.url, source_id=camera.id, stall_timeout=server.stall_timeout)
+    return MjpegStreamSource(
+        camera.url,
+        source_id=camera.id,
+        stall_timeout=server.stall_timeout,
+        connect_timeout=server.connect_timeout,
+        backoff_max=server.backoff_max,
+        max_part_size=server.max_part_size,
+    )
 
 
 def default_encoder(quality: int) -> Encoder:
@@ -127,10 +145,35 @@ def create_app(
     app.state.settings = settings
     app.state.hub = None
     app.include_router(router)
+    app.include_router(session_router)
+    app.include_router(control.router)
+    # Added innermost first: a request meets CORS, the guard, authentication, then the gate.
+    app.add_middleware(ViewerGate, retry_after=settings.retry_after)
+    authenticator = Authenticator(settings)
+    app.state.authenticator = authenticator
+    if authenticator.enabled:
+        app.include_router(login_router)
+        app.add_middleware(AuthMiddleware, authenticator=authenticator)
+    app.add_middleware(
+        RequestGuard, max_body_size=settings.max_body_size, allowed_origins=settings.cors_origins
+    )
+    if settings.cors_origins:
+        explicit = "*" not in settings.cors_origins
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            # Browsers refuse credentials with "*"; an explicit list may send cookies and Basic.
+            allow_credentials=explicit,
+            allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
+            expose_headers=["Retry-After", "X-Timestamp", "WWW-Authenticate"],
+            max_age=600,
+        )
     app.add_exception_handler(UnknownCamera, _unknown_camera)
     app.add_exception_handler(ViewerLimitReached, _limit_reached)
     app.add_exception_handler(NoFrameAvailable, _no_frame)
     app.add_exception_handler(SettingRejected, _setting_rejected)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     return app
 
 
@@ -167,6 +210,38 @@ async def _setting_rejected(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+_MAX_ECHO = 200
+
+
+def _echo(value: object) -> object:
+    """``value`` if it can go back in a JSON error as it is (finite, small), else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return value if len(text) <= _MAX_ECHO else None
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's own handler echoes every input, and a non-finite number from a hostile client
+    # (JSON has no Infinity, but Python's parser takes it) would turn the 422 into a 500.
+    assert isinstance(exc, RequestValidationError)
+    detail = []
+    for error in exc.errors():
+        item: dict[str, object] = {
+            "type": str(error.get("type", "value_error")),
+            "loc": [part if isinstance(part, int) else str(part) for part in error.get("loc", ())],
+            "msg": str(error.get("msg", "invalid value")),
+        }
+        echoed = _echo(error.get("input"))
+        if echoed is not None:
+            item["input"] = echoed
+        detail.append(item)
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
 class StreamingServer(uvicorn.Server):
     """uvicorn's server, ending viewer streams the moment shutdown begins.
 
@@ -197,6 +272,8 @@ class StreamingServer(uvicorn.Server):
             lifespan="on",
         )
         super().__init__(config)
+        if settings.tune_malloc:
+            tune_malloc()
         self.app = app
         self.on_started = on_started
         self.send_buffer = settings.send_buffer

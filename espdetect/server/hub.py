@@ -26,7 +26,7 @@ from espdetect.exceptions import ConfigurationError, EspdetectError
 from espdetect.frame import Frame
 from espdetect.pipeline import CameraPipeline, PipelineConfig, Rendered, SubscriptionKind
 from espdetect.server.metrics import RateWindow
-from espdetect.server.settings import CameraSettings, ServerSettings
+from espdetect.server.settings import CameraSettings, ServerSettings, redact_url
 from espdetect.sources.base import FrameSource, SourceStats
 
 __all__ = [
@@ -401,7 +401,7 @@ class CameraHub:
                     encoder_factory=encoder_factory,
                 )
             )
-            logger.info("camera %s: %s", cam_settings.id, cam_settings.url)
+            logger.info("camera %s: %s", cam_settings.id, redact_url(cam_settings.url))
         hub = cls(settings, cameras)
         hub._sampler = asyncio.create_task(hub._sample_rates(), name="espdetect-rate-sampler")
         return hub
@@ -423,14 +423,22 @@ class CameraHub:
             return cam
         raise UnknownCamera("(first)", [])
 
+    def refusal(self, camera: Camera) -> ViewerLimitReached | None:
+        """Why a new viewer of ``camera`` would be turned away now (counted), or None."""
+        refused = None
+        if camera.viewer_count >= self.settings.max_viewers_per_camera:
+            refused = ViewerLimitReached("camera", self.settings.max_viewers_per_camera, camera.id)
+        elif self.total_viewers >= self.settings.max_viewers_total:
+            refused = ViewerLimitReached("server", self.settings.max_viewers_total, camera.id)
+        if refused is not None:
+            camera.serve.viewers_rejected += 1
+        return refused
+
     def admit(self, camera: Camera, kind: ViewerKind, peer: str) -> ViewerTicket:
         """Count a new viewer, or raise `ViewerLimitReached` when a limit is reached."""
-        if camera.viewer_count >= self.settings.max_viewers_per_camera:
-            camera.serve.viewers_rejected += 1
-            raise ViewerLimitReached("camera", self.settings.max_viewers_per_camera, camera.id)
-        if self.total_viewers >= self.settings.max_viewers_total:
-            camera.serve.viewers_rejected += 1
-            raise ViewerLimitReached("server", self.settings.max_viewers_total, camera.id)
+        refused = self.refusal(camera)
+        if refused is not None:
+            raise refused
         ticket = ViewerTicket(self, camera, kind, peer, next(self._ticket_ids))
         camera.viewers[kind] += 1
         camera.serve.viewers_served += 1

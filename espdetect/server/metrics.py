@@ -6,19 +6,31 @@ idle server does no statistics work beyond a cheap counter sample twice a second
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 if TYPE_CHECKING:
     from espdetect.server.hub import Camera, CameraHub
 
-__all__ = ["HubCollector", "RateWindow", "camera_stats", "hub_stats", "make_registry", "percentiles"]
+__all__ = [
+    "HubCollector",
+    "RateWindow",
+    "camera_stats",
+    "hub_stats",
+    "make_registry",
+    "percentiles",
+    "process_stats",
+]
 
 _QUANTILES = (50, 95, 99)
 
@@ -102,6 +114,9 @@ def camera_stats(camera: Camera, now: float | None = None) -> dict[str, Any]:
         "reconnects": source.reconnects,
         "stalls": source.stalls,
         "corrupt": source.corrupt,
+        "oversize": source.oversize,
+        "length_mismatch": source.length_mismatch,
+        "garbage_bytes": source.garbage_bytes,
         "connect_failures": source.connect_failures,
         "upstream_opens": pipe.upstream_opens,
         "decode_errors": pipe.decode_errors,
@@ -117,13 +132,39 @@ def camera_stats(camera: Camera, now: float | None = None) -> dict[str, Any]:
     }
 
 
+_PROCESS = psutil.Process(os.getpid())
+
+
+def process_stats() -> dict[str, int]:
+    """Resource use of the server process: what a leak would make grow.
+
+    ``tasks`` counts the asyncio tasks of the calling thread's running loop (0 outside one).
+    """
+    try:
+        tasks = len(asyncio.all_tasks())
+    except RuntimeError:
+        tasks = 0
+    try:
+        fds = _PROCESS.num_fds()
+    except (AttributeError, psutil.Error):  # not on Windows
+        fds = -1
+    return {
+        "pid": _PROCESS.pid,
+        "rss_bytes": int(_PROCESS.memory_info().rss),
+        "fds": fds,
+        "threads": threading.active_count(),
+        "tasks": tasks,
+    }
+
+
 def hub_stats(hub: CameraHub) -> dict[str, Any]:
-    """Statistics of every camera plus server-wide viewer counts (the ``/stats`` body)."""
+    """Statistics of every camera, server-wide viewer counts and process resources (``/stats``)."""
     now = time.monotonic()
     return {
         "viewers_total": hub.total_viewers,
         "max_viewers_total": hub.settings.max_viewers_total,
         "cameras": {cam_id: camera_stats(cam, now) for cam_id, cam in hub.cameras.items()},
+        "process": process_stats(),
     }
 
 
@@ -138,6 +179,9 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("reconnects", "upstream_reconnects", "Camera reconnections."),
     ("stalls", "upstream_stalls", "Camera stalls (no complete frame within the stall timeout)."),
     ("corrupt", "upstream_corrupt", "Camera parts that were not complete JPEGs."),
+    ("oversize", "upstream_oversize", "Camera parts dropped for exceeding the maximum part size."),
+    ("length_mismatch", "upstream_length_mismatch", "Camera parts whose Content-Length was wrong."),
+    ("connect_failures", "upstream_connect_failures", "Failed camera connection attempts."),
     ("decode_errors", "decode_errors", "Frames that failed to decode."),
     ("viewers_rejected", "viewers_rejected", "Viewers turned away by a limit."),
     ("viewer_timeouts", "viewer_timeouts", "Viewers dropped because a send stayed blocked."),
@@ -189,6 +233,14 @@ class HubCollector(Collector):
                         latency.add_metric([cam_id, stream, _quantile_label(q)], value)
         total = GaugeMetricFamily("espdetect_viewers_total", "Viewers on all cameras.")
         total.add_metric([], stats["viewers_total"])
+        process: dict[str, int] = stats["process"]
+        yield GaugeMetricFamily(
+            "espdetect_asyncio_tasks", "asyncio tasks in the server loop.", value=process["tasks"]
+        )
+        yield GaugeMetricFamily("espdetect_open_fds", "Open file descriptors.", value=process["fds"])
+        yield GaugeMetricFamily(
+            "espdetect_rss_bytes", "Resident memory of the process.", value=process["rss_bytes"]
+        )
         yield connected
         yield viewers
         yield total

@@ -48,7 +48,9 @@ class NoFrameAvailable(EspdetectError):
         self.timeout = timeout
 
 
-def get_hub(request: Request) -> CameraHub:
+# Dependencies are coroutines: FastAPI runs plain functions in a worker thread, a thread hop
+# per request that costs more than the whole request under a burst of connections.
+async def get_hub(request: Request) -> CameraHub:
     hub: CameraHub = request.state.hub
     return hub
 
@@ -57,11 +59,11 @@ HubDep = Annotated[CameraHub, Depends(get_hub)]
 CameraId = Annotated[str, Path(pattern=CAMERA_ID_PATTERN, description="camera id from the configuration")]
 
 
-def get_camera(camera_id: CameraId, hub: HubDep) -> Camera:
+async def get_camera(camera_id: CameraId, hub: HubDep) -> Camera:
     return hub.camera(camera_id)
 
 
-def get_first_camera(hub: HubDep) -> Camera:
+async def get_first_camera(hub: HubDep) -> Camera:
     return hub.first()
 
 
@@ -101,7 +103,7 @@ class SettingsPatch(BaseModel):
 
 
 def _settings_body(camera: Camera) -> dict[str, Any]:
-    body: dict[str, Any] = camera.settings.model_dump(mode="json", exclude={"url"})
+    body: dict[str, Any] = camera.settings.model_dump(mode="json", exclude={"url", "control_url"})
     body["quality_tiers"] = list(camera.quality_tiers)
     body["fixed_imgsz"] = camera.fixed_imgsz
     names = getattr(camera.detector, "names", None) or {}

@@ -15,10 +15,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from espdetect.exceptions import ConfigurationError
+from espdetect.mjpeg import DEFAULT_MAX_PART_SIZE
 from espdetect.pipeline import StaleMode
 
 if sys.version_info >= (3, 11):
@@ -29,6 +38,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = [
     "CAMERA_ID_PATTERN",
     "CameraConfig",
+    "CameraControlMode",
     "CameraSettings",
     "ClassIds",
     "Conf",
@@ -36,9 +46,11 @@ __all__ = [
     "ServerSettings",
     "SkipSetting",
     "check_imgsz",
+    "control_url_for",
     "load_settings",
     "parse_camera_spec",
     "parse_skip",
+    "redact_url",
 ]
 
 #: What a camera id may look like (it appears in URLs, metric labels and logs).
@@ -86,6 +98,63 @@ def _check_url(value: str) -> str:
     return value
 
 
+def control_url_for(stream_url: str) -> str:
+    """The base URL of a camera's control server (``/control``, ``/status``) from its stream URL.
+
+    The firmware serves the stream on port 81 and everything else on port 80; the emulator
+    (``Emulator(port=P)``) uses P and P+1 the same way. So an explicit stream port N maps to
+    N-1, and a URL without a port keeps the scheme's default port. Credentials are kept.
+
+    Example:
+        >>> control_url_for("http://192.168.4.1:81/stream")
+        'http://192.168.4.1:80'
+        >>> control_url_for("https://cam.example/stream")
+        'https://cam.example'
+    """
+    parts = urlsplit(stream_url)
+    host = parts.netloc
+    if parts.port is not None:
+        host = host[: host.rfind(":")] + f":{max(1, parts.port - 1)}"
+    return f"{parts.scheme}://{host}"
+
+
+_SECRET_QUERY_KEY = re.compile(r"(?i)(pass|pwd|secret|token|key|auth|sig)")
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for logs: the password and secret-looking query values replaced by ``***``.
+
+    Example:
+        >>> redact_url("http://admin:hunter2@cam.local:81/stream?token=abc&res=vga")
+        'http://admin:***@cam.local:81/stream?token=***&res=vga'
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        # Without a colon the whole userinfo may be a token: hide all of it.
+        netloc = f"{user}:***@{hostport}" if colon and user else f"***@{hostport}"
+    query = "&".join(
+        f"{key}=***" if sep and _SECRET_QUERY_KEY.search(key) else item
+        for item in parts.query.split("&")
+        if item
+        for key, sep, _ in [item.partition("=")]
+    )
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+#: Who may use ``POST /cameras/{id}/control``: "auth" - only when authentication is configured
+#: (then only authenticated users); "on" - also without authentication; "off" - nobody.
+CameraControlMode = Literal["auth", "on", "off"]
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
+
+
 class CameraConfig(BaseModel):
     """One camera: its id (used in URLs), its stream URL and optional per-camera overrides.
 
@@ -107,11 +176,18 @@ class CameraConfig(BaseModel):
     stale: StaleMode | None = None
     quality: Quality | None = None
     classes: ClassIds | None = None
+    #: Base URL of the camera's control server; None: derived from ``url`` (`control_url_for`).
+    control_url: str | None = None
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         return _check_url(value)
+
+    @field_validator("control_url")
+    @classmethod
+    def _control_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_url(value).rstrip("/")
 
     @field_validator("imgsz")
     @classmethod
@@ -139,6 +215,7 @@ class CameraSettings(BaseModel):
     stale: StaleMode
     quality: Quality
     classes: ClassIds | None
+    control_url: str | None = None
 
 
 def parse_camera_spec(spec: str, index: int = 0) -> CameraConfig:
@@ -211,6 +288,14 @@ class ServerSettings(BaseSettings):
     grace_period: Annotated[float, Field(ge=0.0, le=3600.0)] = 2.0
     #: Seconds without a complete camera frame before the camera connection is recycled.
     stall_timeout: Annotated[float, Field(gt=0.0)] = 5.0
+    #: Seconds to connect to a camera and get its reply head (a camera busy with another
+    #: client accepts the connection and never answers: this bounds that wait).
+    connect_timeout: Annotated[float, Field(gt=0.0, le=300.0)] = 5.0
+    #: Longest pause between camera reconnection attempts (capped exponential backoff from
+    #: 0.1 s); a camera that comes back is read again within this plus one connect.
+    backoff_max: Annotated[float, Field(ge=0.1, le=300.0)] = 1.0
+    #: Camera parts (JPEGs) larger than this are dropped unread; bounds memory per camera.
+    max_part_size: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = DEFAULT_MAX_PART_SIZE
 
     # -- viewers --
     #: Seconds a viewer may block one send before it is disconnected.
@@ -229,6 +314,30 @@ class ServerSettings(BaseSettings):
     #: Seconds uvicorn waits for connections on shutdown before cancelling them.
     shutdown_timeout: Annotated[float, Field(gt=0.0)] = 1.0
     access_log: bool = False
+    #: glibc only: return freed frame memory to the OS (two malloc arenas, a fixed 128 KiB mmap
+    #: threshold) so RSS stays flat over days; process-wide, so off unless the server owns the
+    #: process (`StreamingServer` applies it).
+    tune_malloc: bool = False
+    #: Requests whose body is larger than this get 413 (settings and control bodies are tiny).
+    max_body_size: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+
+    # -- security (see espdetect.server.auth; all off by default) --
+    #: User name for HTTP Basic and the login form.
+    auth_username: Annotated[str, Field(min_length=1, max_length=128)] = "admin"
+    #: Hash of the password (``espdetect hash-password``): ``pbkdf2_sha256$...`` or ``scrypt$...``.
+    #: When this or ``auth_token_hash`` is set, every endpoint except /health needs credentials.
+    auth_password_hash: SecretStr | None = None
+    #: SHA-256 (64 hex digits) of a bearer token (``espdetect hash-password --token``).
+    auth_token_hash: SecretStr | None = None
+    #: Key that signs session cookies; None: a random key per process (sessions end on restart).
+    session_secret: SecretStr | None = None
+    #: Seconds a login session lasts.
+    session_max_age: Annotated[float, Field(ge=60.0, le=30 * 86400.0)] = 12 * 3600.0
+    #: Origins (``https://app.example:8443``) a separate front end may call this API from;
+    #: empty: CORS off. ``*`` allows any origin without credentials.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Who may change camera sensor settings through ``POST /cameras/{id}/control``.
+    camera_control: CameraControlMode = "auth"
 
     @field_validator("cameras", mode="before")
     @classmethod
@@ -250,6 +359,59 @@ class ServerSettings(BaseSettings):
     @classmethod
     def _imgsz(cls, value: int | None) -> int | None:
         return None if value is None else check_imgsz(value)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        out = []
+        for origin in value:
+            if origin != "*" and not _ORIGIN.match(origin):
+                raise ValueError(f"expected origins like https://host:port (no path) or '*', got {origin!r}")
+            out.append(origin.rstrip("/").lower())
+        return out
+
+    @field_validator("auth_token_hash")
+    @classmethod
+    def _token_hash(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        text = value.get_secret_value().strip().lower()
+        if not _SHA256_HEX.match(text):
+            raise ValueError(
+                "expected the SHA-256 of the token as 64 hex digits (espdetect hash-password --token)"
+            )
+        return SecretStr(text)
+
+    @field_validator("auth_password_hash")
+    @classmethod
+    def _password_hash(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        # Imported here: passwords imports nothing from settings, but keeps hashing in one place.
+        from espdetect.server.passwords import check_password_hash_format
+
+        check_password_hash_format(value.get_secret_value())
+        return value
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests need credentials (a password hash or a token hash is configured)."""
+        return self.auth_password_hash is not None or self.auth_token_hash is not None
+
+    @property
+    def camera_control_enabled(self) -> bool:
+        """Whether ``POST /cameras/{id}/control`` is offered at all."""
+        return self.camera_control == "on" or (self.camera_control == "auth" and self.auth_enabled)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> ServerSettings:
@@ -273,6 +435,7 @@ class ServerSettings(BaseSettings):
                 stale=self.stale if cam.stale is None else cam.stale,
                 quality=self.quality if cam.quality is None else cam.quality,
                 classes=self.classes if cam.classes is None else cam.classes,
+                control_url=cam.control_url,
             )
             for cam in self.cameras
         ]

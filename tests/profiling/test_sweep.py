@@ -11,7 +11,7 @@ from espdetect.detectors.base import Detector
 from espdetect.exceptions import ConfigurationError, ModelLoadError
 from espdetect.profiling.config import ProfileConfig, grid
 from espdetect.profiling.environment import cuda_available
-from espdetect.profiling.results import COLUMNS, ResultsStore, summarize
+from espdetect.profiling.results import COLUMNS, ResultsStore, load_results, summarize
 from espdetect.profiling.sweep import HALF_NEEDS_CUDA, sweep
 
 from ._squares import FRAMES, SquareDetector, SquareFactory
@@ -219,3 +219,43 @@ def test_realtime_mode_replays_at_camera_pace_through_the_server_pipeline(
     assert row["fps_output"] <= 15.0 * 1.2
     assert row["latency_ms_p50"] > 0
     assert row["accuracy_status"] == "ok" and 0 < row["displayed_recall"] <= 1
+
+
+def test_runs_sharing_the_cpu_are_measured_again(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    configs = grid(model="squares.pt")
+    # A threshold below zero treats every run as disturbed: the retry budget is used up.
+    always = sweep(
+        square_clip, configs, tmp_path / "a", repeats=1, progress=False, detector_factory=squares,
+        busy_threshold=-1.0, busy_retries=2,
+    )  # fmt: skip
+    assert always["attempts"].tolist() == [3]
+    never = sweep(
+        square_clip, configs, tmp_path / "b", repeats=1, progress=False, detector_factory=squares,
+        busy_threshold=None, busy_retries=2,
+    )  # fmt: skip
+    assert never["attempts"].tolist() == [1]
+    assert (never["background_cpu_percent"] >= 0).all()
+
+
+def test_results_of_an_older_version_load_but_are_not_appended_to(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    df = sweep(
+        square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
+    )
+    store = ResultsStore(tmp_path)
+    # An older results.csv without the last column.
+    store.results_csv.write_text(df.drop(columns=[list(COLUMNS)[-1]]).to_csv(index=False), encoding="utf-8")
+    old = load_results(tmp_path)
+    assert list(old.columns) == list(COLUMNS) and old[list(COLUMNS)[-1]].isna().all()
+    with pytest.raises(ConfigurationError, match="this version's columns"):
+        sweep(
+            square_clip,
+            grid(model="squares.pt", skip=2),
+            tmp_path,
+            repeats=1,
+            progress=False,
+            detector_factory=squares,
+        )

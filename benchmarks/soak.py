@@ -1,0 +1,768 @@
+"""Soak test: ``espdetect serve`` with the real model, churning viewers and camera faults, for minutes.
+
+What runs:
+
+* an emulated ESP32-CAM (in this process, ``EmulatorThread``);
+* the server as a separate process (``espdetect serve`` with ``--model`` / ``$ESPDETECT_MODEL``),
+  so its RSS, file descriptors and threads are its own;
+* two *probe* viewers that stay connected the whole time (raw and annotated MJPEG): their frame
+  times give fps, frame gaps and latency (receive time minus the part's X-Timestamp, which is
+  the server's arrival time of the camera frame);
+* ``--viewers`` churning viewers (annotated, raw or SSE at random) that each watch for 2-8 s,
+  then leave (some with RST, some mid-frame) and come back at once;
+* every ``--fault-every`` seconds a camera fault from the cycle stall, reboot (refused
+  connections), corrupt, truncated, oversize, wrong Content-Length, HTML error page; outages
+  last ``--outage`` seconds (the reboot its own 5 s), damaged-frame faults ``--damage`` seconds.
+  After each, the recovery time is the first probe frame after the camera is healthy again.
+
+Every ``--sample-every`` seconds one row goes to ``soak.csv``: server RSS, fds, threads,
+asyncio tasks (from ``/stats``), viewers, camera connections, fps (server and probe), latency
+(probe p50/p99 over the interval), ``/health`` answer time, counters. At the end the server gets
+SIGTERM with the viewers attached (exit time measured). Writes ``soak.csv``, ``soak.png`` and
+``summary.json`` to ``--out``. Flat lines are the expected result.
+
+Usage::
+
+    python benchmarks/soak.py --minutes 10 [--model M] [--out benchmarks/results/soak]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+
+from espdetect.emulator import EmulatorConfig, EmulatorThread, Fault, FaultKind
+from espdetect.mjpeg import MultipartParser
+from espdetect.server.streaming import MJPEG_BOUNDARY
+
+logger = logging.getLogger("soak")
+
+_URL_LINE = re.compile(r"espdetect server: (http://127\.0\.0\.1:\d+)/")
+_SERVE = "import sys; from espdetect.cli import main; sys.exit(main())"
+
+# -- the server process ------------------------------------------------------------------------
+
+
+class ServerProcess:
+    """``espdetect serve`` in a child process; stderr (its log) goes to ``log_path``."""
+
+    def __init__(
+        self, camera_url: str, args: list[str], log_path: Path, env: dict[str, str] | None = None
+    ) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("w")
+        full_env = {**os.environ, "YOLO_OFFLINE": "True", "YOLO_AUTOINSTALL": "False", **(env or {})}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, "serve", "--camera", f"cam={camera_url}", "--port", "0", *args],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            env=full_env,
+        )
+        assert self.proc.stdout is not None
+        self.url = ""
+        for line in self.proc.stdout:
+            match = _URL_LINE.search(line)
+            if match:
+                self.url = match.group(1)
+                break
+        if not self.url:
+            self.proc.wait(10)
+            raise RuntimeError(f"the server exited with {self.proc.returncode}; see {log_path}")
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.ps = psutil.Process(self.proc.pid)
+        # Keep reading stdout so the child never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout or ()], daemon=True).start()
+
+    def resources(self) -> dict[str, float]:
+        with self.ps.oneshot():
+            return {
+                "rss_mb": self.ps.memory_info().rss / 2**20,
+                "fds": float(self.ps.num_fds()),
+                "threads": float(self.ps.num_threads()),
+                "cpu_percent": self.ps.cpu_percent(None),
+            }
+
+    def terminate(self, timeout: float = 30.0) -> float:
+        """SIGTERM; the seconds until the process is gone."""
+        start = time.perf_counter()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        took = time.perf_counter() - start
+        self._log.close()
+        return took
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+# -- viewers ------------------------------------------------------------------------------------
+
+
+def request(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+
+
+class Dechunker:
+    """Undoes HTTP/1.1 chunked transfer coding, incrementally."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._remaining = 0
+        self._crlf = False
+
+    def feed(self, data: bytes) -> bytes:
+        self._buf += data
+        out = bytearray()
+        while True:
+            if self._remaining:
+                take = min(self._remaining, len(self._buf))
+                out += self._buf[:take]
+                del self._buf[:take]
+                self._remaining -= take
+                if self._remaining:
+                    break
+                self._crlf = True
+            if self._crlf:
+                if len(self._buf) < 2:
+                    break
+                del self._buf[:2]
+                self._crlf = False
+            end = self._buf.find(b"\r\n")
+            if end < 0:
+                break
+            self._remaining = int(bytes(self._buf[:end]).split(b";")[0] or b"0", 16)
+            del self._buf[: end + 2]
+            if self._remaining == 0:
+                break
+        return bytes(out)
+
+
+def reset(sock: socket.socket) -> None:
+    """Close with RST (SO_LINGER 0), the way a crashed client leaves."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@dataclass
+class Watch:
+    """What one viewing session saw."""
+
+    status: int = 0
+    parts: int = 0
+    #: (receive time, latency ms from the part's X-Timestamp) per part.
+    frames: list[tuple[float, float]] = field(default_factory=list)
+    retry_after: str = ""
+
+
+def watch(
+    port: int,
+    path: str,
+    until: Callable[[], bool],
+    *,
+    on_frame: Callable[[float, float], None] | None = None,
+    rate: int | None = None,
+    timeout: float = 10.0,
+) -> tuple[Watch, socket.socket]:
+    """Open ``path`` and read parts until ``until()`` is true or the stream ends; the socket stays open."""
+    result = Watch()
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(request(path))
+    sock.settimeout(0.25)
+    head = b""
+    dechunk = Dechunker()
+    parser = MultipartParser(MJPEG_BOUNDARY)
+    step = 65536 if rate is None else max(1, rate // 10)
+    while not until():
+        try:
+            data = sock.recv(step)
+        except TimeoutError:
+            continue
+        except OSError:
+            break
+        if not data:
+            break
+        if not result.status:
+            head += data
+            if b"\r\n\r\n" not in head:
+                continue
+            head_bytes, _, data = head.partition(b"\r\n\r\n")
+            text = head_bytes.decode("latin-1")
+            result.status = int(text.split()[1])
+            match = re.search(r"(?im)^retry-after: *(\d+)", text)
+            result.retry_after = match.group(1) if match else ""
+            if result.status != 200:
+                break
+        if path.endswith("detections"):
+            continue
+        for part in parser.feed(dechunk.feed(data)):
+            now = time.time()
+            stamp = part.timestamp
+            latency = (now - stamp) * 1000.0 if stamp is not None else float("nan")
+            result.parts += 1
+            result.frames.append((time.monotonic(), latency))
+            if on_frame is not None:
+                on_frame(time.monotonic(), latency)
+        if rate is not None:
+            time.sleep(len(data) / rate)
+    return result, sock
+
+
+class Probe:
+    """A viewer that stays connected for the whole run (reconnecting if the server ends it)."""
+
+    def __init__(
+        self, port: int, path: str, closing: threading.Event, leave: threading.Event | None = None
+    ) -> None:
+        self.port = port
+        self.path = path
+        #: Set: do not reconnect any more. ``leave`` set: also close the current stream.
+        self.closing = closing
+        self.leave = leave
+        self.lock = threading.Lock()
+        self.times: list[float] = []
+        self.latencies: list[float] = []
+        self.reconnects = 0
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"probe {path}")
+        self.thread.start()
+
+    def _frame(self, t: float, latency: float) -> None:
+        with self.lock:
+            self.times.append(t)
+            self.latencies.append(latency)
+
+    def _run(self) -> None:
+        while not self.closing.is_set():
+            try:
+                # Without ``leave``, reads until the stream ends: at the latest when the server stops.
+                until = self.leave.is_set if self.leave is not None else lambda: False
+                _, sock = watch(self.port, self.path, until, on_frame=self._frame)
+                sock.close()
+            except OSError as exc:
+                if not self.closing.is_set():
+                    logger.warning("probe %s: %r", self.path, exc)
+            if not self.closing.is_set():
+                self.reconnects += 1
+                self.closing.wait(0.5)
+
+    def window(self, start: float, end: float) -> tuple[list[float], list[float]]:
+        with self.lock:
+            pairs = [(t, lat) for t, lat in zip(self.times, self.latencies, strict=True) if start <= t < end]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    def first_after(self, t0: float) -> float | None:
+        with self.lock:
+            for t in self.times:
+                if t >= t0:
+                    return t
+        return None
+
+
+@dataclass
+class ChurnStats:
+    sessions: int = 0
+    rejected: int = 0
+    errors: int = 0
+    frames: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def churn(
+    port: int,
+    closing: threading.Event,
+    rng: random.Random,
+    stats: ChurnStats,
+    churn_s: tuple[float, float],
+) -> None:
+    """One viewer slot: watch for a random while, leave abruptly or politely, come back.
+
+    Once ``closing`` is set the slot keeps its current session (the server is about to get
+    SIGTERM with viewers attached) and does not come back.
+    """
+    kinds = ["/cameras/cam/detect", "/cameras/cam/stream", "/cameras/cam/detections"]
+    while not closing.is_set():
+        path = rng.choices(kinds, weights=[5, 3, 2])[0]
+        deadline = time.monotonic() + rng.uniform(*churn_s)
+
+        def over(deadline: float = deadline) -> bool:
+            return time.monotonic() >= deadline and not closing.is_set()
+
+        try:
+            seen, sock = watch(port, path, over)
+        except OSError:
+            if not closing.is_set():
+                with stats.lock:
+                    stats.errors += 1
+            closing.wait(0.5)
+            continue
+        ending = rng.random()
+        if ending < 0.4:
+            reset(sock)
+        else:
+            sock.close()
+        with stats.lock:
+            stats.sessions += 1
+            stats.frames += seen.parts
+            if seen.status == 503:
+                stats.rejected += 1
+        if seen.status == 503:
+            closing.wait(1.0)
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+@dataclass
+class FaultRun:
+    name: str
+    started: float
+    #: When the camera was healthy again (faults cleared / reboot over).
+    healthy: float = 0.0
+    recovery_s: float | None = None
+    max_gap_s: float = 0.0
+    probe_fps: float = 0.0
+
+
+def fault_cycle(outage: float, damage: float) -> list[tuple[str, list[Fault], float]]:
+    return [
+        ("stall", [Fault(FaultKind.STALL)], outage),
+        ("reboot", [Fault(FaultKind.REFUSE, seconds=5.0)], 0.0),
+        ("corrupt", [Fault(FaultKind.CORRUPT_JPEG, frames=3)], damage),
+        ("truncated", [Fault(FaultKind.TRUNCATED_JPEG, frames=3)], damage),
+        ("oversize", [Fault(FaultKind.OVERSIZE, frames=10)], damage),
+        ("wrong_length", [Fault(FaultKind.WRONG_LENGTH, frames=4, delta=-500)], damage),
+        (
+            "html_error",
+            [Fault(FaultKind.HTML_ERROR, status=503), Fault(FaultKind.DROP_AFTER, frames=0)],
+            outage,
+        ),
+    ]
+
+
+def inject(
+    camera: EmulatorThread, name: str, faults: list[Fault], hold: float, stop: threading.Event
+) -> FaultRun:
+    run = FaultRun(name, time.monotonic())
+    camera.set_faults(faults)
+    if name == "reboot":
+        camera.wait_until(lambda s: s.refusing, timeout=10.0)
+        camera.wait_until(lambda s: not s.refusing, timeout=60.0)
+        camera.set_faults([])
+    else:
+        stop.wait(hold)
+        camera.set_faults([])
+    run.healthy = time.monotonic()
+    return run
+
+
+# -- sampling and output ------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    clean = [v for v in values if v == v]
+    return round(float(np.percentile(clean, q)), 1) if clean else None
+
+
+def max_gap(times: list[float], start: float, end: float) -> float:
+    points = [start, *[t for t in times if start <= t <= end], end]
+    return max(b - a for a, b in pairwise(points)) if len(points) > 1 else end - start
+
+
+COLUMNS = [
+    "t_s", "rss_mb", "fds", "threads", "tasks", "cpu_percent", "viewers", "camera_connections",
+    "fps_in", "fps_detect", "fps_out", "fps_sent", "probe_raw_fps", "probe_annotated_fps",
+    "latency_raw_p50_ms", "latency_raw_p99_ms", "latency_annotated_p50_ms", "latency_annotated_p99_ms",
+    "health_ms", "stats_ms", "reconnects", "stalls", "corrupt", "oversize", "length_mismatch",
+    "connect_failures", "viewers_served", "viewers_rejected", "viewer_timeouts", "fault",
+]  # fmt: skip
+
+
+def sample(
+    t0: float,
+    last: float,
+    server: ServerProcess,
+    client: httpx.Client,
+    camera: EmulatorThread,
+    probes: dict[str, Probe],
+    fault: str,
+) -> dict[str, Any]:
+    now = time.monotonic()
+    started = time.perf_counter()
+    health = client.get("/health")
+    health_ms = (time.perf_counter() - started) * 1000.0
+    health.raise_for_status()
+    started = time.perf_counter()
+    stats = client.get("/stats").json()
+    stats_ms = (time.perf_counter() - started) * 1000.0
+    cam = stats["cameras"]["cam"]
+    row: dict[str, Any] = {
+        "t_s": round(now - t0, 1),
+        **{k: round(v, 1) for k, v in server.resources().items()},
+    }
+    row["tasks"] = stats["process"]["tasks"]
+    row["viewers"] = stats["viewers_total"]
+    row["camera_connections"] = camera.stats.stream_clients
+    for key in ("in", "detect", "out", "sent"):
+        row[f"fps_{key}"] = cam["fps"][key]
+    for name, probe in probes.items():
+        times, latencies = probe.window(last, now)
+        row[f"probe_{name}_fps"] = round(len(times) / max(1e-6, now - last), 2)
+        row[f"latency_{name}_p50_ms"] = percentile(latencies, 50)
+        row[f"latency_{name}_p99_ms"] = percentile(latencies, 99)
+    row["health_ms"] = round(health_ms, 2)
+    row["stats_ms"] = round(stats_ms, 2)
+    for key in ("reconnects", "stalls", "corrupt", "oversize", "length_mismatch", "connect_failures",
+                "viewers_served", "viewers_rejected", "viewer_timeouts"):  # fmt: skip
+        row[key] = cam[key]
+    row["fault"] = fault
+    return row
+
+
+def plot(rows: list[dict[str, Any]], faults: list[FaultRun], t0: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [r["t_s"] / 60.0 for r in rows]
+    fig, axes = plt.subplots(3, 2, figsize=(13, 10), sharex=True)
+    fps_series = [
+        ("fps_in", "camera in"),
+        ("fps_detect", "detected"),
+        ("fps_out", "annotated out"),
+        ("probe_raw_fps", "raw probe"),
+        ("probe_annotated_fps", "annotated probe"),
+    ]
+    latency_series = [
+        ("latency_raw_p50_ms", "raw p50"),
+        ("latency_raw_p99_ms", "raw p99"),
+        ("latency_annotated_p50_ms", "annotated p50"),
+        ("latency_annotated_p99_ms", "annotated p99"),
+    ]
+    panels: list[tuple[Any, str, list[tuple[str, str]]]] = [
+        (axes[0][0], "server RSS (MB)", [("rss_mb", "RSS")]),
+        (
+            axes[0][1],
+            "fds / threads / asyncio tasks",
+            [("fds", "fds"), ("threads", "threads"), ("tasks", "tasks")],
+        ),
+        (axes[1][0], "fps", fps_series),
+        (axes[1][1], "probe latency (ms)", latency_series),
+        (
+            axes[2][0],
+            "viewers / camera connections",
+            [("viewers", "viewers"), ("camera_connections", "camera")],
+        ),
+        (axes[2][1], "/health answer time (ms)", [("health_ms", "/health")]),
+    ]
+    for ax, title, series in panels:
+        for key, label in series:
+            ax.plot(t, [r[key] if r[key] is not None else float("nan") for r in rows], label=label, lw=1.2)
+        for run in faults:
+            ax.axvspan((run.started - t0) / 60.0, (run.healthy - t0) / 60.0, color="tab:red", alpha=0.12)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in axes[2]:
+        ax.set_xlabel("minutes (red: camera fault active)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def slope_per_hour(rows: list[dict[str, Any]], key: str) -> float | None:
+    half = rows[len(rows) // 2 :]
+    if len(half) < 3:
+        return None
+    x = np.array([r["t_s"] for r in half]) / 3600.0
+    y = np.array([r[key] for r in half], dtype=float)
+    return round(float(np.polyfit(x, y, 1)[0]), 2)
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--minutes", type=float, default=10.0, help="run time (default 10)")
+    parser.add_argument(
+        "--model", default=os.environ.get("ESPDETECT_MODEL"), help="weights (default $ESPDETECT_MODEL)"
+    )
+    parser.add_argument("--viewers", type=int, default=20, help="churning viewers (default 20)")
+    parser.add_argument("--churn", type=float, nargs=2, default=(2.0, 8.0), metavar=("MIN", "MAX"),
+                        help="seconds each viewing session lasts (default 2 8)")  # fmt: skip
+    parser.add_argument("--fault-every", type=float, default=60.0, help="seconds between faults (default 60)")
+    parser.add_argument("--outage", type=float, default=10.0, help="seconds a stall / error page lasts (10)")
+    parser.add_argument("--damage", type=float, default=20.0, help="seconds damaged-frame faults last (20)")
+    parser.add_argument("--sample-every", type=float, default=5.0, help="seconds between samples (5)")
+    parser.add_argument("--fps", type=float, default=15.0, help="camera frame rate (15)")
+    parser.add_argument("--size", default="320x240", help="camera frame size (320x240, the firmware default)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/soak"), help="output folder")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="run the server with tune_malloc (glibc allocator settings)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if not args.model:
+        print("soak: needs --model or $ESPDETECT_MODEL (real weights)", file=sys.stderr)
+        return 2
+    width, height = (int(v) for v in args.size.split("x"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(args.seed)
+    log_dir = Path(tempfile.mkdtemp(prefix="espdetect-soak-"))
+    config = EmulatorConfig(fps=args.fps, size=(width, height), loop_frames=60, prerender=True)
+    with EmulatorThread(config) as camera:
+        server = ServerProcess(
+            camera.stream_url,
+            ["--model", args.model, "--max-viewers", str(args.viewers + 10), "--max-viewers-total",
+             str(args.viewers + 10), "--grace-period", "2"],
+            log_dir / "server.log",
+            {"ESPDETECT_TUNE_MALLOC": "true"} if args.tune_malloc else None,
+        )  # fmt: skip
+        try:
+            return run(args, rng, camera, server, log_dir)
+        finally:
+            server.kill()
+
+
+def run(
+    args: argparse.Namespace, rng: random.Random, camera: EmulatorThread, server: ServerProcess, log_dir: Path
+) -> int:
+    client = httpx.Client(base_url=server.url, timeout=30.0)
+    idle_start = {**server.resources(), "tasks": client.get("/stats").json()["process"]["tasks"]}
+    stop = threading.Event()
+    probes = {
+        "raw": Probe(server.port, "/cameras/cam/stream", stop),
+        "annotated": Probe(server.port, "/cameras/cam/detect", stop),
+    }
+    churn_stats = ChurnStats()
+    churn_s = (args.churn[0], args.churn[1])
+    churners = [
+        threading.Thread(
+            target=churn,
+            args=(server.port, stop, random.Random(rng.random()), churn_stats, churn_s),
+            daemon=True,
+        )
+        for _ in range(args.viewers)
+    ]
+    for thread in churners:
+        thread.start()
+    t0 = time.monotonic()
+    end = t0 + args.minutes * 60.0
+    cycle = fault_cycle(args.outage, args.damage)
+    faults: list[FaultRun] = []
+    current = {"name": ""}
+    next_fault = t0 + args.fault_every
+
+    def injector() -> None:
+        nonlocal next_fault
+        index = 0
+        while not stop.is_set():
+            if stop.wait(max(0.0, next_fault - time.monotonic())):
+                return
+            if time.monotonic() > end - 15.0:
+                return
+            name, spec, hold = cycle[index % len(cycle)]
+            index += 1
+            current["name"] = name
+            logger.info("fault: %s", name)
+            faults.append(inject(camera, name, spec, hold, stop))
+            current["name"] = ""
+            next_fault += args.fault_every
+
+    injecting = threading.Thread(target=injector, daemon=True)
+    injecting.start()
+    rows: list[dict[str, Any]] = []
+    path_csv = args.out / "soak.csv"
+    with path_csv.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        last = t0
+        while time.monotonic() < end:
+            time.sleep(max(0.0, min(args.sample_every, end - time.monotonic())))
+            row = sample(t0, last, server, client, camera, probes, current["name"])
+            last = time.monotonic()
+            rows.append(row)
+            writer.writerow(row)
+            f.flush()
+            logger.info("t=%5.0fs %s", row["t_s"], _progress(row))
+    # Recovery: the first raw-probe frame once the camera is healthy again.
+    for fault in faults:
+        probe = probes["raw"]
+        first = probe.first_after(fault.healthy)
+        fault.recovery_s = None if first is None else round(first - fault.healthy, 3)
+        fault.max_gap_s = round(max_gap(probe.times, fault.started, fault.healthy + 5.0), 3)
+        times, _ = probe.window(fault.started, fault.healthy)
+        fault.probe_fps = round(len(times) / max(1e-6, fault.healthy - fault.started), 2)
+    # SIGTERM with the viewers still attached (they stop coming back, but stay until the end).
+    stop.set()
+    viewers_at_exit = client.get("/health").json()["viewers"]
+    exit_s = server.terminate()
+    camera_closed = True
+    try:
+        camera.wait_stream_clients(0, timeout=10.0)
+    except TimeoutError:
+        camera_closed = False
+    for thread in [*churners, injecting, *(p.thread for p in probes.values())]:
+        thread.join(10.0)
+    client.close()
+    plot(rows, faults, t0, args.out / "soak.png")
+    summary = summarize(
+        args, rows, faults, probes, churn_stats, idle_start, viewers_at_exit, exit_s, camera_closed, log_dir
+    )
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in ("start", "end", "drift_per_hour", "latency_ms", "recovery_s", "sigterm")
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _stats(values: list[float]) -> dict[str, float | None]:
+    return {"p50": percentile(values, 50), "p99": percentile(values, 99), "max": percentile(values, 100)}
+
+
+def _progress(row: dict[str, Any]) -> str:
+    return (
+        f"rss={row['rss_mb']:.1f}MB fds={row['fds']:.0f} tasks={row['tasks']} viewers={row['viewers']} "
+        f"fps in/out={row['fps_in']:.1f}/{row['fps_out']:.1f} "
+        f"probes raw/annotated={row['probe_raw_fps']:.1f}/{row['probe_annotated_fps']:.1f} "
+        f"health={row['health_ms']:.1f}ms {row['fault']}"
+    )
+
+
+_KEEP = (
+    "rss_mb", "fds", "threads", "tasks", "viewers", "fps_in", "fps_detect", "fps_out", "probe_raw_fps",
+    "probe_annotated_fps",
+)  # fmt: skip
+_COUNTERS = (
+    "reconnects", "stalls", "corrupt", "oversize", "length_mismatch", "connect_failures", "viewers_served",
+    "viewers_rejected", "viewer_timeouts",
+)  # fmt: skip
+
+
+def summarize(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    faults: list[FaultRun],
+    probes: dict[str, Probe],
+    churned: ChurnStats,
+    idle_start: dict[str, float],
+    viewers_at_exit: int,
+    exit_s: float,
+    camera_closed: bool,
+    log_dir: Path,
+) -> dict[str, Any]:
+    first, last = rows[min(1, len(rows) - 1)], rows[-1]
+    log = (log_dir / "server.log").read_text(errors="replace").splitlines()
+    warnings = [line for line in log if " WARNING " in line or " ERROR " in line]
+    distinct = sorted({re.sub(r"\d+(\.\d+)?", "N", w.split(": ", 1)[-1]) for w in warnings})
+    quiet = [r for r in rows if not r["fault"]]
+    return {
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
+        "load_average_at_end": round(os.getloadavg()[0], 2),
+        "settings": {
+            "minutes": args.minutes,
+            "viewers": args.viewers,
+            "churn_s": list(args.churn),
+            "fault_every_s": args.fault_every,
+            "camera": f"{args.size} at {args.fps} fps",
+            "model": Path(args.model).name,
+            "tune_malloc": args.tune_malloc,
+        },
+        "idle_before": {k: round(v, 1) for k, v in idle_start.items()},
+        "start": {k: first[k] for k in _KEEP},
+        "end": {k: last[k] for k in _KEEP},
+        "drift_per_hour": {k: slope_per_hour(rows, k) for k in ("rss_mb", "fds", "threads", "tasks")},
+        "fps_outside_faults": {
+            k: round(float(np.mean([r[k] for r in quiet])), 2) if quiet else None
+            for k in ("fps_in", "fps_detect", "fps_out", "probe_raw_fps", "probe_annotated_fps")
+        },
+        "latency_ms": {
+            "raw": _stats(probes["raw"].latencies),
+            "annotated": _stats(probes["annotated"].latencies),
+        },
+        "health_ms": _stats([r["health_ms"] for r in rows]),
+        "recovery_s": {f"{i}:{f.name}": f.recovery_s for i, f in enumerate(faults)},
+        "faults": [
+            {
+                "name": f.name,
+                "held_s": round(f.healthy - f.started, 2),
+                "recovery_s": f.recovery_s,
+                "max_frame_gap_s": f.max_gap_s,
+                "probe_fps_during": f.probe_fps,
+            }
+            for f in faults
+        ],
+        "counters_at_end": {k: last[k] for k in _COUNTERS},
+        "churn": {
+            "sessions": churned.sessions,
+            "frames": churned.frames,
+            "rejected_503": churned.rejected,
+            "connect_errors": churned.errors,
+        },
+        "probe_reconnects": {name: p.reconnects for name, p in probes.items()},
+        "sigterm": {
+            "viewers_attached": viewers_at_exit,
+            "exit_s": round(exit_s, 3),
+            "camera_closed": camera_closed,
+        },
+        "server_log": {
+            "lines": len(log),
+            "warnings_and_errors": len(warnings),
+            "distinct_warnings": distinct[:30],
+        },
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
