@@ -222,9 +222,11 @@ class Cameras(Child):
         return await asyncio.to_thread(self.wait_clients, camera, clients, timeout)
 
     def max_clients(self, camera: str, since: float = 0.0) -> int:
+        """The most streams ``camera`` served at once from ``since`` (Unix) on, counting the state then."""
         with self._changed:
-            values = [e.stream_clients for e in self.events if e.camera == camera and e.t >= since]
-        return max(values, default=0)
+            mine = [e for e in self.events if e.camera == camera]
+        before = [e.stream_clients for e in mine if e.t < since][-1:]
+        return max(before + [e.stream_clients for e in mine if e.t >= since], default=0)
 
     def stats(self, timeout: float = 10.0) -> dict[str, Any]:
         self.send("stats")
