@@ -135,10 +135,36 @@ def camera_stats(camera: Camera, now: float | None = None) -> dict[str, Any]:
 _PROCESS = psutil.Process(os.getpid())
 
 
-def process_stats() -> dict[str, int]:
-    """Resource use of the server process: what a leak would make grow.
+class _CpuMeter:
+    """Process CPU % over the last >= 0.5 s, so clients polling /stats often do not skew it."""
 
-    ``tasks`` counts the asyncio tasks of the calling thread's running loop (0 outside one).
+    def __init__(self) -> None:
+        self._wall = time.monotonic()
+        self._cpu = self._cpu_seconds()
+        self.percent = 0.0
+
+    @staticmethod
+    def _cpu_seconds() -> float:
+        t = _PROCESS.cpu_times()
+        return float(t.user + t.system)
+
+    def sample(self) -> float:
+        now = time.monotonic()
+        if now - self._wall >= 0.5:
+            cpu = self._cpu_seconds()
+            self.percent = 100.0 * (cpu - self._cpu) / (now - self._wall)
+            self._wall, self._cpu = now, cpu
+        return self.percent
+
+
+_CPU = _CpuMeter()
+
+
+def process_stats() -> dict[str, int | float]:
+    """Resource use of the server process: what a leak would make grow, plus CPU %.
+
+    ``tasks`` counts the asyncio tasks of the calling thread's running loop (0 outside one);
+    ``cpu_percent`` is user + system time over the interval since the previous sample (100 = one core).
     """
     try:
         tasks = len(asyncio.all_tasks())
@@ -148,9 +174,12 @@ def process_stats() -> dict[str, int]:
         fds = _PROCESS.num_fds()
     except (AttributeError, psutil.Error):  # not on Windows
         fds = -1
+    rss = int(_PROCESS.memory_info().rss)
     return {
         "pid": _PROCESS.pid,
-        "rss_bytes": int(_PROCESS.memory_info().rss),
+        "cpu_percent": round(_CPU.sample(), 1),
+        "rss_bytes": rss,
+        "rss_mb": round(rss / 2**20, 1),
         "fds": fds,
         "threads": threading.active_count(),
         "tasks": tasks,
@@ -233,7 +262,7 @@ class HubCollector(Collector):
                         latency.add_metric([cam_id, stream, _quantile_label(q)], value)
         total = GaugeMetricFamily("espdetect_viewers_total", "Viewers on all cameras.")
         total.add_metric([], stats["viewers_total"])
-        process: dict[str, int] = stats["process"]
+        process: dict[str, int | float] = stats["process"]
         yield GaugeMetricFamily(
             "espdetect_asyncio_tasks", "asyncio tasks in the server loop.", value=process["tasks"]
         )
