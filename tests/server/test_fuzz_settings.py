@@ -171,7 +171,12 @@ def test_any_camera_id_is_refused_cleanly(api: httpx.Client, camera_id: str, tai
 def test_any_control_body_is_validated_before_the_camera_is_asked(
     api: httpx.Client, body: dict[str, Any]
 ) -> None:
-    response = api.post("/cameras/cam/control", json=body)
+    # Raw JSON text: NaN/Infinity must reach the server (httpx's json= would refuse to encode them).
+    response = api.post(
+        "/cameras/cam/control",
+        content=json.dumps(body, allow_nan=True),
+        headers={"Content-Type": "application/json"},
+    )
     # 502: valid, forwarded to the configured (here absent) camera; never anything else.
     assert response.status_code in (422, 502), (body, response.status_code, response.text)
     if response.status_code == 422:
