@@ -516,6 +516,7 @@ class Bench:
             await env.cameras.await_clients("c0", 0, GRACE + 10.0)
             v = (await self.open_viewers(env, path, 1, ESPDETECT_BOUNDARY, wait=30.0))[0]
             await asyncio.sleep(1.0)  # let the pipeline reach its steady state (model busy)
+            inference = (await env.poller.json("/stats"))["cameras"]["c0"]["inference_ms"]
             trace = asyncio.create_task(cpu_trace(env.server, GRACE - 0.2))
             t0_unix, t0 = time.time(), time.perf_counter()
             await self.close_viewers(env, [v])
@@ -525,6 +526,9 @@ class Bench:
             gone["upstream_closed_ms"] = None if event is None else (event.t - t0_unix) * 1000
             busy = [end for end, used in samples if used >= BUSY_PCT]
             gone["cpu_busy_until_ms"] = round(max(busy, default=0.0) * 1000, 1)
+            # A model call already running when the viewer leaves cannot be interrupted.
+            gone["inference_p99_ms"] = inference["p99"]
+            gone["cpu_allowed_ms"] = round((inference["p99"] or 0.0) + 100.0, 1)
             gone["cpu_trace"] = [(round(end, 3), round(used, 1)) for end, used in samples]
             last.append(gone)
             trials.append({k: gone[k] for k in ("upper_ms", "lower_ms", "poll_ms", "polls")})
@@ -564,11 +568,12 @@ class Bench:
             "n/a"
             if worst_busy is None
             else f"max {worst_busy:.0f} ms, p50 {pct(busy_ms, 50):.0f} ms (n={len(busy_ms)})",
-            "<= 100 ms",
-            worst_busy is not None and worst_busy <= 100,
+            "<= the model call in flight (inference p99) + 100 ms",
+            worst_busy is not None and all(t["cpu_busy_until_ms"] <= t["cpu_allowed_ms"] for t in last),
             f"end of the last {CPU_STEP * 1000:.0f} ms interval in which the server used >= {BUSY_PCT:g} % "
-            "of a core; "
-            "an inference already running when the viewer leaves cannot be interrupted and runs to its end",
+            "of a core; a model call already running when the viewer leaves cannot be interrupted and "
+            "runs to its end (inference p99 during the trials: "
+            f"{', '.join(str(t['inference_p99_ms']) for t in last)} ms)",
         )
         worst = max(closes) if closes else None
         limit = GRACE * 1000 + 100

@@ -16,8 +16,9 @@ from espdetect.emulator.framesizes import (
     nearest_framesize,
     size_of_framesize,
 )
+from espdetect.firmware import CONTROL_VARIABLES, DRIVER_RANGES, LEGACY_FACE_VARIABLES
 
-__all__ = ["CONTROL_VARIABLES", "Sensor", "SensorView"]
+__all__ = ["CONTROL_VARIABLES_BY_FIRMWARE", "Sensor", "SensorView"]
 
 # Values an AI-Thinker board with an OV2640 reports after the sketch's setup().
 _DEFAULTS: dict[str, int] = {
@@ -50,53 +51,13 @@ _DEFAULTS: dict[str, int] = {
     "face_recognize": 0,
 }
 
-# Ranges outside which the OV2640 setters return an error (and the sketch answers 500).
-_RANGES: dict[str, tuple[int, int]] = {
-    "quality": (0, 63),
-    "brightness": (-2, 2),
-    "contrast": (-2, 2),
-    "saturation": (-2, 2),
-    "ae_level": (-2, 2),
-    "special_effect": (0, 6),
-    "wb_mode": (0, 4),
-    "gainceiling": (0, 6),
-    "agc_gain": (0, 30),
-    "aec_value": (0, 1200),
-    "led_intensity": (0, 255),
-}
-
-_COMMON_VARIABLES = (
-    "framesize",
-    "quality",
-    "contrast",
-    "brightness",
-    "saturation",
-    "gainceiling",
-    "colorbar",
-    "awb",
-    "agc",
-    "aec",
-    "hmirror",
-    "vflip",
-    "awb_gain",
-    "agc_gain",
-    "aec_value",
-    "aec2",
-    "dcw",
-    "bpc",
-    "wpc",
-    "raw_gma",
-    "lenc",
-    "special_effect",
-    "wb_mode",
-    "ae_level",
-)
+_COMMON_VARIABLES = tuple(v for v in CONTROL_VARIABLES if v != "led_intensity")
 
 #: The variables ``/control`` accepts, per firmware generation.
-CONTROL_VARIABLES: dict[FirmwareGeneration, frozenset[str]] = {
-    "legacy": frozenset((*_COMMON_VARIABLES, "face_detect", "face_enroll", "face_recognize")),
-    "2.x": frozenset((*_COMMON_VARIABLES, "led_intensity", "face_detect")),
-    "3.x": frozenset((*_COMMON_VARIABLES, "led_intensity")),
+CONTROL_VARIABLES_BY_FIRMWARE: dict[FirmwareGeneration, frozenset[str]] = {
+    "legacy": frozenset((*_COMMON_VARIABLES, *LEGACY_FACE_VARIABLES)),
+    "2.x": frozenset((*CONTROL_VARIABLES, "face_detect")),
+    "3.x": frozenset(CONTROL_VARIABLES),
 }
 
 _SENSOR_KEYS = (
@@ -218,7 +179,7 @@ class Sensor:
 
     def set(self, variable: str, value: int) -> bool:
         """Apply ``/control?var=variable&val=value``; False where the firmware answers 500."""
-        if variable not in CONTROL_VARIABLES[self.firmware]:
+        if variable not in CONTROL_VARIABLES_BY_FIRMWARE[self.firmware]:
             return False
         if variable == "framesize":
             try:
@@ -227,7 +188,7 @@ class Sensor:
                 return False
             self.framesize = value
             return True
-        low, high = _RANGES.get(variable, (-(2**31), 2**31 - 1))
+        low, high = DRIVER_RANGES.get(variable, (-(2**31), 2**31 - 1))
         if not low <= value <= high:
             return False
         self.values[variable] = value

@@ -11,12 +11,13 @@ configured, or when ``camera_control = "on"`` says so explicitly.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from espdetect.firmware import DRIVER_RANGES, SWITCH_VARIABLES, ControlVariable
 from espdetect.server.auth import IDENTITY_SCOPE_KEY
 from espdetect.server.hub import Camera
 from espdetect.server.routes import CameraDep
@@ -29,66 +30,15 @@ logger = logging.getLogger(__name__)
 #: Seconds to wait for the camera's control server.
 CONTROL_TIMEOUT = 5.0
 
-ControlVariable = Literal[
-    "framesize",
-    "quality",
-    "brightness",
-    "contrast",
-    "saturation",
-    "sharpness",
-    "special_effect",
-    "wb_mode",
-    "awb",
-    "awb_gain",
-    "aec",
-    "aec2",
-    "ae_level",
-    "aec_value",
-    "agc",
-    "agc_gain",
-    "gainceiling",
-    "bpc",
-    "wpc",
-    "raw_gma",
-    "lenc",
-    "hmirror",
-    "vflip",
-    "dcw",
-    "colorbar",
-    "led_intensity",
-]
-
-_SWITCH = (0, 1)
-#: Accepted values of each variable, inclusive. framesize: the newest firmware's table (0..15;
-#: older generations stop at 13 or 10 and answer 500, reported as 502); quality: lower is
-#: better, and below 4 the OV2640 produces broken frames.
+#: Accepted values of each variable, inclusive: the driver's ranges, switches as 0 or 1, and
+#: two stricter bounds. framesize: the newest firmware's table (0..15; older generations stop at
+#: 13 or 10 and answer 500, reported as 502); quality: lower is better, and below 4 the OV2640
+#: produces broken frames.
 CONTROL_RANGES: dict[str, tuple[int, int]] = {
+    **{name: (0, 1) for name in SWITCH_VARIABLES},
+    **DRIVER_RANGES,
     "framesize": (0, 15),
     "quality": (4, 63),
-    "brightness": (-2, 2),
-    "contrast": (-2, 2),
-    "saturation": (-2, 2),
-    "sharpness": (-2, 2),
-    "special_effect": (0, 6),
-    "wb_mode": (0, 4),
-    "awb": _SWITCH,
-    "awb_gain": _SWITCH,
-    "aec": _SWITCH,
-    "aec2": _SWITCH,
-    "ae_level": (-2, 2),
-    "aec_value": (0, 1200),
-    "agc": _SWITCH,
-    "agc_gain": (0, 30),
-    "gainceiling": (0, 6),
-    "bpc": _SWITCH,
-    "wpc": _SWITCH,
-    "raw_gma": _SWITCH,
-    "lenc": _SWITCH,
-    "hmirror": _SWITCH,
-    "vflip": _SWITCH,
-    "dcw": _SWITCH,
-    "colorbar": _SWITCH,
-    "led_intensity": (0, 255),
 }
 
 

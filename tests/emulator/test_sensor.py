@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from espdetect.emulator.sensor import CONTROL_VARIABLES, Sensor
+from espdetect.emulator.sensor import CONTROL_VARIABLES_BY_FIRMWARE as CONTROL_VARIABLES
+from espdetect.emulator.sensor import Sensor
 
 
 def test_status_json_is_one_line_without_spaces() -> None:

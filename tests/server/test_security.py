@@ -19,8 +19,11 @@ from pydantic import SecretStr, ValidationError
 
 from espdetect.cli import main
 from espdetect.emulator import EmulatorThread, Fault, FaultKind
+from espdetect.emulator.sensor import Sensor
+from espdetect.firmware import CONTROL_VARIABLES
 from espdetect.frame import jpeg_size
 from espdetect.server.auth import SESSION_COOKIE, SessionSigner
+from espdetect.server.control import CONTROL_RANGES
 from espdetect.server.passwords import hash_password, hash_token, verify_password, verify_token
 from espdetect.server.settings import ServerSettings, control_url_for, redact_url
 
@@ -385,6 +388,9 @@ def test_camera_control_forwards_known_variables_to_the_configured_camera(
         ),
         pytest.param({"var": "quality", "val": 2}, "expected quality between 4 and 63, got 2", id="quality"),
         pytest.param({"var": "xclk", "val": 20}, "Input should be 'framesize'", id="unknown-var"),
+        # In /status but not a /control variable of the sketch.
+        pytest.param({"var": "sharpness", "val": 1}, "Input should be 'framesize'", id="status-only-var"),
+        pytest.param({"var": "hmirror", "val": 2}, "expected hmirror between 0 and 1, got 2", id="switch"),
         pytest.param({"var": "framesize", "val": "8"}, "Input should be a valid integer", id="string"),
         pytest.param({"var": "framesize", "val": True}, "Input should be a valid integer", id="bool"),
         pytest.param({"var": "framesize", "val": 8, "url": "http://evil"}, "Extra inputs", id="extra-url"),
@@ -400,6 +406,14 @@ def test_camera_control_values_are_validated(
         assert response.status_code == 422
         assert any(message in e["msg"] for e in response.json()["detail"]), response.json()
     assert emulator.emulator.sensor_status["framesize"] == 5
+
+
+def test_camera_control_ranges_are_accepted_by_the_firmware() -> None:
+    assert set(CONTROL_RANGES) == set(CONTROL_VARIABLES)
+    sensor = Sensor("3.x", size=(640, 480), quality=12)
+    for variable, (low, high) in CONTROL_RANGES.items():
+        for value in (low, high):
+            assert sensor.set(variable, value), (variable, value)
 
 
 @pytest.mark.parametrize(
