@@ -3,10 +3,8 @@
 Sub-commands (each prints ``READY {json}`` once it can be measured, and stops when its stdin
 closes, so nothing outlives a benchmark that died):
 
-* ``serve SETTINGS_JSON [--executor-workers N]``: the espdetect server (`create_app` +
-  `StreamingServer`) on an ephemeral port; ``READY {"url": ...}`` comes after the lifespan, i.e.
-  with every model loaded. ``--executor-workers`` (an experiment, not used by the benchmark)
-  replaces the event loop's default thread pool, which the pipeline's ``asyncio.to_thread`` uses.
+* ``serve SETTINGS_JSON``: the espdetect server (`create_app` + `StreamingServer`) on an
+  ephemeral port; ``READY {"url": ...}`` comes after the lifespan, i.e. with every model loaded.
 * ``model-only URL``: the reference rate. Grabs frames from the camera, decodes them, builds the
   detector exactly as the server does (`default_detector`), then on each ``run SECONDS`` line
   calls ``detect`` in a tight loop over those decoded frames and answers
@@ -31,7 +29,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 MODEL_ENV = "ESPDETECT_MODEL"
@@ -42,16 +39,13 @@ def emit(kind: str, payload: object) -> None:
     sys.stdout.flush()
 
 
-def serve(settings_json: str, executor_workers: int | None = None) -> int:
+def serve(settings_json: str) -> int:
     from espdetect.server.app import StreamingServer, create_app
     from espdetect.server.settings import ServerSettings
 
     settings = ServerSettings(**json.loads(settings_json))
 
     def started(server: StreamingServer) -> None:
-        if executor_workers:
-            # Experiment knob: the pipeline's asyncio.to_thread calls use the default executor.
-            asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(executor_workers))
         emit("READY", {"url": server.url, "pid": os.getpid()})
 
     server = StreamingServer(create_app(settings), settings, host="127.0.0.1", port=0, on_started=started)
@@ -161,7 +155,6 @@ def main() -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("serve")
     p.add_argument("settings", help="ServerSettings fields as JSON")
-    p.add_argument("--executor-workers", type=int, default=None, help="size of the default thread pool")
     p = sub.add_parser("model-only")
     p.add_argument("url")
     p.add_argument("--frames", type=int, default=20)
@@ -171,7 +164,7 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     if args.command == "serve":
-        return serve(args.settings, args.executor_workers)
+        return serve(args.settings)
     if args.command == "model-only":
         return model_only(args.url, args.frames)
     return ultralytics_loop(args.url, args.imgsz, args.warmup)

@@ -39,6 +39,7 @@ from espdetect.exceptions import DecodeError, EndOfStream, EspdetectError
 from espdetect.frame import Frame, Reduce
 from espdetect.latest import Latest, SlotClosed
 from espdetect.sources.base import FrameSource
+from espdetect.workers import Workers
 
 __all__ = [
     "CameraPipeline",
@@ -340,9 +341,14 @@ class CameraPipeline:
         encoder: Encoder | None = None,
         config: PipelineConfig | None = None,
         name: str = "camera",
+        workers: Workers | None = None,
     ) -> None:
         self.name = name
         self.config = config or PipelineConfig()
+        #: Threads for model calls and rendering; pass one `Workers` to every camera of a
+        #: process so their model calls take turns instead of competing for the cores.
+        self.workers = workers or Workers(name=name)
+        self._own_workers = workers is None
         if annotator is None:
             from espdetect.annotate import Annotator
 
@@ -434,6 +440,8 @@ class CameraPipeline:
         await self._stop_tasks(self._closer, self._renderer, self._detector_task)
         self._closer = self._renderer = self._detector_task = None
         await self._close_upstream()
+        if self._own_workers:
+            self.workers.close()
 
     async def __aenter__(self) -> CameraPipeline:
         return self
@@ -519,7 +527,7 @@ class CameraPipeline:
                     return
                 if frame.jpeg is None:
                     # Raw viewers get JPEG bytes; sources without them are encoded once here.
-                    jpeg = await asyncio.to_thread(self.processor.encoder.encode, frame.image())
+                    jpeg = await self.workers.render(self.processor.encoder.encode, frame.image())
                     frame = replace(frame, jpeg=jpeg)
                 self.stats.frames_in += 1
                 if self.stats.frames_in % 100 == 0:
@@ -554,23 +562,28 @@ class CameraPipeline:
                 return
             if not self._wants_detection(frame):
                 continue
-            self._detecting = frame
-            done = self._detecting_done = asyncio.Event()
-            try:
-                result = await asyncio.to_thread(self.processor.detect, frame)
-            except DecodeError as exc:
-                self._count_decode_error(frame)
-                logger.debug("%s: skipped undecodable frame %d: %s", self.name, frame.seq, exc)
-                continue
-            except Exception:
-                self.stats.detector_errors += 1
-                logger.exception("%s: detector failed on frame %d", self.name, frame.seq)
-                continue
-            finally:
-                self._detecting = None
-                # Wakes a renderer waiting for this frame's boxes, also when there are none;
-                # on success it runs after the publish below (same step, no await between).
-                done.set()
+            async with self.workers.detection_turn():
+                # Other cameras' model calls may have run while this one waited: take the newest.
+                newest = self.raw.value
+                if self.raw.version > version and newest is not None:
+                    version, frame = self.raw.version, newest
+                self._detecting = frame
+                done = self._detecting_done = asyncio.Event()
+                try:
+                    result = await self.workers.detect(self.processor.detect, frame)
+                except DecodeError as exc:
+                    self._count_decode_error(frame)
+                    logger.debug("%s: skipped undecodable frame %d: %s", self.name, frame.seq, exc)
+                    continue
+                except Exception:
+                    self.stats.detector_errors += 1
+                    logger.exception("%s: detector failed on frame %d", self.name, frame.seq)
+                    continue
+                finally:
+                    self._detecting = None
+                    # Wakes a renderer waiting for this frame's boxes, also when there are none;
+                    # on success it runs after the publish below (same step, no await between).
+                    done.set()
             self._last_detected_seq = frame.seq
             self.stats.frames_detected += 1
             timings = result.detections.timings
@@ -595,7 +608,7 @@ class CameraPipeline:
             fresh = latest is not None and latest is not self._drawn_detection
             passthrough = self.config.stale is StaleMode.RAW and not fresh
             try:
-                rendered = await asyncio.to_thread(
+                rendered = await self.workers.render(
                     self.processor.render,
                     frame,
                     None if passthrough else latest,

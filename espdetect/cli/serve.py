@@ -83,6 +83,12 @@ def add_server_options(parser: argparse.ArgumentParser, *, default_port: str = "
         default=None,
         help="frames without fresh boxes: draw the last boxes or send the camera JPEG (default draw_last)",
     )
+    det.add_argument(
+        "--detect-slots",
+        type=int,
+        default=None,
+        help="model calls at once across all cameras (default 1: best on a CPU)",
+    )
     out = parser.add_argument_group("streams")
     out.add_argument("--quality", type=int, default=None, help="annotated JPEG quality 1..100 (default 80)")
     out.add_argument(
@@ -115,6 +121,7 @@ _OPTION_FIELDS = {
     "device": "device",
     "skip": "skip",
     "stale": "stale",
+    "detect_slots": "detect_slots",
     "quality": "quality",
     "low_quality": "low_quality",
     "grace_period": "grace_period",

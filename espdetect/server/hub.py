@@ -28,6 +28,7 @@ from espdetect.pipeline import CameraPipeline, PipelineConfig, Rendered, Subscri
 from espdetect.server.metrics import RateWindow
 from espdetect.server.settings import CameraSettings, ServerSettings, redact_url
 from espdetect.sources.base import FrameSource, SourceStats
+from espdetect.workers import Workers
 
 __all__ = [
     "Camera",
@@ -164,6 +165,7 @@ class Camera:
         *,
         source_factory: SourceFactory,
         encoder_factory: EncoderFactory,
+        workers: Workers | None = None,
     ) -> None:
         imgsz = getattr(detector, "imgsz", None)
         if settings.imgsz is None and isinstance(imgsz, int):
@@ -187,6 +189,7 @@ class Camera:
             encoder=encoder_factory(settings.quality),
             config=PipelineConfig(skip=settings.skip, stale=settings.stale, grace_period=server.grace_period),
             name=settings.id,
+            workers=workers,
         )
 
     # -- source ---------------------------------------------------------------------------
@@ -305,7 +308,7 @@ class Camera:
         shared by every viewer that asks (a viewer leaving mid-encode does not cancel it)."""
         variant = self._variant
         if variant is None or variant[0] is not rendered or variant[1] != quality:
-            future = asyncio.ensure_future(asyncio.to_thread(rendered.encoded, quality))
+            future = asyncio.ensure_future(self.pipeline.workers.render(rendered.encoded, quality))
             future.add_done_callback(_retrieve)
             variant = self._variant = (rendered, quality, future)
         return await asyncio.shield(variant[2])
@@ -372,9 +375,13 @@ class CameraHub:
         >>> ticket.release("done")
     """
 
-    def __init__(self, settings: ServerSettings, cameras: list[Camera]) -> None:
+    def __init__(
+        self, settings: ServerSettings, cameras: list[Camera], workers: Workers | None = None
+    ) -> None:
         self.settings = settings
         self.cameras: dict[str, Camera] = {cam.id: cam for cam in cameras}
+        #: The threads every camera's pipeline shares (closed with the hub).
+        self.workers = workers
         #: Set when the server stops: every stream ends at once.
         self.shutdown = asyncio.Event()
         self._ticket_ids = itertools.count(1)
@@ -390,7 +397,11 @@ class CameraHub:
     ) -> CameraHub:
         """Build every camera (loading models in a worker thread) and start the rate sampler."""
         cameras = []
-        for cam_settings in settings.camera_settings():
+        all_settings = settings.camera_settings()
+        # One render thread per camera (and one for the lower quality tier) so that no camera's
+        # drawing waits for another's; model calls take turns on detect_slots threads.
+        workers = Workers(settings.detect_slots, len(all_settings) + 1, name="espdetect")
+        for cam_settings in all_settings:
             detector = await asyncio.to_thread(detector_factory, settings, cam_settings)
             cameras.append(
                 Camera(
@@ -399,10 +410,11 @@ class CameraHub:
                     detector,
                     source_factory=source_factory,
                     encoder_factory=encoder_factory,
+                    workers=workers,
                 )
             )
             logger.info("camera %s: %s", cam_settings.id, redact_url(cam_settings.url))
-        hub = cls(settings, cameras)
+        hub = cls(settings, cameras, workers)
         hub._sampler = asyncio.create_task(hub._sample_rates(), name="espdetect-rate-sampler")
         return hub
 
@@ -473,6 +485,8 @@ class CameraHub:
                 await self._sampler
             self._sampler = None
         await asyncio.gather(*(cam.pipeline.aclose() for cam in self.cameras.values()))
+        if self.workers is not None:
+            self.workers.close()
 
     async def _sample_rates(self) -> None:
         while True:

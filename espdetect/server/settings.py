@@ -276,6 +276,10 @@ class ServerSettings(BaseSettings):
     #: Torch device ("cpu", "cuda:0", ...); None lets Ultralytics choose.
     device: str | None = None
     classes: ClassIds | None = None
+    #: Model calls running at once across all cameras. One CPU inference already uses every
+    #: core, so 1 is fastest there; on a GPU 2 can overlap one camera's pre/postprocessing
+    #: with another's inference. Cameras take turns in the order they asked.
+    detect_slots: Annotated[int, Field(ge=1, le=64)] = 1
 
     # -- pipeline and streams (per-camera overridable: skip, stale, quality) --
     skip: SkipSetting = "auto"

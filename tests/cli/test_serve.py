@@ -96,10 +96,13 @@ def test_command_line_options_map_to_settings(tmp_path: Path, monkeypatch: pytes
             "all",
             "--stale",
             "raw",
+            "--detect-slots",
+            "2",
         ]
     )
     settings = settings_from_args(args, config_file=args.config)
     assert settings.max_viewers_per_camera == 3
+    assert settings.detect_slots == 2
     assert (settings.skip, settings.stale.value, settings.classes) == (2, "raw", None)
     assert (settings.conf, settings.quality) == (0.3, 70)  # from the file
     assert [c.id for c in settings.cameras] == ["a"]

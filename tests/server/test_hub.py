@@ -149,3 +149,21 @@ async def test_source_counters_add_up_over_connections() -> None:
     total = cam.source_stats()
     assert (total.frames, total.reconnects, total.corrupt, total.stalls) == (15, 1, 2, 3)
     assert total.connected is False  # the pipeline is not reading
+
+
+@pytest.mark.anyio
+async def test_open_gives_every_camera_the_same_workers() -> None:
+    server = ServerSettings(
+        cameras=[CameraConfig(id=c, url=f"http://h/{c}") for c in "abc"],  # type: ignore[list-item]
+        detect_slots=2,
+    )
+    hub = await CameraHub.open(server, lambda s, c: BoxDetector(), _no_source, lambda q: OpenCVJpegEncoder(q))
+    try:
+        workers = hub.workers
+        assert workers is not None
+        assert (workers.detect_slots, workers.render_threads) == (2, 4)  # one render thread per camera + 1
+        assert all(cam.pipeline.workers is workers for cam in hub.cameras.values())
+    finally:
+        await hub.aclose()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        await workers.render(len, "closed with the hub")
