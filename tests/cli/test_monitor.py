@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_process import espdetect_command
+from serve_process import espdetect_command, restore_sigint
 from server.conftest import PartReader, ServerThread, box_detectors, wait_until
 
 from espdetect.cli import main
@@ -285,6 +285,7 @@ def test_ctrl_c_exits_0(closed_port: int) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=restore_sigint,
     )
     try:
         assert proc.stdout is not None
