@@ -55,6 +55,7 @@ from typing import Any
 import httpx
 import numpy as np
 import psutil
+from bench_server_viewers import ChunkDecoder
 
 from espdetect.emulator import EmulatorConfig, EmulatorThread, Fault, FaultKind
 from espdetect.mjpeg import MultipartParser
@@ -135,41 +136,6 @@ def request(path: str) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
 
 
-class Dechunker:
-    """Undoes HTTP/1.1 chunked transfer coding, incrementally."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._remaining = 0
-        self._crlf = False
-
-    def feed(self, data: bytes) -> bytes:
-        self._buf += data
-        out = bytearray()
-        while True:
-            if self._remaining:
-                take = min(self._remaining, len(self._buf))
-                out += self._buf[:take]
-                del self._buf[:take]
-                self._remaining -= take
-                if self._remaining:
-                    break
-                self._crlf = True
-            if self._crlf:
-                if len(self._buf) < 2:
-                    break
-                del self._buf[:2]
-                self._crlf = False
-            end = self._buf.find(b"\r\n")
-            if end < 0:
-                break
-            self._remaining = int(bytes(self._buf[:end]).split(b";")[0] or b"0", 16)
-            del self._buf[: end + 2]
-            if self._remaining == 0:
-                break
-        return bytes(out)
-
-
 def reset(sock: socket.socket) -> None:
     """Close with RST (SO_LINGER 0), the way a crashed client leaves."""
     with contextlib.suppress(OSError):
@@ -203,7 +169,7 @@ def watch(
     sock.sendall(request(path))
     sock.settimeout(0.25)
     head = b""
-    dechunk = Dechunker()
+    dechunk = ChunkDecoder()
     parser = MultipartParser(MJPEG_BOUNDARY)
     step = 65536 if rate is None else max(1, rate // 10)
     while not until():
