@@ -6,7 +6,6 @@ import base64
 import io
 import logging
 import re
-import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from espdetect.server.control import CONTROL_RANGES
 from espdetect.server.passwords import hash_password, hash_token, verify_password, verify_token
 from espdetect.server.settings import ServerSettings, control_url_for, redact_url
 
-from .conftest import PartReader, ServerThread, camera_stats, read_parts, wait_until
+from .conftest import SHOWS_FRAMES, PartReader, ServerThread, camera_stats, read_parts, wait_until
 
 PASSWORD = "correct horse battery"
 TOKEN = "t0ken-for-the-front-end"
@@ -553,27 +552,6 @@ def test_pages_never_write_markup_from_data(name: str) -> None:
 
 # -- in a real browser -------------------------------------------------------------------------------
 
-_CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-_SHOWS_FRAMES = (
-    "() => { const img = document.getElementById('stream'); return !!img && img.naturalWidth > 0; }"
-)
-
-
-@pytest.fixture
-def page() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    executable = next(
-        (p for p in ("/usr/bin/chromium", shutil.which("chromium")) if p and Path(p).exists()), None
-    )
-    if executable is None:
-        pytest.skip("needs Debian's chromium (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=_CHROMIUM_ARGS)
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
-
 
 @pytest.mark.browser
 def test_viewer_page_logs_in_streams_changes_settings_and_logs_out(secured: ServerThread, page: Any) -> None:
@@ -586,7 +564,7 @@ def test_viewer_page_logs_in_streams_changes_settings_and_logs_out(secured: Serv
     page.fill("#password", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(f"{secured.url}/?mode=raw")
-    page.wait_for_function(_SHOWS_FRAMES, timeout=20_000)  # the <img> stream rides on the cookie
+    page.wait_for_function(SHOWS_FRAMES, timeout=20_000)  # the <img> stream rides on the cookie
     cookies = {c["name"]: c for c in page.context.cookies()}
     assert cookies[SESSION_COOKIE]["httpOnly"] and cookies[SESSION_COOKIE]["sameSite"] == "Strict"
     assert page.evaluate("() => document.cookie") == ""  # scripts cannot read it
@@ -610,7 +588,7 @@ def test_viewer_page_logs_in_streams_changes_settings_and_logs_out(secured: Serv
 @pytest.mark.browser
 def test_hostile_text_from_the_server_is_shown_as_text(server: ServerThread, page: Any) -> None:
     page.goto(f"{server.url}/")
-    page.wait_for_function(_SHOWS_FRAMES, timeout=20_000)
+    page.wait_for_function(SHOWS_FRAMES, timeout=20_000)
     # The server echoes a bad value in its 422 message; the page must show it, not run it.
     payload = '<img src=x onerror="window.pwned=1"><b id=injected>bold</b>'
     page.evaluate("(value) => patchSettings({ skip: value })", payload)

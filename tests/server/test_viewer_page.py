@@ -2,60 +2,26 @@
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from .conftest import ServerThread, camera_stats, viewer_total, wait_until
+from .conftest import SHOWS_FRAMES, ServerThread, camera_stats, viewer_total, wait_until
 
 pytestmark = pytest.mark.browser
 
-_CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-_SHOWS_FRAMES = (
-    "() => { const img = document.getElementById('stream'); return !!img && img.naturalWidth > 0; }"
-)
 _SET_VISIBILITY = """(state) => {
     Object.defineProperty(document, 'visibilityState', {value: state, configurable: true});
     document.dispatchEvent(new Event('visibilitychange'));
 }"""
 
 
-def _chromium() -> str:
-    for candidate in ("/usr/bin/chromium", shutil.which("chromium"), shutil.which("chromium-browser")):
-        if candidate and Path(candidate).exists():
-            return candidate
-    pytest.skip("needs Debian's chromium (apt-get install chromium)")
-
-
-@pytest.fixture
-def page() -> Iterator[Any]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    executable = _chromium()
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=_CHROMIUM_ARGS)
-        try:
-            yield browser.new_page()
-        finally:
-            browser.close()
-
-
 def test_page_shows_frames_and_stats_and_releases_the_stream(
     server: ServerThread, client: httpx.Client, page: Any
 ) -> None:
     page.goto(f"{server.url}/")
-    page.wait_for_function(_SHOWS_FRAMES, timeout=20_000)
+    page.wait_for_function(SHOWS_FRAMES, timeout=20_000)
     page.wait_for_function("() => Number(document.getElementById('stats').dataset.updates || 0) >= 1")
     assert "fps in / detect / out" in page.inner_text("#stats")
     assert page.input_value("#camera") == "cam"
@@ -65,7 +31,7 @@ def test_page_shows_frames_and_stats_and_releases_the_stream(
     page.evaluate(_SET_VISIBILITY, "hidden")
     wait_until(lambda: viewer_total(client) == 0, what="stream released while hidden")
     page.evaluate(_SET_VISIBILITY, "visible")
-    page.wait_for_function(_SHOWS_FRAMES, timeout=20_000)
+    page.wait_for_function(SHOWS_FRAMES, timeout=20_000)
     wait_until(lambda: camera_stats(client)["viewers"]["annotated"] == 1, what="stream back when shown")
 
     # Raw / annotated toggle switches streams without leaving the old one open.
@@ -74,7 +40,7 @@ def test_page_shows_frames_and_stats_and_releases_the_stream(
         lambda: camera_stats(client)["viewers"] == {"raw": 1, "annotated": 0, "sse": 0},
         what="raw stream only",
     )
-    page.wait_for_function(_SHOWS_FRAMES, timeout=20_000)
+    page.wait_for_function(SHOWS_FRAMES, timeout=20_000)
 
     # The confidence slider and skip selector PATCH the camera's settings.
     page.eval_on_selector(
@@ -92,7 +58,7 @@ def test_page_shows_frames_and_stats_and_releases_the_stream(
 
 def test_closing_the_page_releases_the_stream(server: ServerThread, client: httpx.Client, page: Any) -> None:
     page.goto(f"{server.url}/?mode=raw")
-    page.wait_for_function(_SHOWS_FRAMES, timeout=20_000)
+    page.wait_for_function(SHOWS_FRAMES, timeout=20_000)
     wait_until(lambda: camera_stats(client)["viewers"]["raw"] == 1, what="the page's raw viewer")
     page.close()
     wait_until(lambda: viewer_total(client) == 0, what="stream released after closing")
