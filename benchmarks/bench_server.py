@@ -375,7 +375,8 @@ class Bench:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "cpus": psutil.cpu_count(),
-            "model": self.model,
+            # The file name only: results are committed, the path is this machine's.
+            "model": Path(self.model).name,
             "ultralytics": ultralytics.__version__,
             "onnxruntime": onnxruntime.__version__,
             "load_average_start": list(os.getloadavg()),

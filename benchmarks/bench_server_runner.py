@@ -115,7 +115,7 @@ def ultralytics_loop(url: str, imgsz: int, warmup: int) -> int:
     if not model_path:
         raise SystemExit(f"expected ${MODEL_ENV} to name the model, got nothing")
     model: Any = YOLO(model_path, task="detect")
-    emit("READY", {"model": model_path, "imgsz": imgsz})
+    emit("READY", {"model": os.path.basename(model_path), "imgsz": imgsz})
 
     def run(seconds: float) -> dict[str, Any]:
         results: Any = model.predict(source=url, stream=True, imgsz=imgsz, verbose=False)

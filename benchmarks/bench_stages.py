@@ -374,7 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += inference_rows
 
     meta = machine_info()
-    meta.update({"model": model, "frames": args.frames, "loadavg_start": loadavg_start})
+    meta.update({"model": model and Path(model).name, "frames": args.frames, "loadavg_start": loadavg_start})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in rows]}, indent=2) + "\n")
     table = markdown(rows, meta)
