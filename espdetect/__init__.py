@@ -1,7 +1,8 @@
 """espdetect: real-time object detection on ESP32-CAM video.
 
 The core classes are re-exported here and imported lazily, so ``import espdetect as ed`` is
-cheap and does not load PyTorch until a detector is used.
+cheap: a detector's runtime (ONNX Runtime, OpenVINO, or Ultralytics and PyTorch) loads only
+when that detector is built.
 
 Example:
     >>> import espdetect as ed
@@ -11,8 +12,9 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from espdetect._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -22,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "CaptureSource": "espdetect.sources",
     "ClipSource": "espdetect.sources",
     "ClipWriter": "espdetect.sources",
+    "DetectParams": "espdetect.detectors",
     "DetectionResult": "espdetect.pipeline",
     "Detections": "espdetect.detections",
     "Detector": "espdetect.detectors",
@@ -36,8 +39,11 @@ _EXPORTS: dict[str, str] = {
     "FrameSource": "espdetect.sources",
     "ImageFolderSource": "espdetect.sources",
     "MjpegStreamSource": "espdetect.sources",
+    "ModelInfo": "espdetect.detectors",
+    "OnnxDetector": "espdetect.detectors",
     "OpenCVJpegEncoder": "espdetect.encoders",
     "OpenCVSource": "espdetect.sources",
+    "OpenVinoDetector": "espdetect.detectors",
     "PipelineConfig": "espdetect.pipeline",
     "Rendered": "espdetect.pipeline",
     "StaleMode": "espdetect.pipeline",
@@ -45,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "SyntheticSource": "espdetect.sources",
     "UltralyticsDetector": "espdetect.detectors",
     "VideoFileSource": "espdetect.sources",
+    "open_detector": "espdetect.detectors",
     "open_source": "espdetect.sources",
 }
 
@@ -55,7 +62,12 @@ if TYPE_CHECKING:
     from espdetect.detections import Detections as Detections
     from espdetect.detections import StageTimings as StageTimings
     from espdetect.detectors import Detector as Detector
+    from espdetect.detectors import DetectParams as DetectParams
+    from espdetect.detectors import ModelInfo as ModelInfo
+    from espdetect.detectors import OnnxDetector as OnnxDetector
+    from espdetect.detectors import OpenVinoDetector as OpenVinoDetector
     from espdetect.detectors import UltralyticsDetector as UltralyticsDetector
+    from espdetect.detectors import open_detector as open_detector
     from espdetect.emulator import Emulator as Emulator
     from espdetect.emulator import EmulatorConfig as EmulatorConfig
     from espdetect.emulator import EmulatorThread as EmulatorThread
@@ -82,13 +94,7 @@ if TYPE_CHECKING:
     from espdetect.sources import open_source as open_source
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'espdetect' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _EXPORTS, globals())
 
 
 def __dir__() -> list[str]:

@@ -9,6 +9,7 @@ from typing import Final
 import cv2
 import numpy as np
 
+from espdetect.constraints import check_bgr_image
 from espdetect.detections import Detections
 
 __all__ = ["PALETTE", "Annotator", "class_color"]
@@ -117,18 +118,7 @@ class Annotator:
         Raises:
             ValueError: ``image`` is not an (H, W, 3) uint8 array, or cannot be drawn on in place.
         """
-        if (
-            not isinstance(image, np.ndarray)
-            or image.dtype != np.uint8
-            or image.ndim != 3
-            or image.shape[2] != 3
-        ):
-            got = (
-                f"{image.dtype} array of shape {image.shape}"
-                if isinstance(image, np.ndarray)
-                else type(image)
-            )
-            raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {got}")
+        check_bgr_image(image)
         if copy:
             canvas = np.array(image, copy=True, order="C")
         else:

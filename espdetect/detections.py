@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -45,7 +45,7 @@ class Detections:
     xyxy: np.ndarray
     confidence: np.ndarray
     class_id: np.ndarray
-    names: dict[int, str] = field(default_factory=dict)
+    names: Mapping[int, str] = field(default_factory=dict)
     timings: StageTimings | None = None
 
     def __post_init__(self) -> None:
@@ -62,7 +62,7 @@ class Detections:
             raise ValueError(f"class_id must have shape ({n},), got {self.class_id.shape}")
 
     @classmethod
-    def empty(cls, names: dict[int, str] | None = None) -> Detections:
+    def empty(cls, names: Mapping[int, str] | None = None) -> Detections:
         """No detections."""
         return cls(
             xyxy=np.zeros((0, 4), np.float32),

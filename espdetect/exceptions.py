@@ -1,14 +1,19 @@
-"""Errors raised by espdetect, each named after the condition that causes it."""
+"""Errors raised by espdetect, each named after the condition that causes it.
+
+Every error is an `EspdetectError`, so ``except EspdetectError`` catches what espdetect itself
+reports and lets bugs (``TypeError``, ``AttributeError``...) through.
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
     "DecodeError",
+    "DetectorError",
     "EndOfStream",
     "EspdetectError",
     "ModelLoadError",
-    "ProtocolError",
+    "SlotClosed",
     "SourceUnavailable",
 ]
 
@@ -36,10 +41,6 @@ class SourceUnavailable(EspdetectError):
         return f"SourceUnavailable(url={self.url!r}, reason={self.reason!r})"
 
 
-class ProtocolError(EspdetectError):
-    """The peer spoke something other than the expected HTTP / multipart JPEG stream."""
-
-
 class DecodeError(EspdetectError):
     """Bytes that should be a JPEG image could not be decoded."""
 
@@ -55,13 +56,46 @@ class ModelLoadError(EspdetectError):
     def __init__(self, model: str, reason: str) -> None:
         super().__init__(
             f"could not load model {model!r}: {reason}. "
-            "Pass a local weights file with --model PATH (or model=PATH), or set ESPDETECT_MODEL=PATH "
-            "(.pt, .onnx, an OpenVINO folder or a .yaml). The default 'yolov8n.pt' is downloaded by "
-            "Ultralytics on first use, which needs internet access."
+            "Pass a local model with --model PATH (or model=PATH), or set ESPDETECT_MODEL=PATH "
+            "(.onnx, an OpenVINO folder, or with espdetect[ultralytics] also .pt and .yaml); "
+            "without one espdetect uses the COCO model bundled with it."
         )
+        self.model = model
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"ModelLoadError(model={self.model!r}, reason={self.reason!r})"
+
+
+class DetectorError(EspdetectError):
+    """A loaded model failed on one image (the runtime raised); the next image may succeed."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"model {model!r} failed: {reason}")
         self.model = model
         self.reason = reason
 
 
 class ConfigurationError(EspdetectError, ValueError):
-    """A setting has a value outside what is accepted; the message says what was expected."""
+    """A setting has a value outside what is accepted; the message says what was expected.
+
+    ``field`` names the setting (``"conf"``, ``"classes"``...) when one setting is at fault,
+    so a server can point at it without parsing the message.
+
+    Example:
+        >>> err = ConfigurationError("expected conf between 0 and 1, got 2", field="conf")
+        >>> err.field
+        'conf'
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+    def __repr__(self) -> str:
+        return f"ConfigurationError({self.message!r}, field={self.field!r})"
+
+
+class SlotClosed(EspdetectError):
+    """A `espdetect.latest.Latest` slot was closed while a consumer waited on it."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import cv2
 import numpy as np
 
+from espdetect.constraints import Reduce, check_bgr_image
 from espdetect.exceptions import DecodeError
 
 try:  # libjpeg-turbo with strict error reporting; OpenCV is the fallback
@@ -18,9 +18,6 @@ except ImportError:  # pragma: no cover - simplejpeg is a declared dependency
     _simplejpeg = None
 
 __all__ = ["Frame", "Reduce", "decode_jpeg", "jpeg_size"]
-
-#: Scale divisor for reduced-scale JPEG decoding (libjpeg DCT scaling through OpenCV).
-Reduce = Literal[1, 2, 4, 8]
 
 _REDUCED_FLAGS: dict[int, int] = {
     1: cv2.IMREAD_COLOR,
@@ -136,12 +133,7 @@ class Frame:
         arrival_mono: float | None = None,
     ) -> Frame:
         """Wrap an already decoded BGR image (sources without compressed bytes)."""
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image must have shape (H, W, 3), got {image.shape}")
-        if image.dtype != np.uint8:
-            raise ValueError(f"image must have dtype uint8, got {image.dtype}")
-        if image.size == 0:
-            raise ValueError(f"image must be non-empty, got shape {image.shape}")
+        check_bgr_image(image)
         return cls(
             seq=seq,
             source_id=source_id,

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Generic, TypeVar
 
+from espdetect.exceptions import SlotClosed
+
 __all__ = ["Latest", "SlotClosed"]
 
 T = TypeVar("T")
-
-
-class SlotClosed(Exception):
-    """The slot was closed while a consumer waited on it."""
 
 
 class Latest(Generic[T]):

@@ -31,6 +31,7 @@ __all__ = [
     "esp32_part_pieces",
     "format_timestamp",
     "http_chunk",
+    "is_complete_jpeg",
     "mjpeg_part",
 ]
 
@@ -39,6 +40,9 @@ ESP32_STREAM_CONTENT_TYPE = f"multipart/x-mixed-replace;boundary={ESP32_BOUNDARY
 DEFAULT_MAX_PART_SIZE = 4 * 1024 * 1024
 _MAX_HEADER_BLOCK = 8 * 1024
 _HEADER_LINE = re.compile(rb"^[!#$%&'*+.^_`|~0-9A-Za-z-]+[ \t]*:")
+_SOI = b"\xff\xd8"
+_EOI = b"\xff\xd9"
+_PADDING = b"\x00\r\n"
 
 
 def format_timestamp(seconds: float) -> str:
@@ -104,6 +108,25 @@ def boundary_from_content_type(content_type: str) -> str | None:
     return None
 
 
+def is_complete_jpeg(data: bytes | bytearray, end: int | None = None, *, padded: bool = False) -> bool:
+    """Whether ``data[:end]`` starts with SOI and ends with EOI; ``padded`` allows NUL, CR and LF after it.
+
+    The ESP32 driver guarantees both for good frames; a cut or corrupt transfer breaks one. The
+    parser decides where a body ends, so it asks for the exact end; a received part may carry
+    padding after its EOI.
+
+    Example:
+        >>> is_complete_jpeg(b"\\xff\\xd8 ... \\xff\\xd9\\r\\n", padded=True)
+        True
+        >>> is_complete_jpeg(b"\\xff\\xd8 ...")
+        False
+    """
+    stop = len(data) if end is None else end
+    while padded and stop > 0 and data[stop - 1] in _PADDING:
+        stop -= 1
+    return stop >= 4 and data[:2] == _SOI and data[stop - 2 : stop] == _EOI
+
+
 @dataclass(frozen=True)
 class Part:
     """One multipart part: its headers (lower-case names) and its body."""
@@ -129,8 +152,7 @@ class Part:
     @property
     def is_complete_jpeg(self) -> bool:
         """Starts with SOI and ends with EOI, as the ESP32 driver guarantees for good frames."""
-        b = self.body
-        return len(b) >= 4 and b[:2] == b"\xff\xd8" and b.rstrip(b"\x00\r\n")[-2:] == b"\xff\xd9"
+        return is_complete_jpeg(self.body, padded=True)
 
 
 @dataclass
@@ -358,13 +380,11 @@ class MultipartParser:
             self._scan_pos = idx + 1
             if "jpeg" not in self._headers.get("content-type", "image/jpeg").lower():
                 return idx
-            if idx >= 4 and buf[:2] == b"\xff\xd8" and buf[idx - 2 : idx] == b"\xff\xd9":
+            if is_complete_jpeg(buf, idx):
                 return idx
 
     def _looks_complete(self, body: bytes) -> bool:
-        if "jpeg" not in self._headers.get("content-type", "image/jpeg").lower():
-            return True
-        return body[:2] == b"\xff\xd8" and body[-2:] == b"\xff\xd9"
+        return "jpeg" not in self._headers.get("content-type", "image/jpeg").lower() or is_complete_jpeg(body)
 
     def _read_scan_body(self) -> Part | None:
         buf = self._buf

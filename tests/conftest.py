@@ -17,10 +17,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def sample_images() -> dict[str, Path]:
-    import ultralytics
+    from espdetect.emulator.scene import sample_photo
 
-    assets = Path(ultralytics.__file__).parent / "assets"
-    return {p.stem: p for p in assets.glob("*.jpg")}
+    return {name: sample_photo(f"{name}.jpg") for name in ("bus", "zidane")}
 
 
 def _real_model() -> str | None:

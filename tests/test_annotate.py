@@ -161,7 +161,7 @@ def test_unknown_class_uses_its_id_as_label() -> None:
     ],
 )
 def test_rejects_non_bgr_images(image: np.ndarray) -> None:
-    with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) uint8 BGR image"):
+    with pytest.raises(ValueError, match=r"expected a non-empty \(H, W, 3\) uint8 BGR image"):
         Annotator().annotate(image, Detections.empty())
 
 

@@ -182,15 +182,15 @@ def test_from_image_fills_arrival_times() -> None:
 @pytest.mark.parametrize(
     ("image", "message"),
     [
-        pytest.param(np.zeros((4, 4), np.uint8), r"shape \(H, W, 3\), got \(4, 4\)", id="gray"),
-        pytest.param(np.zeros((4, 4, 4), np.uint8), r"shape \(H, W, 3\), got \(4, 4, 4\)", id="bgra"),
-        pytest.param(np.zeros((4,), np.uint8), r"shape \(H, W, 3\), got \(4,\)", id="1d"),
-        pytest.param(np.zeros((4, 4, 3), np.float32), "dtype uint8, got float32", id="float"),
-        pytest.param(np.zeros((0, 4, 3), np.uint8), r"non-empty, got shape \(0, 4, 3\)", id="empty"),
+        pytest.param(np.zeros((4, 4), np.uint8), r"got uint8 of shape \(4, 4\)", id="gray"),
+        pytest.param(np.zeros((4, 4, 4), np.uint8), r"got uint8 of shape \(4, 4, 4\)", id="bgra"),
+        pytest.param(np.zeros((4,), np.uint8), r"got uint8 of shape \(4,\)", id="1d"),
+        pytest.param(np.zeros((4, 4, 3), np.float32), r"got float32 of shape \(4, 4, 3\)", id="float"),
+        pytest.param(np.zeros((0, 4, 3), np.uint8), r"got uint8 of shape \(0, 4, 3\)", id="empty"),
     ],
 )
 def test_from_image_validates(image: np.ndarray, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=r"expected a non-empty \(H, W, 3\) uint8 BGR image, " + message):
         Frame.from_image(image, seq=0, source_id="t")
 
 

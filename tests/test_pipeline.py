@@ -20,8 +20,14 @@ import numpy as np
 import pytest
 
 from espdetect.detections import Detections, StageTimings
-from espdetect.detectors.base import Detector
-from espdetect.exceptions import EndOfStream, EspdetectError, SourceUnavailable
+from espdetect.detectors.base import Detector, DetectParams, ModelInfo
+from espdetect.exceptions import (
+    ConfigurationError,
+    DetectorError,
+    EndOfStream,
+    EspdetectError,
+    SourceUnavailable,
+)
 from espdetect.frame import Frame
 from espdetect.pipeline import (
     CameraPipeline,
@@ -135,7 +141,8 @@ class StandInDetector(Detector):
     """One centred box per image; optionally held at a gate (a slow model) or failing on call N."""
 
     def __init__(self, *, gated: bool = False, fail_calls: frozenset[int] = frozenset()) -> None:
-        self.names = {0: "person", 1: "dog"}
+        self._info = ModelInfo("stand-in", {0: "person", 1: "dog"}, backend="test")
+        self.params = self.check(DetectParams())
         self.gated = gated
         self.fail_calls = fail_calls
         self.calls = 0
@@ -145,7 +152,11 @@ class StandInDetector(Detector):
         self._loop = asyncio.get_running_loop()
         self._started: asyncio.Queue[int] = asyncio.Queue()
 
-    def detect(self, image: np.ndarray) -> Detections:
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def _detect(self, image: np.ndarray, params: DetectParams) -> Detections:
         with self._lock:
             self.calls += 1
             n = self.calls
@@ -154,13 +165,13 @@ class StandInDetector(Detector):
         if self.gated and not self._gate.acquire(timeout=TIMEOUT):
             raise TimeoutError("test never released the detector")
         if n in self.fail_calls:
-            raise RuntimeError(f"model failure on call {n}")
+            raise DetectorError("stand-in", f"model failure on call {n}")
         h, w = image.shape[:2]
         return Detections(
             xyxy=np.array([[w * 0.25, h * 0.25, w * 0.75, h * 0.75]], np.float32),
             confidence=np.array([0.9], np.float32),
             class_id=np.array([0]),
-            names=self.names,
+            names=self._info.names,
             timings=StageTimings(0.1, 0.2, 0.3),
         )
 
@@ -256,17 +267,34 @@ async def detections_until_seq(
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        pytest.param({"skip": 0}, "skip must be an integer >= 1 or 'auto', got 0", id="skip-0"),
-        pytest.param({"skip": True}, "skip must be an integer >= 1 or 'auto', got True", id="skip-bool"),
-        pytest.param({"skip": "2"}, "skip must be an integer >= 1 or 'auto', got '2'", id="skip-str"),
-        pytest.param({"decode_reduce": 3}, "decode_reduce must be 1, 2, 4, 8 or 'auto', got 3", id="reduce"),
-        pytest.param({"grace_period": -1}, "grace_period must be >= 0 seconds, got -1", id="grace"),
-        pytest.param({"stale": "sometimes"}, "'sometimes' is not a valid StaleMode", id="stale"),
+        pytest.param(
+            {"skip": 0}, "expected skip to be an integer from 1 to 10000 or 'auto', got 0", id="skip-0"
+        ),
+        pytest.param(
+            {"skip": True},
+            "expected skip to be an integer from 1 to 10000 or 'auto', got True",
+            id="skip-bool",
+        ),
+        pytest.param(
+            {"skip": "2"}, "expected skip to be an integer from 1 to 10000 or 'auto', got '2'", id="skip-str"
+        ),
+        pytest.param(
+            {"decode_reduce": 3}, "expected decode_reduce to be 1, 2, 4, 8 or 'auto', got 3", id="reduce"
+        ),
+        pytest.param(
+            {"grace_period": -1}, "expected grace_period to be a number from 0 to 3600, got -1", id="grace"
+        ),
+        pytest.param(
+            {"stale": "sometimes"},
+            "expected stale to be one of 'draw_last', 'raw', got 'sometimes'",
+            id="stale",
+        ),
     ],
 )
 def test_config_validation(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigurationError, match=message) as info:
         PipelineConfig(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == next(iter(kwargs))
 
 
 def test_config_accepts_stale_mode_by_value() -> None:
@@ -399,7 +427,6 @@ async def test_resubscribe_while_the_old_source_is_closing_keeps_the_new_source(
         async with pipe.subscribe("raw"):
             second = await upstream.source(1)  # ...when a viewer comes back
             await settle()
-            pipe.upstream_changed.clear()
             first.close_gate.set()
             await within(first.closed.wait())
             await settle()
@@ -479,7 +506,7 @@ async def test_detector_faster_than_camera_draws_each_frame_with_its_own_boxes(
         assert pipe.stats.frames_out == 5
         assert pipe.stats.dropped == 0
         assert len(pipe.stats.latency_ms) == 5
-        assert pipe.stats.percentiles("latency_ms")["p50"] is not None
+        assert pipe.stats.latency_ms.percentiles().p50 is not None
 
 
 async def test_fixed_skip_detects_every_nth_frame(upstream: Upstream, detector: StandInDetector) -> None:
@@ -697,7 +724,7 @@ async def test_frames_without_jpeg_bytes_are_encoded_once_for_raw_viewers(
 
 async def test_subscribe_rejects_unknown_kinds(upstream: Upstream, detector: StandInDetector) -> None:
     async with pipeline(upstream, detector) as pipe:
-        with pytest.raises(ValueError, match=r"kind must be one of .*, got 'video'"):
+        with pytest.raises(ValueError, match=r"expected kind to be one of .*, got 'video'"):
             async with pipe.subscribe("video"):  # type: ignore[arg-type]
                 pass
         assert upstream.sources == []
@@ -705,11 +732,27 @@ async def test_subscribe_rejects_unknown_kinds(upstream: Upstream, detector: Sta
 
 async def test_update_validates_and_applies(upstream: Upstream, detector: StandInDetector) -> None:
     async with pipeline(upstream, detector) as pipe:
-        assert pipe.update(skip=2, decode_reduce=2).skip == 2
-        assert pipe.processor.decode_reduce == 2
-        with pytest.raises(ValueError, match="skip must be"):
-            pipe.update(skip=0)
-        assert pipe.config.skip == 2
+        pipe.update(skip=2, decode_reduce=2, conf=0.6, classes=[1], quality=55)
+        assert (pipe.config.skip, pipe.processor.decode_reduce) == (2, 2)
+        assert (pipe.params.conf, pipe.params.classes, pipe.encoder.quality) == (0.6, (1,), 55)
+        assert detector.params.conf == 0.25  # the model's own defaults are not this camera's
+        with pytest.raises(ConfigurationError, match="expected skip to be") as bad_skip:
+            pipe.update(skip=0, conf=0.9)
+        assert bad_skip.value.field == "skip"
+        with pytest.raises(
+            ConfigurationError, match=r"between 0 and 1 for this model, got \[2\]"
+        ) as bad_class:
+            pipe.update(classes=[2], skip=3)
+        assert bad_class.value.field == "classes"
+        with pytest.raises(ConfigurationError, match="expected quality to be an integer from 1 to 100"):
+            pipe.update(quality=0, skip=3)
+        # Nothing was applied from a refused update.
+        assert (pipe.config.skip, pipe.params.conf, pipe.params.classes, pipe.encoder.quality) == (
+            2,
+            0.6,
+            (1,),
+            55,
+        )
 
 
 # -- with the real model ----------------------------------------------------------------------

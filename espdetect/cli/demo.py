@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from espdetect.emulator import EmulatorConfig
 
+from espdetect.cli._command import Command
 from espdetect.cli.serve import add_server_options, describe, exit_interrupted, settings_from_args
 
-__all__ = ["register", "run"]
+__all__ = ["COMMAND", "run"]
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -21,32 +22,19 @@ def _size(text: str) -> tuple[int, int]:
     return (int(w), int(h))
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``demo`` sub-command."""
-    parser = subparsers.add_parser(
-        "demo",
-        help="start an emulated ESP32-CAM and the server, and print the viewer URL",
-        description="Start an emulated ESP32-CAM (moving sample photos with people and a bus) on free "
-        "ports and the espdetect server in front of it; open the printed URL in a browser.",
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     cam = parser.add_argument_group("emulated camera")
     cam.add_argument("--fps", type=float, default=15.0, help="camera frames per second (default 15)")
     cam.add_argument("--size", type=_size, default=(640, 480), help="camera frame size WxH (default 640x480)")
     parser.add_argument("--open", action="store_true", help="open the viewer page in the default browser")
     add_server_options(parser)
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the emulator and the server until interrupted."""
     from espdetect.emulator import EmulatorConfig
-    from espdetect.exceptions import ConfigurationError
 
-    try:
-        config = EmulatorConfig(fps=args.fps if args.fps > 0 else None, size=args.size, prerender=True)
-    except ConfigurationError as exc:
-        print(f"espdetect demo: {exc}")
-        return 2
+    config = EmulatorConfig(fps=args.fps if args.fps > 0 else None, size=args.size, prerender=True)
     print("starting the emulated camera...", flush=True)
     try:
         return _serve(args, config)
@@ -55,19 +43,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, config: EmulatorConfig) -> int:
-    from pydantic import ValidationError
-
     from espdetect.emulator import EmulatorThread
-    from espdetect.exceptions import ConfigurationError
     from espdetect.server.app import StreamingServer, create_app
 
     with EmulatorThread(config, host="127.0.0.1", port=0) as camera:
         extra: dict[str, Any] = {"cameras": [f"cam={camera.stream_url}"]}
-        try:
-            settings = settings_from_args(args, extra)
-        except (ConfigurationError, ValidationError) as exc:
-            print(f"espdetect demo: {exc}")
-            return 2
+        settings = settings_from_args(args, extra)
         print(f"emulated ESP32-CAM: {camera.stream_url}; loading the model...", flush=True)
 
         def started(server: StreamingServer) -> None:
@@ -78,3 +59,13 @@ def _serve(args: argparse.Namespace, config: EmulatorConfig) -> int:
         server = StreamingServer(create_app(settings), settings, on_started=started)
         server.run()
     return 0 if server.started else 1
+
+
+COMMAND = Command(
+    name="demo",
+    help="start an emulated ESP32-CAM and the server, and print the viewer URL",
+    description="Start an emulated ESP32-CAM (moving sample photos with people and a bus) on free "
+    "ports and the espdetect server in front of it; open the printed URL in a browser.",
+    add_arguments=_add_arguments,
+    run=run,
+)

@@ -4,32 +4,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register", "run"]
+from espdetect.cli._command import Command, import_ultralytics
 
-#: Exit status for a model that cannot load or an image that cannot be read.
+__all__ = ["COMMAND", "run"]
+
+#: Exit status when an image cannot be read or written (a model that cannot load exits 2 too).
 EXIT_FAILURE = 2
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``detect`` sub-command."""
-    parser = subparsers.add_parser(
-        "detect",
-        help="detect objects in image files",
-        description=(
-            "Detect objects in image files and print one line per detection "
-            "(label, confidence, x1 y1 x2 y2), or one JSON object per image with --json."
-        ),
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files (JPEG, PNG...)")
     parser.add_argument(
         "--model",
         default=None,
-        help="weights (.pt, .onnx, OpenVINO folder, .yaml); default $ESPDETECT_MODEL, else yolov8n.pt",
+        help="weights (.pt, .onnx, OpenVINO folder, .yaml); default $ESPDETECT_MODEL, else the bundled model",
     )
     parser.add_argument("--conf", type=float, default=0.25, help="minimum confidence (default 0.25)")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
@@ -39,19 +31,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write annotated images here")
-    parser.set_defaults(func=run)
 
 
 def _error(message: str) -> None:
-    print(f"espdetect detect: error: {message}", file=sys.stderr)
-
-
-def _ultralytics_logs_to_stderr() -> None:
-    # Ultralytics logs to stdout, which would corrupt --json output meant for a pipe. The
-    # interpreter's own stderr is used because a replaced sys.stderr may be closed later.
-    for handler in logging.getLogger("ultralytics").handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.__stdout__):
-            handler.setStream(sys.__stderr__ or sys.stderr)
+    print(f"espdetect detect: {message}", file=sys.stderr)
 
 
 def _output_path(out_dir: Path, image: Path, used: set[Path]) -> Path:
@@ -65,26 +48,22 @@ def _output_path(out_dir: Path, image: Path, used: set[Path]) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``detect``; returns 0, or 2 when the model or any image could not be loaded."""
-    import importlib
+    """Run ``detect``; returns 0, or 2 when any image could not be read or written.
 
+    Raises:
+        ModelLoadError, ConfigurationError: the model cannot load, or a setting is out of range.
+    """
     import cv2
 
     from espdetect.annotate import Annotator
     from espdetect.detectors.ultralytics import UltralyticsDetector
-    from espdetect.exceptions import EspdetectError
 
-    # Imported after the detector module (which turns Ultralytics' auto-install off) and
-    # before loading, so Ultralytics' log handler exists and can be moved off stdout.
-    importlib.import_module("ultralytics")
-    _ultralytics_logs_to_stderr()
-    try:
-        detector = UltralyticsDetector(
-            args.model, conf=args.conf, iou=args.iou, imgsz=args.imgsz, device=args.device
-        )
-    except (EspdetectError, ValueError) as exc:
-        _error(str(exc))
-        return EXIT_FAILURE
+    # Before loading, so that --json output stays free of Ultralytics' log lines. When it is
+    # missing the detector says how to install it.
+    import_ultralytics()
+    detector = UltralyticsDetector(
+        args.model, conf=args.conf, iou=args.iou, imgsz=args.imgsz, device=args.device
+    )
 
     annotator = Annotator() if args.out is not None else None
     if args.out is not None:
@@ -117,3 +96,15 @@ def run(args: argparse.Namespace) -> int:
                 _error(f"expected to write {str(target)!r}, but OpenCV could not write it")
                 status = EXIT_FAILURE
     return status
+
+
+COMMAND = Command(
+    name="detect",
+    help="detect objects in image files",
+    description=(
+        "Detect objects in image files and print one line per detection "
+        "(label, confidence, x1 y1 x2 y2), or one JSON object per image with --json."
+    ),
+    add_arguments=_add_arguments,
+    run=run,
+)

@@ -9,10 +9,12 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from espdetect.cli._command import Command
+
 if TYPE_CHECKING:
     from espdetect.emulator.faults import Fault
 
-__all__ = ["register", "run"]
+__all__ = ["COMMAND", "run"]
 
 _FAULT_HELP = """\
 fault syntax: KIND[:KEY=VALUE[,KEY=VALUE]] (repeat --fault for several)
@@ -37,6 +39,14 @@ def _size(text: str) -> tuple[int, int]:
     return (int(w), int(h))
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65534:
+        raise argparse.ArgumentTypeError(
+            f"expected 0 (any free port) or 1..65534 (stream on PORT+1), got {text!r}"
+        )
+    return int(text)
+
+
 def _fault(text: str) -> Fault:
     from espdetect.emulator.faults import parse_fault
 
@@ -46,21 +56,13 @@ def _fault(text: str) -> Fault:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``emulate`` sub-command."""
-    parser = subparsers.add_parser(
-        "emulate",
-        help="run an emulated ESP32-CAM (CameraWebServer) with optional fault injection",
-        description=(
-            "Serve the ESP32-CAM CameraWebServer protocol: control server on PORT "
-            "(/, /status, /control, /capture) and stream server on PORT+1 (/stream)."
-        ),
-        epilog=_FAULT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument(
-        "--port", type=int, default=8080, help="control port; the stream is on PORT+1 (default 8080; 0: any)"
+        "--port",
+        type=_port,
+        default=8080,
+        help="control port; the stream is on PORT+1 (default 8080; 0: any)",
     )
     parser.add_argument(
         "--fps", type=float, default=15.0, help="frames per second; 0 for unlimited (default 15)"
@@ -90,29 +92,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--max-stream-clients", type=int, default=1, help="streams served at once; others wait (default 1)"
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the emulator until interrupted."""
-    from espdetect.emulator import Emulator, EmulatorConfig
-    from espdetect.exceptions import ConfigurationError
+    """Run the emulator until interrupted.
 
-    try:
-        config = EmulatorConfig(
-            fps=args.fps if args.fps > 0 else None,
-            framesize=args.framesize,
-            size=args.size,
-            quality=args.quality,
-            scene=args.source if args.source is not None else "photos",
-            firmware=args.firmware,
-            max_stream_clients=args.max_stream_clients,
-            faults=tuple(args.fault),
-            prerender=True,
-        )
-    except ConfigurationError as exc:
-        print(f"espdetect emulate: {exc}")
-        return 2
+    Raises:
+        ConfigurationError: a setting is out of range or the scene cannot be read.
+        OSError: a port cannot be bound.
+    """
+    from espdetect.emulator import Emulator, EmulatorConfig
+
+    config = EmulatorConfig(
+        fps=args.fps if args.fps > 0 else None,
+        framesize=args.framesize,
+        size=args.size,
+        quality=args.quality,
+        scene=args.source if args.source is not None else "photos",
+        firmware=args.firmware,
+        max_stream_clients=args.max_stream_clients,
+        faults=tuple(args.fault),
+        prerender=True,
+    )
 
     async def serve() -> None:
         async with Emulator(config, host=args.host, port=args.port) as emu:
@@ -131,15 +132,20 @@ def run(args: argparse.Namespace) -> int:
             print("Press Ctrl-C to stop.", flush=True)
             await stop.wait()
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve())
-        print("stopped")
-    except ConfigurationError as exc:
-        print(f"espdetect emulate: {exc}")
-        return 2
-    except OSError as exc:
-        print(f"espdetect emulate: cannot listen on {args.host}:{args.port}/{args.port + 1}: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        print("stopped")
+    print("stopped")
     return 0
+
+
+COMMAND = Command(
+    name="emulate",
+    help="run an emulated ESP32-CAM (CameraWebServer) with optional fault injection",
+    description=(
+        "Serve the ESP32-CAM CameraWebServer protocol: control server on PORT "
+        "(/, /status, /control, /capture) and stream server on PORT+1 (/stream)."
+    ),
+    add_arguments=_add_arguments,
+    run=run,
+    epilog=_FAULT_HELP,
+)

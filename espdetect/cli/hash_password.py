@@ -10,21 +10,13 @@ import argparse
 import getpass
 import sys
 
-__all__ = ["register", "run"]
+from espdetect.cli._command import Command
+from espdetect.exceptions import ConfigurationError
+
+__all__ = ["COMMAND", "run"]
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``hash-password`` sub-command."""
-    parser = subparsers.add_parser(
-        "hash-password",
-        help="hash a password (auth_password_hash) or make a bearer token (auth_token_hash)",
-        description=(
-            "Print auth_password_hash for a password typed at the prompt (or read from stdin with "
-            "--stdin), or with --token generate a random bearer token and print it with its "
-            "auth_token_hash. Put the hash in the server's TOML file or in ESPDETECT_AUTH_PASSWORD_HASH / "
-            "ESPDETECT_AUTH_TOKEN_HASH."
-        ),
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scheme",
         choices=("pbkdf2_sha256", "scrypt"),
@@ -35,21 +27,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--token", action="store_true", help="generate a bearer token instead of hashing a password"
     )
-    parser.set_defaults(func=run)
 
 
-def _read_password(from_stdin: bool) -> str | None:
+def _read_password(from_stdin: bool) -> str:
     if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Repeat: "):
-        print("espdetect hash-password: the passwords differ", file=sys.stderr)
-        return None
-    return first
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if password != getpass.getpass("Repeat: "):
+            raise ConfigurationError(
+                "expected the same password twice, got two that differ", field="password"
+            )
+    if not password:
+        raise ConfigurationError("expected a non-empty password, got an empty one", field="password")
+    return password
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print the hash (and the token, for --token)."""
+    """Print the hash (and the token, for --token).
+
+    Raises:
+        ConfigurationError: the password is empty, or typed differently the second time.
+    """
     from espdetect.server.passwords import hash_password, hash_token, new_token
 
     if args.token:
@@ -57,11 +56,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"token (give to clients as 'Authorization: Bearer ...'): {token}")
         print(f'auth_token_hash = "{hash_token(token)}"')
         return 0
-    password = _read_password(args.stdin)
-    if password is None:
-        return 2
-    if not password:
-        print("espdetect hash-password: expected a non-empty password, got an empty one", file=sys.stderr)
-        return 2
-    print(f'auth_password_hash = "{hash_password(password, args.scheme)}"')
+    print(f'auth_password_hash = "{hash_password(_read_password(args.stdin), args.scheme)}"')
     return 0
+
+
+COMMAND = Command(
+    name="hash-password",
+    help="hash a password (auth_password_hash) or make a bearer token (auth_token_hash)",
+    description=(
+        "Print auth_password_hash for a password typed at the prompt (or read from stdin with "
+        "--stdin), or with --token generate a random bearer token and print it with its "
+        "auth_token_hash. Put the hash in the server's TOML file or in ESPDETECT_AUTH_PASSWORD_HASH / "
+        "ESPDETECT_AUTH_TOKEN_HASH."
+    ),
+    add_arguments=_add_arguments,
+    run=run,
+)

@@ -15,15 +15,17 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from espdetect.exceptions import EspdetectError
+from espdetect.cli._command import Command
+from espdetect.exceptions import ConfigurationError, EspdetectError
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = [
+    "COMMAND",
     "DEFAULT_URL",
     "CameraRow",
     "MonitorOptions",
@@ -35,7 +37,6 @@ __all__ = [
     "monitor",
     "normalize_url",
     "parse_stats",
-    "register",
     "render_error_json",
     "render_json",
     "render_table",
@@ -62,7 +63,10 @@ class StatsUnavailable(EspdetectError):
 
 @dataclass(frozen=True)
 class CameraRow:
-    """One camera's line of the table (None: the server did not report the value)."""
+    """One camera's line of the table (None: the server did not report the value).
+
+    The fields after ``id`` are the table's columns, in order (see ``_GROUPS``).
+    """
 
     id: str
     upstream_connected: bool | None
@@ -113,32 +117,51 @@ def _count(value: Any) -> int | None:
     return value
 
 
+def _flag(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
 def _section(body: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = body.get(key)
     return value if isinstance(value, Mapping) else {}
 
 
+@dataclass(frozen=True)
+class _Group:
+    """Adjacent columns of the table: values of one object in a camera's ``/stats`` entry."""
+
+    #: Shown centred over the columns ("" for none).
+    title: str
+    #: Of each column.
+    width: int
+    #: The key of the object holding the values; None: the camera's entry itself.
+    section: str | None
+    #: The values' keys in that object, each with its column header.
+    headers: Mapping[str, str]
+    #: Turns a value into the `CameraRow` field's type; None for a missing or wrong-typed one.
+    read: Callable[[Any], float | int | bool | None]
+
+
+#: The table's columns, in the order of the `CameraRow` fields they fill.
+_GROUPS: tuple[_Group, ...] = (
+    _Group("", 3, None, {"upstream_connected": "up"}, _flag),
+    _Group("fps", 6, "fps", {"in": "in", "detect": "det", "out": "out"}, _number),
+    _Group("viewers", 4, "viewers", {"raw": "raw", "annotated": "ann", "sse": "sse"}, _count),
+    _Group("latency ms", 8, "latency_ms", {"p50": "p50", "p95": "p95"}, _number),
+    _Group("infer ms", 10, "inference_ms", {"p50": "p50"}, _number),
+    _Group("", 9, None, {"dropped": "dropped"}, _count),
+    _Group("", 7, None, {"reconnects": "reconn", "stalls": "stalls"}, _count),
+)
+_WIDTHS = tuple(group.width for group in _GROUPS for _ in group.headers)
+
+
 def _camera_row(cam_id: str, cam: Mapping[str, Any]) -> CameraRow:
-    fps = _section(cam, "fps")
-    viewers = _section(cam, "viewers")
-    latency = _section(cam, "latency_ms")
-    connected = cam.get("upstream_connected")
-    return CameraRow(
-        id=cam_id,
-        upstream_connected=connected if isinstance(connected, bool) else None,
-        fps_in=_number(fps.get("in")),
-        fps_detect=_number(fps.get("detect")),
-        fps_out=_number(fps.get("out")),
-        viewers_raw=_count(viewers.get("raw")),
-        viewers_annotated=_count(viewers.get("annotated")),
-        viewers_sse=_count(viewers.get("sse")),
-        latency_p50_ms=_number(latency.get("p50")),
-        latency_p95_ms=_number(latency.get("p95")),
-        inference_p50_ms=_number(_section(cam, "inference_ms").get("p50")),
-        dropped=_count(cam.get("dropped")),
-        reconnects=_count(cam.get("reconnects")),
-        stalls=_count(cam.get("stalls")),
-    )
+    values: list[Any] = [
+        group.read((cam if group.section is None else _section(cam, group.section)).get(key))
+        for group in _GROUPS
+        for key in group.headers
+    ]
+    return CameraRow(cam_id, *values)
 
 
 def parse_stats(body: Any) -> Snapshot:
@@ -174,55 +197,27 @@ def parse_stats(body: Any) -> Snapshot:
 # -- rendering -------------------------------------------------------------------------------
 
 
-def _fixed(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
+def _cell(value: float | int | bool | None) -> str:
+    """A value as the table shows it: "-" when unknown, yes/no, or a float to one decimal."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
-def _int(value: int | None) -> str:
-    return "-" if value is None else str(value)
-
-
-def _yes_no(value: bool | None) -> str:
-    return "-" if value is None else ("yes" if value else "no")
-
-
-@dataclass(frozen=True)
-class _Column:
-    group: str
-    header: str
-    width: int
-    cell: Callable[[CameraRow], str]
-
-
-_COLUMNS: tuple[_Column, ...] = (
-    _Column("", "up", 3, lambda r: _yes_no(r.upstream_connected)),
-    _Column("fps", "in", 6, lambda r: _fixed(r.fps_in)),
-    _Column("fps", "det", 6, lambda r: _fixed(r.fps_detect)),
-    _Column("fps", "out", 6, lambda r: _fixed(r.fps_out)),
-    _Column("viewers", "raw", 4, lambda r: _int(r.viewers_raw)),
-    _Column("viewers", "ann", 4, lambda r: _int(r.viewers_annotated)),
-    _Column("viewers", "sse", 4, lambda r: _int(r.viewers_sse)),
-    _Column("latency ms", "p50", 8, lambda r: _fixed(r.latency_p50_ms)),
-    _Column("latency ms", "p95", 8, lambda r: _fixed(r.latency_p95_ms)),
-    _Column("infer ms", "p50", 10, lambda r: _fixed(r.inference_p50_ms)),
-    _Column("", "dropped", 9, lambda r: _int(r.dropped)),
-    _Column("", "reconn", 7, lambda r: _int(r.reconnects)),
-    _Column("", "stalls", 7, lambda r: _int(r.stalls)),
-)
 _GAP = "  "
+
+
+def _cells(cells: list[str]) -> str:
+    return "".join(_GAP + cell.rjust(width) for cell, width in zip(cells, _WIDTHS, strict=True))
 
 
 def _group_line(id_width: int) -> str:
     out = " " * id_width
-    i = 0
-    while i < len(_COLUMNS):
-        group = _COLUMNS[i].group
-        j = i
-        while j < len(_COLUMNS) and _COLUMNS[j].group == group:
-            j += 1
-        span = sum(c.width for c in _COLUMNS[i:j]) + len(_GAP) * (j - i - 1)
-        out += _GAP + (f" {group} ".center(span, "-") if group else " " * span)
-        i = j
+    for group in _GROUPS:
+        span = group.width * len(group.headers) + len(_GAP) * (len(group.headers) - 1)
+        out += _GAP + (f" {group.title} ".center(span, "-") if group.title else " " * span)
     return out.rstrip()
 
 
@@ -231,8 +226,8 @@ def _server_line(server: ServerSummary) -> str:
     rss = "-" if server.rss_mb is None else f"{server.rss_mb:.1f} MB"
     limit = "" if server.max_viewers_total is None else f"/{server.max_viewers_total}"
     return (
-        f"server  cpu {cpu}  rss {rss}  threads {_int(server.threads)}  fds {_int(server.fds)}"
-        f"  viewers {_int(server.viewers_total)}{limit}"
+        f"server  cpu {cpu}  rss {rss}  threads {_cell(server.threads)}  fds {_cell(server.fds)}"
+        f"  viewers {_cell(server.viewers_total)}{limit}"
     )
 
 
@@ -253,11 +248,10 @@ def render_table(snapshot: Snapshot, url: str, when: float) -> str:
     """
     id_width = max([len("camera"), *(len(row.id) for row in snapshot.cameras)])
     lines = [_title(url, when), _server_line(snapshot.server), "", _group_line(id_width)]
-    lines.append(
-        "camera".ljust(id_width) + "".join(_GAP + c.header.rjust(c.width) for c in _COLUMNS).rstrip()
-    )
+    headers = [header for group in _GROUPS for header in group.headers.values()]
+    lines.append(("camera".ljust(id_width) + _cells(headers)).rstrip())
     for row in snapshot.cameras:
-        lines.append(row.id.ljust(id_width) + "".join(_GAP + c.cell(row).rjust(c.width) for c in _COLUMNS))
+        lines.append(row.id.ljust(id_width) + _cells([_cell(value) for value in astuple(row)[1:]]))
     if not snapshot.cameras:
         lines.append("(no cameras configured)")
     return "\n".join(lines)
@@ -313,17 +307,20 @@ def auth_for(
     """Headers and auth for the request: a bearer token, or HTTP basic with user and password.
 
     Raises:
-        ValueError: both a token and a user, or a user without a password.
+        ConfigurationError: both a token and a user, or a user without a password.
     """
     import httpx
 
     if token and user:
-        raise ValueError("expected either --token or --user/--password, got both")
+        raise ConfigurationError("expected either --token or --user/--password, got both", field="token")
     if token:
         return {"Authorization": f"Bearer {token}"}, None
     if user is not None:
         if password is None:
-            raise ValueError("expected a password with --user (--password or ESPDETECT_PASSWORD), got none")
+            raise ConfigurationError(
+                "expected a password with --user (--password or ESPDETECT_PASSWORD), got none",
+                field="password",
+            )
         return {}, httpx.BasicAuth(user, password)
     return {}, None
 
@@ -469,15 +466,7 @@ def _count_arg(text: str) -> int:
     return int(text)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``monitor`` sub-command."""
-    parser = subparsers.add_parser(
-        "monitor",
-        help="live table of a running server's frame rates, viewers, latency and errors",
-        description="Poll a running espdetect server's /stats and show, per camera: fps in/detect/out, "
-        "viewers (raw/annotated/sse), latency and inference percentiles, dropped frames, reconnects and "
-        "stalls, plus the server's CPU and memory when it reports them.",
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "url", nargs="?", default=DEFAULT_URL, help=f"server base URL (default {DEFAULT_URL})"
     )
@@ -502,22 +491,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=os.environ.get("ESPDETECT_PASSWORD"),
         help="HTTP basic password (default: ESPDETECT_PASSWORD, which keeps it out of the process list)",
     )
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Monitor until Ctrl-C (exit 0), or for ``--once`` / ``--count`` refreshes."""
+    """Monitor until Ctrl-C (exit 0), or for ``--once`` / ``--count`` refreshes.
+
+    Raises:
+        ConfigurationError: the authentication options contradict each other.
+    """
     import httpx
 
     if args.verbose < 2:
         # httpx logs every request at INFO: one line per refresh would scroll the table away.
         logging.getLogger("httpx").setLevel(logging.WARNING)
     url = normalize_url(args.url)
-    try:
-        headers, basic = auth_for(args.token, args.user, args.password)
-    except ValueError as exc:
-        print(f"espdetect monitor: {exc}", file=sys.stderr)
-        return 2
+    headers, basic = auth_for(args.token, args.user, args.password)
     options = MonitorOptions(
         interval=args.interval,
         count=1 if args.once else args.count,
@@ -530,3 +518,14 @@ def run(args: argparse.Namespace) -> int:
         if options.output == "table":
             print(flush=True)
         return 0
+
+
+COMMAND = Command(
+    name="monitor",
+    help="live table of a running server's frame rates, viewers, latency and errors",
+    description="Poll a running espdetect server's /stats and show, per camera: fps in/detect/out, "
+    "viewers (raw/annotated/sse), latency and inference percentiles, dropped frames, reconnects and "
+    "stalls, plus the server's CPU and memory when it reports them.",
+    add_arguments=_add_arguments,
+    run=run,
+)

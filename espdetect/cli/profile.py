@@ -7,13 +7,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from espdetect.cli._command import Command
+from espdetect.exceptions import ConfigurationError
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from espdetect.profiling.config import ProfileConfig
     from espdetect.profiling.sweep import ReferenceChoice
 
-__all__ = ["register", "run"]
+__all__ = ["COMMAND", "run"]
 
 _DEFAULT_GRID = "skip=1,2,4,auto quality=50,80"
 
@@ -28,19 +31,7 @@ grid syntax: space-separated AXIS=V1,V2,... items; every combination is measured
 """
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``profile`` sub-command."""
-    parser = subparsers.add_parser(
-        "profile",
-        help="sweep frame skip, input size, precision, JPEG quality... over a recorded clip",
-        description=(
-            "Replay CLIP (recorded with 'espdetect record') through every configuration of the "
-            "grid with the server's own pipeline code; write results.csv/.parquet, optionally a "
-            "report, and print the recommended configuration."
-        ),
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("clip", type=Path, help="clip folder")
     parser.add_argument(
         "--grid",
@@ -81,7 +72,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--write-config", type=Path, default=None, help="write a server TOML here")
     parser.add_argument("--camera-url", default=None, help="camera URL for --write-config")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
-    parser.set_defaults(func=run)
 
 
 def _configs(args: argparse.Namespace) -> list[ProfileConfig]:
@@ -93,7 +83,6 @@ def _configs(args: argparse.Namespace) -> list[ProfileConfig]:
 
 
 def _reference(text: str) -> ReferenceChoice:
-    from espdetect.exceptions import ConfigurationError
     from espdetect.profiling.config import grid_from_text
 
     low = text.strip().lower()
@@ -118,36 +107,33 @@ def _print_table(results: pd.DataFrame) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Sweep, print the recommendation; 0, or 1 when --write-config is unmet, 2 on bad input."""
-    from espdetect.exceptions import EspdetectError
+    """Sweep, print the recommendation; 0, or 1 when the constraints of --write-config are unmet.
+
+    Raises:
+        EspdetectError: a bad grid, reference or clip, or a model that cannot load.
+    """
     from espdetect.profiling.recommend import recommend
     from espdetect.profiling.report import report
     from espdetect.profiling.server_config import write_server_config
     from espdetect.profiling.sweep import sweep
 
     if args.write_config is not None and not args.camera_url:
-        print("espdetect profile: --write-config needs --camera-url", file=sys.stderr)
-        return 2
-    try:
-        configs = _configs(args)
-        results = sweep(
-            args.clip,
-            configs,
-            args.out,
-            mode=args.mode,
-            repeats=args.repeats,
-            warmup=args.warmup,
-            seed=args.seed,
-            reference=_reference(args.reference),
-            device=args.device,
-            progress=not args.no_progress,
-            resume=not args.fresh,
-            busy_threshold=args.busy_threshold,
-            busy_retries=args.busy_retries,
-        )
-    except EspdetectError as exc:
-        print(f"espdetect profile: {exc}", file=sys.stderr)
-        return 2
+        raise ConfigurationError("expected --camera-url with --write-config, got none", field="camera_url")
+    results = sweep(
+        args.clip,
+        _configs(args),
+        args.out,
+        mode=args.mode,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        seed=args.seed,
+        reference=_reference(args.reference),
+        device=args.device,
+        progress=not args.no_progress,
+        resume=not args.fresh,
+        busy_threshold=args.busy_threshold,
+        busy_retries=args.busy_retries,
+    )
     _print_table(results)
     target = args.target_fps
     if target is None:
@@ -168,3 +154,17 @@ def run(args: argparse.Namespace) -> int:
         path = write_server_config(rec, args.write_config, camera_url=args.camera_url, device=args.device)
         print(f"server config: {path}  (espdetect serve --config {path})")
     return 0
+
+
+COMMAND = Command(
+    name="profile",
+    help="sweep frame skip, input size, precision, JPEG quality... over a recorded clip",
+    description=(
+        "Replay CLIP (recorded with 'espdetect record') through every configuration of the "
+        "grid with the server's own pipeline code; write results.csv/.parquet, optionally a "
+        "report, and print the recommended configuration."
+    ),
+    add_arguments=_add_arguments,
+    run=run,
+    epilog=_EPILOG,
+)

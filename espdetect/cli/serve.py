@@ -6,130 +6,91 @@ import argparse
 import logging
 import os
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from espdetect.cli._command import Command
+
 if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
+
     from espdetect.server.settings import ServerSettings
 
-__all__ = ["add_server_options", "describe", "exit_interrupted", "register", "run", "settings_from_args"]
+__all__ = ["COMMAND", "add_server_options", "describe", "exit_interrupted", "run", "settings_from_args"]
 
 _EPILOG = """\
-Every option can also be set by an ESPDETECT_<NAME> environment variable (ESPDETECT_MODEL,
+Every option can also be set by an ESPDETECT_<OPTION> environment variable (ESPDETECT_MODEL,
 ESPDETECT_CONF, ESPDETECT_CAMERAS="front=http://...,back=http://...") or in a TOML file given
 with --config (or ESPDETECT_CONFIG); command-line values win, then the environment, then the file.
+Secrets (auth_password_hash, auth_token_hash, session_secret) have no flag: set them in the
+environment or the file.
 
-TOML example:
+TOML example (sections as in the option groups above; a key may also stand at the top level):
+  [detector]
   model = "yolov8n.onnx"
+
+  [defaults]          # every camera, unless it sets its own
   conf = 0.3
+
+  [viewers]
   max_viewers_total = 20
 
   [[cameras]]
   id = "front"
   url = "http://192.168.1.50:81/stream"
-  conf = 0.5          # per camera: conf iou imgsz skip stale quality classes
+  conf = 0.5          # per camera: conf iou imgsz classes skip stale quality
   classes = [0]
-
-  [[cameras]]
-  id = "garage"
-  url = "http://192.168.1.51:81/stream"
 """
 
+#: Shorter flags kept from before the options came from the settings schema.
+_ALIASES: dict[str, tuple[str, ...]] = {"max_viewers_per_camera": ("--max-viewers",)}
+#: Options without a flag: the camera list has --camera; secrets stay off the command line
+#: (other users of the machine can read it).
+_NO_FLAG = frozenset({"cameras", "auth_password_hash", "auth_token_hash", "session_secret"})
+#: What a nullable option's flag takes for "none" (classes: "all" reads better).
+_NONE_WORDS = frozenset({"none", "all", ""})
 
-def _skip(text: str) -> int | str:
-    if text == "auto":
-        return text
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"expected an integer >= 1 or 'auto', got {text!r}")
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def _classes(text: str) -> list[int] | str:
-    if text.strip().lower() in ("", "all", "none"):
-        return "all"
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated class ids such as 0,2, got {text!r}"
-        ) from None
+def _is_bool(info: FieldInfo) -> bool:
+    return info.annotation is bool
 
 
 def add_server_options(parser: argparse.ArgumentParser, *, default_port: str = "8000") -> None:
-    """Options shared by ``serve`` and ``demo`` (None when not given, so lower layers apply)."""
-    net = parser.add_argument_group("network")
-    net.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
-    net.add_argument("--port", type=int, default=None, help=f"port to listen on (default {default_port})")
-    det = parser.add_argument_group("detection")
-    det.add_argument(
-        "--model", default=None, help="weights: .pt/.onnx file or OpenVINO folder (default yolov8n.pt)"
-    )
-    det.add_argument("--conf", type=float, default=None, help="confidence threshold 0..1 (default 0.25)")
-    det.add_argument("--iou", type=float, default=None, help="NMS IoU threshold 0..1 (default 0.45)")
-    det.add_argument(
-        "--imgsz", type=int, default=None, help="model input size, multiple of 32 (default: the model's)"
-    )
-    det.add_argument("--half", action="store_true", default=None, help="fp16 inference (CUDA only)")
-    det.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    det.add_argument(
-        "--classes", type=_classes, default=None, help="class ids to keep, e.g. 0,2, or all (default all)"
-    )
-    det.add_argument(
-        "--skip", type=_skip, default=None, help="detect every Nth frame, or auto (default auto)"
-    )
-    det.add_argument(
-        "--stale",
-        choices=("draw_last", "raw"),
-        default=None,
-        help="frames without fresh boxes: draw the last boxes or send the camera JPEG (default draw_last)",
-    )
-    det.add_argument(
-        "--detect-slots",
-        type=int,
-        default=None,
-        help="model calls at once across all cameras (default 1: best on a CPU)",
-    )
-    out = parser.add_argument_group("streams")
-    out.add_argument("--quality", type=int, default=None, help="annotated JPEG quality 1..100 (default 80)")
-    out.add_argument(
-        "--low-quality", type=int, default=None, help="JPEG quality for viewers falling behind (default 40)"
-    )
-    out.add_argument(
-        "--grace-period",
-        type=float,
-        default=None,
-        help="seconds the camera stays open after the last viewer (2)",
-    )
-    out.add_argument("--max-viewers", type=int, default=None, help="viewers per camera (default 10)")
-    out.add_argument(
-        "--max-viewers-total", type=int, default=None, help="viewers on all cameras (default 50)"
-    )
-    out.add_argument(
-        "--viewer-timeout", type=float, default=None, help="drop a viewer whose send blocks this long (10 s)"
-    )
-    out.add_argument("--access-log", action="store_true", default=None, help="log every HTTP request")
+    """One flag per option of the settings schema, grouped by section (None when not given)."""
+    from espdetect.server.settings import leaf_fields
+
+    groups: dict[str | None, argparse._ArgumentGroup] = {}
+    for section, name, info in leaf_fields():
+        if name in _NO_FLAG:
+            continue
+        group = groups.get(section)
+        if group is None:
+            group = groups[section] = parser.add_argument_group(section or "network")
+        default = default_port if name == "port" else info.get_default(call_default_factory=True)
+        shown = "none" if default is None else default.value if isinstance(default, Enum) else default
+        help_text = f"{info.description} (default {shown}; ESPDETECT_{name.upper()})".replace("%", "%%")
+        flags = (_flag(name), *_ALIASES.get(name, ()))
+        if _is_bool(info):
+            group.add_argument(
+                *flags, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            group.add_argument(*flags, dest=name, default=None, metavar=name.upper(), help=help_text)
 
 
-_OPTION_FIELDS = {
-    "host": "host",
-    "port": "port",
-    "model": "model",
-    "conf": "conf",
-    "iou": "iou",
-    "imgsz": "imgsz",
-    "half": "half",
-    "device": "device",
-    "skip": "skip",
-    "stale": "stale",
-    "detect_slots": "detect_slots",
-    "quality": "quality",
-    "low_quality": "low_quality",
-    "grace_period": "grace_period",
-    "max_viewers": "max_viewers_per_camera",
-    "max_viewers_total": "max_viewers_total",
-    "viewer_timeout": "viewer_timeout",
-    "access_log": "access_log",
-}
+def _flag_value(name: str, value: object) -> object:
+    """A flag's text as the settings take it (a nullable option's "none" is None)."""
+    from espdetect.server.settings import leaf_fields
+
+    nullable = {n for _, n, info in leaf_fields() if not info.is_required() and info.default is None}
+    if isinstance(value, str) and name in nullable and value.strip().lower() in _NONE_WORDS:
+        return None
+    return value
 
 
 def settings_from_args(
@@ -140,30 +101,17 @@ def settings_from_args(
     Raises:
         ConfigurationError, pydantic.ValidationError: a bad value.
     """
-    from espdetect.server.settings import load_settings
+    from espdetect.server.settings import leaf_fields, load_settings
 
+    given = vars(args)
     overrides: dict[str, Any] = {
-        field: getattr(args, option)
-        for option, field in _OPTION_FIELDS.items()
-        if getattr(args, option) is not None
+        name: _flag_value(name, given[name]) for _, name, _ in leaf_fields() if given.get(name) is not None
     }
-    classes = getattr(args, "classes", None)
-    if classes is not None:
-        overrides["classes"] = None if classes == "all" else classes
     overrides.update(extra or {})
     return load_settings(config_file, overrides)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``serve`` sub-command."""
-    parser = subparsers.add_parser(
-        "serve",
-        help="serve raw and annotated MJPEG, detections, stats and a viewer page for ESP32 cameras",
-        description="Run the espdetect server: one camera connection and one detection per frame, "
-        "whatever the number of viewers.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--camera",
         action="append",
@@ -174,7 +122,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="TOML settings file")
     add_server_options(parser)
-    parser.set_defaults(func=run)
 
 
 def describe(settings: ServerSettings, url: str) -> str:
@@ -191,26 +138,19 @@ def describe(settings: ServerSettings, url: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Load the settings and serve until interrupted."""
-    from pydantic import ValidationError
-
     from espdetect.exceptions import ConfigurationError
     from espdetect.server.app import StreamingServer, create_app
     from espdetect.server.settings import parse_camera_spec
 
     config_file = args.config or os.environ.get("ESPDETECT_CONFIG") or None
-    try:
-        extra: dict[str, Any] = {}
-        if args.camera:
-            extra["cameras"] = [parse_camera_spec(spec, i) for i, spec in enumerate(args.camera)]
-        settings = settings_from_args(args, extra, config_file)
-    except (ConfigurationError, ValidationError) as exc:
-        print(f"espdetect serve: {exc}")
-        return 2
+    extra: dict[str, Any] = {}
+    if args.camera:
+        extra["cameras"] = [parse_camera_spec(spec, i) for i, spec in enumerate(args.camera)]
+    settings = settings_from_args(args, extra, config_file)
     if not settings.cameras:
-        print(
-            "espdetect serve: expected at least one camera (--camera [ID=]URL, ESPDETECT_CAMERAS or --config)"
+        raise ConfigurationError(
+            "expected at least one camera (--camera [ID=]URL, ESPDETECT_CAMERAS or --config)", field="cameras"
         )
-        return 2
     server = StreamingServer(
         create_app(settings), settings, on_started=lambda s: print(describe(settings, s.url), flush=True)
     )
@@ -231,3 +171,14 @@ def exit_interrupted() -> NoReturn:
     logging.shutdown()
     sys.stderr.flush()
     os._exit(130)
+
+
+COMMAND = Command(
+    name="serve",
+    help="serve raw and annotated MJPEG, detections, stats and a viewer page for ESP32 cameras",
+    description="Run the espdetect server: one camera connection and one detection per frame, "
+    "whatever the number of viewers.",
+    add_arguments=_add_arguments,
+    run=run,
+    epilog=_EPILOG,
+)

@@ -8,7 +8,7 @@ order it set them, then an empty line. Error pages are ``text/html`` with IDF's 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -21,6 +21,7 @@ __all__ = [
     "query_value",
     "read_request",
     "response",
+    "route_error",
     "to_int",
 ]
 
@@ -98,6 +99,22 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
         headers[name.strip().lower()] = value.strip()
     path, _, query = target.partition("?")
     return Request(method=method, path=path, query=query, version=version, headers=headers)
+
+
+def route_error(request: Request, paths: Container[str]) -> int | None:
+    """The error esp_http_server answers when no GET handler of ``paths`` matches, else None.
+
+    An unknown URI is a 404 whatever the method; a known one asked with another method, a 405.
+
+    Example:
+        >>> route_error(Request("POST", "/stream", "", "HTTP/1.1", {}), ("/stream",))
+        405
+    """
+    if request.path not in paths:
+        return 404
+    if request.method != "GET":
+        return 405
+    return None
 
 
 def query_value(query: str, key: str, max_len: int = 32) -> str | None:

@@ -111,11 +111,11 @@ class Fault:
         if not isinstance(self.kind, FaultKind):
             raise TypeError(f"expected kind to be a FaultKind, got {self.kind!r}")
         allowed = _FIELDS[self.kind]
-        for name in ("frames", "seconds", "rate", "size", "delta", "status"):
-            if getattr(self, name) is not None and name not in allowed:
+        for name, value in self._parameters().items():
+            if name not in allowed:
                 raise ValueError(
                     f"expected only {', '.join(sorted(allowed)) or 'no fields'} for {self.kind.name}, "
-                    f"got {name}={getattr(self, name)!r}"
+                    f"got {name}={value!r}"
                 )
         if self.kind is FaultKind.DROP_AFTER and self.frames is None:
             raise ValueError("expected frames (how many frames before the drop) for DROP_AFTER, got None")
@@ -138,12 +138,13 @@ class Fault:
 
     def __str__(self) -> str:
         """The textual form :func:`parse_fault` reads."""
-        params = [
-            f"{f.name}={getattr(self, f.name)}"
-            for f in fields(self)
-            if f.name != "kind" and getattr(self, f.name) is not None
-        ]
+        params = [f"{name}={value}" for name, value in self._parameters().items()]
         return self.kind.value + (":" + ",".join(params) if params else "")
+
+    def _parameters(self) -> dict[str, int | float]:
+        """The fields set besides ``kind``, in declaration order."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "kind"}
+        return {name: value for name, value in values.items() if value is not None}
 
 
 _FIELDS: dict[FaultKind, frozenset[str]] = {

@@ -43,58 +43,41 @@ class FrameSize(NamedTuple):
         return (self.width, self.height)
 
 
-def _table(*rows: tuple[int, str, int, int]) -> dict[int, FrameSize]:
-    return {i: FrameSize(i, name, w, h) for i, name, w, h in rows}
+#: Every frame size an OV2640 produces, in the order every generation numbers them: a
+#: generation's enum is this list without the sizes it lacks, counted from 0.
+_SIZES: dict[str, tuple[int, int]] = {
+    "96X96": (96, 96),
+    "QQVGA": (160, 120),
+    "QQVGA2": (128, 160),
+    "128X128": (128, 128),
+    "QCIF": (176, 144),
+    "HQVGA": (240, 176),
+    "240X240": (240, 240),
+    "QVGA": (320, 240),
+    "320X320": (320, 320),
+    "CIF": (400, 296),
+    "HVGA": (480, 320),
+    "VGA": (640, 480),
+    "SVGA": (800, 600),
+    "XGA": (1024, 768),
+    "HD": (1280, 720),
+    "SXGA": (1280, 1024),
+    "UXGA": (1600, 1200),
+}
 
+# 2020-03 dropped QQVGA2 and inserted 96X96, 240X240, HVGA and HD; v2.0.14 inserted 128X128 and 320X320.
+_LACKING: dict[FirmwareGeneration, frozenset[str]] = {
+    "legacy": frozenset({"96X96", "128X128", "240X240", "320X320", "HVGA", "HD"}),
+    "2.x": frozenset({"QQVGA2", "128X128", "320X320"}),
+    "3.x": frozenset({"QQVGA2"}),
+}
 
 _TABLES: dict[str, dict[int, FrameSize]] = {
-    "legacy": _table(
-        (0, "QQVGA", 160, 120),
-        (1, "QQVGA2", 128, 160),
-        (2, "QCIF", 176, 144),
-        (3, "HQVGA", 240, 176),
-        (4, "QVGA", 320, 240),
-        (5, "CIF", 400, 296),
-        (6, "VGA", 640, 480),
-        (7, "SVGA", 800, 600),
-        (8, "XGA", 1024, 768),
-        (9, "SXGA", 1280, 1024),
-        (10, "UXGA", 1600, 1200),
-    ),
-    "2.x": _table(
-        (0, "96X96", 96, 96),
-        (1, "QQVGA", 160, 120),
-        (2, "QCIF", 176, 144),
-        (3, "HQVGA", 240, 176),
-        (4, "240X240", 240, 240),
-        (5, "QVGA", 320, 240),
-        (6, "CIF", 400, 296),
-        (7, "HVGA", 480, 320),
-        (8, "VGA", 640, 480),
-        (9, "SVGA", 800, 600),
-        (10, "XGA", 1024, 768),
-        (11, "HD", 1280, 720),
-        (12, "SXGA", 1280, 1024),
-        (13, "UXGA", 1600, 1200),
-    ),
-    "3.x": _table(
-        (0, "96X96", 96, 96),
-        (1, "QQVGA", 160, 120),
-        (2, "128X128", 128, 128),
-        (3, "QCIF", 176, 144),
-        (4, "HQVGA", 240, 176),
-        (5, "240X240", 240, 240),
-        (6, "QVGA", 320, 240),
-        (7, "320X320", 320, 320),
-        (8, "CIF", 400, 296),
-        (9, "HVGA", 480, 320),
-        (10, "VGA", 640, 480),
-        (11, "SVGA", 800, 600),
-        (12, "XGA", 1024, 768),
-        (13, "HD", 1280, 720),
-        (14, "SXGA", 1280, 1024),
-        (15, "UXGA", 1600, 1200),
-    ),
+    firmware: {
+        value: FrameSize(value, name, *_SIZES[name])
+        for value, name in enumerate(name for name in _SIZES if name not in lacking)
+    }
+    for firmware, lacking in _LACKING.items()
 }
 
 

@@ -10,10 +10,10 @@ Scenes are read-only once loaded and safe to render from several threads.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import threading
 from abc import ABC, abstractmethod
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -79,18 +79,13 @@ def color_bars(size: tuple[int, int]) -> Image:
 
 
 def sample_photo(name: str) -> Path:
-    """Path of one of the sample photos shipped with Ultralytics (``bus.jpg``, ``zidane.jpg``).
-
-    Found without importing Ultralytics, which takes seconds.
-    """
-    spec = importlib.util.find_spec("ultralytics")
-    if spec is None or spec.origin is None:
-        raise ConfigurationError(
-            f"expected the ultralytics package (for its sample {name}), got none installed"
-        )
-    path = Path(spec.origin).parent / "assets" / name
+    """Path of one of the sample photos shipped with espdetect (``bus.jpg``, ``zidane.jpg``;
+    Ultralytics' samples, AGPL-3.0: see espdetect/emulator/photos/README.md)."""
+    path = Path(str(resources.files("espdetect.emulator.photos").joinpath(name)))
     if not path.is_file():
-        raise ConfigurationError(f"expected Ultralytics' sample photo at {path}, got no such file")
+        raise ConfigurationError(
+            f"expected a sample photo named bus.jpg or zidane.jpg, got {name!r}", field="photo"
+        )
     return path
 
 

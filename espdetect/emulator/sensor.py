@@ -82,6 +82,22 @@ _SENSOR_KEYS = (
     "lenc",
 )
 
+# OV2640 register read-outs (DSP clock divider, clock control, PLL) and constants of the sketch:
+# 20 MHz XCLK and PIXFORMAT_JPEG, which is 4 since esp32-camera v2.0.2 inserted YUV420.
+_FIXED: dict[str, int] = {"0xd3": 8, "0x111": 0, "0x132": 9, "xclk": 20, "pixformat": 4}
+
+# Since 2020 the sketch prints the values of _FIXED first and has an LED; 3.x dropped face detection.
+_STATUS_KEYS_3X = (
+    *_FIXED,
+    "framesize",
+    "quality",
+    *_SENSOR_KEYS,
+    "hmirror",
+    "dcw",
+    "colorbar",
+    "led_intensity",
+)
+
 # The 2019 sketch printed vflip before hmirror and had no register keys, xclk or pixformat.
 _STATUS_KEYS: dict[FirmwareGeneration, tuple[str, ...]] = {
     "legacy": (
@@ -92,44 +108,11 @@ _STATUS_KEYS: dict[FirmwareGeneration, tuple[str, ...]] = {
         "hmirror",
         "dcw",
         "colorbar",
-        "face_detect",
-        "face_enroll",
-        "face_recognize",
+        *LEGACY_FACE_VARIABLES,
     ),
-    "2.x": (
-        "0xd3",
-        "0x111",
-        "0x132",
-        "xclk",
-        "pixformat",
-        "framesize",
-        "quality",
-        *_SENSOR_KEYS,
-        "hmirror",
-        "dcw",
-        "colorbar",
-        "led_intensity",
-        "face_detect",
-    ),
-    "3.x": (
-        "0xd3",
-        "0x111",
-        "0x132",
-        "xclk",
-        "pixformat",
-        "framesize",
-        "quality",
-        *_SENSOR_KEYS,
-        "hmirror",
-        "dcw",
-        "colorbar",
-        "led_intensity",
-    ),
+    "2.x": (*_STATUS_KEYS_3X, "face_detect"),
+    "3.x": _STATUS_KEYS_3X,
 }
-
-# OV2640 register read-outs (DSP clock divider, clock control, PLL) and constants of the sketch:
-# 20 MHz XCLK and PIXFORMAT_JPEG, which is 4 since esp32-camera v2.0.2 inserted YUV420.
-_FIXED: dict[str, int] = {"0xd3": 8, "0x111": 0, "0x132": 9, "xclk": 20, "pixformat": 4}
 
 
 @dataclass(frozen=True)

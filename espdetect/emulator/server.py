@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import gzip
 import logging
 import socket
 import struct
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -33,6 +35,7 @@ from espdetect.emulator._http import (
     query_value,
     read_request,
     response,
+    route_error,
     to_int,
 )
 from espdetect.emulator.cache import FrameCache
@@ -56,7 +59,7 @@ from espdetect.mjpeg import (
     http_chunk,
 )
 
-__all__ = ["Emulator", "EmulatorStats"]
+__all__ = ["CameraEndpoints", "Emulator", "EmulatorStats"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +125,55 @@ class _SendTimeout(Exception):
     """The client stopped reading for longer than ``send_timeout``."""
 
 
-class Emulator:
+class CameraEndpoints(ABC):
+    """The URLs of an emulated camera, from its ``host`` and its two ports.
+
+    `Emulator` and `~espdetect.emulator.thread.EmulatorThread` both inherit them, so the
+    thread reports exactly the URLs of the emulator it runs.
+    """
+
+    host: str
+
+    @property
+    @abstractmethod
+    def control_port(self) -> int:
+        """Port of the control server (``/``, ``/status``, ``/control``, ``/capture``)."""
+
+    @property
+    @abstractmethod
+    def stream_port(self) -> int:
+        """Port of the stream server (``/stream``)."""
+
+    def _address(self, port: int) -> str:
+        """``HOST:PORT`` as a URL writes it (an IPv6 host in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{port}"
+
+    def _url(self, port: int, path: str = "") -> str:
+        return f"http://{self._address(port)}{path}"
+
+    @property
+    def control_url(self) -> str:
+        """``http://HOST:PORT`` of the control server."""
+        return self._url(self.control_port)
+
+    @property
+    def stream_url(self) -> str:
+        """``http://HOST:PORT2/stream``."""
+        return self._url(self.stream_port, "/stream")
+
+    @property
+    def capture_url(self) -> str:
+        """``http://HOST:PORT/capture``."""
+        return f"{self.control_url}/capture"
+
+    @property
+    def status_url(self) -> str:
+        """``http://HOST:PORT/status``."""
+        return f"{self.control_url}/status"
+
+
+class Emulator(CameraEndpoints):
     """An emulated ESP32-CAM (CameraWebServer sketch) on two local TCP ports.
 
     With ``port=0`` both ports are ephemeral; with ``port=P`` the control server listens on P
@@ -217,18 +268,34 @@ class Emulator:
         await self.stop()
 
     async def _listen(self) -> None:
-        control_port = self._control_port or self._port
-        control = await asyncio.start_server(self._on_control, self.host, control_port, limit=MAX_HEAD)
+        control = await self._start_server("control", self._on_control, self._control_port or self._port)
         try:
             self._control_port = control.sockets[0].getsockname()[1]
             stream_port = self._stream_port or (self._port + 1 if self._port else 0)
-            stream = await asyncio.start_server(self._on_stream, self.host, stream_port, limit=MAX_HEAD)
+            stream = await self._start_server("stream", self._on_stream, stream_port)
         except BaseException:
             control.close()
             raise
         self._stream_port = stream.sockets[0].getsockname()[1]
         self._servers = [control, stream]
         self._index_page = _index_page(self._stream_port)
+
+    async def _start_server(
+        self,
+        role: str,
+        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]],
+        port: int,
+    ) -> asyncio.Server:
+        try:
+            return await asyncio.start_server(handler, self.host, port, limit=MAX_HEAD)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            # asyncio's message shows a socket address tuple; name the server too, the stream's port
+            # being one that the user did not type.
+            raise OSError(
+                exc.errno, f"address {self._address(port)} ({role} server) is already in use"
+            ) from exc
 
     def _abort_connections(self, reset: bool) -> list[asyncio.Task[Any]]:
         tasks = list(self._connections)
@@ -245,38 +312,13 @@ class Emulator:
 
     # -- public state -------------------------------------------------------------------------
 
-    def _url_host(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
-
     @property
     def control_port(self) -> int:
-        """Port of the control server (``/``, ``/status``, ``/control``, ``/capture``)."""
         return self._control_port
 
     @property
     def stream_port(self) -> int:
-        """Port of the stream server (``/stream``)."""
         return self._stream_port
-
-    @property
-    def control_url(self) -> str:
-        """``http://HOST:PORT`` of the control server."""
-        return f"http://{self._url_host()}:{self._control_port}"
-
-    @property
-    def stream_url(self) -> str:
-        """``http://HOST:PORT2/stream``."""
-        return f"http://{self._url_host()}:{self._stream_port}/stream"
-
-    @property
-    def capture_url(self) -> str:
-        """``http://HOST:PORT/capture``."""
-        return f"{self.control_url}/capture"
-
-    @property
-    def status_url(self) -> str:
-        """``http://HOST:PORT/status``."""
-        return f"{self.control_url}/status"
 
     @property
     def stats(self) -> EmulatorStats:
@@ -390,19 +432,13 @@ class Emulator:
     async def _serve_control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # esp_http_server keeps connections open between requests unless a handler fails.
         while True:
-            try:
-                request = await read_request(reader)
-            except BadRequest as exc:
-                writer.write(error_response(exc.status))
-                await writer.drain()
-                return
+            request = await _next_request(reader, writer)
             if request is None:
                 return
             await _discard_body(reader, request)
             reply, keep_open = await self._control_reply(request)
             self._stats.control_requests += 1
-            writer.write(reply)
-            await writer.drain()
+            await _send_reply(writer, reply)
             self._notify()
             if not keep_open:
                 return
@@ -414,12 +450,10 @@ class Emulator:
             "/control": self._control,
             "/capture": self._capture,
         }
-        handler = routes.get(request.path)
-        if handler is None:
-            return error_response(404), False
-        if request.method != "GET":
-            return error_response(405), False
-        return await handler(request)
+        status = route_error(request, routes)
+        if status is not None:
+            return error_response(status), False
+        return await routes[request.path](request)
 
     async def _index(self, request: Request) -> tuple[bytes, bool]:
         return response(self._index_page, "text/html", [("Content-Encoding", "gzip")]), True
@@ -454,21 +488,12 @@ class Emulator:
         return response(jpeg, "image/jpeg", headers), True
 
     async def _serve_stream_port(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await read_request(reader)
-        except BadRequest as exc:
-            writer.write(error_response(exc.status))
-            await writer.drain()
-            return
+        request = await _next_request(reader, writer)
         if request is None:
             return
-        if request.path != "/stream":
-            writer.write(error_response(404))
-            await writer.drain()
-            return
-        if request.method != "GET":
-            writer.write(error_response(405))
-            await writer.drain()
+        status = route_error(request, ("/stream",))
+        if status is not None:
+            await _send_reply(writer, error_response(status))
             return
         gone = asyncio.ensure_future(_peer_closed(reader))
         try:
@@ -713,6 +738,23 @@ async def _until(work: Coroutine[Any, Any, T], gone: asyncio.Future[None]) -> T 
     if task.cancelled():
         return None
     return task.result()
+
+
+async def _next_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
+    """The next request; None when the client closed the connection or sent one that cannot be read.
+
+    An unreadable request is answered with the error IDF sends for it before None is returned.
+    """
+    try:
+        return await read_request(reader)
+    except BadRequest as exc:
+        await _send_reply(writer, error_response(exc.status))
+        return None
+
+
+async def _send_reply(writer: asyncio.StreamWriter, reply: bytes) -> None:
+    writer.write(reply)
+    await writer.drain()
 
 
 async def _discard_body(reader: asyncio.StreamReader, request: Request) -> None:

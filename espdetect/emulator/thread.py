@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from espdetect.emulator.config import EmulatorConfig
 from espdetect.emulator.faults import Fault
-from espdetect.emulator.server import Emulator, EmulatorStats
+from espdetect.emulator.server import CameraEndpoints, Emulator, EmulatorStats
 
 __all__ = ["EmulatorThread"]
 
@@ -24,8 +24,10 @@ T = TypeVar("T")
 _START_TIMEOUT = 60.0
 
 
-class EmulatorThread:
-    """Runs an :class:`Emulator` in a daemon thread; a context manager with the same URLs.
+class EmulatorThread(CameraEndpoints):
+    """Runs an :class:`Emulator` in a daemon thread; a context manager with the same ports and URLs.
+
+    The ports and URLs are those of the running emulator (RuntimeError when it is not running).
 
     Example:
         >>> with EmulatorThread(EmulatorConfig(fps=10.0)) as cam:  # doctest: +SKIP
@@ -124,20 +126,12 @@ class EmulatorThread:
             raise TimeoutError(f"expected an answer from the emulator thread within {timeout} s") from None
 
     @property
-    def control_url(self) -> str:
-        return self.emulator.control_url
+    def control_port(self) -> int:
+        return self.emulator.control_port
 
     @property
-    def stream_url(self) -> str:
-        return self.emulator.stream_url
-
-    @property
-    def capture_url(self) -> str:
-        return self.emulator.capture_url
-
-    @property
-    def status_url(self) -> str:
-        return self.emulator.status_url
+    def stream_port(self) -> int:
+        return self.emulator.stream_port
 
     @property
     def stats(self) -> EmulatorStats:

@@ -5,16 +5,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from espdetect.encoders.jpeg import validate_quality
+from espdetect.constraints import JPEG_QUALITY, IntRange
 from espdetect.exceptions import ConfigurationError
 
 __all__ = ["AdaptiveQuality"]
 
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
-    return value
+_OBSERVATIONS = IntRange(1, 1_000_000)
 
 
 class AdaptiveQuality:
@@ -54,7 +50,7 @@ class AdaptiveQuality:
     ) -> None:
         if isinstance(levels, str | bytes) or not levels:
             raise ConfigurationError(f"levels must be a non-empty sequence of JPEG qualities, got {levels!r}")
-        checked = tuple(validate_quality(q) for q in levels)
+        checked = tuple(JPEG_QUALITY.check("levels", q) for q in levels)
         if any(a <= b for a, b in itertools.pairwise(checked)):
             raise ConfigurationError(f"levels must be strictly decreasing qualities, got {checked}")
         if not 0 <= lag_low < lag_high:
@@ -62,8 +58,8 @@ class AdaptiveQuality:
                 f"expected 0 <= lag_low < lag_high, got lag_low={lag_low}, lag_high={lag_high}"
             )
         self.levels: tuple[int, ...] = checked
-        self.step_down_after = _positive_int("step_down_after", step_down_after)
-        self.step_up_after = _positive_int("step_up_after", step_up_after)
+        self.step_down_after = _OBSERVATIONS.check("step_down_after", step_down_after)
+        self.step_up_after = _OBSERVATIONS.check("step_up_after", step_up_after)
         self.lag_high = float(lag_high)
         self.lag_low = float(lag_low)
         self._index = 0

@@ -14,39 +14,20 @@ from typing import Literal, get_args
 import cv2
 import numpy as np
 
+from espdetect.constraints import JPEG_QUALITY, check_bgr_image
 from espdetect.encoders.base import Encoder
 from espdetect.exceptions import ConfigurationError
 
-__all__ = ["EncoderBackend", "OpenCVJpegEncoder", "make_encoder", "validate_quality"]
+__all__ = ["EncoderBackend", "OpenCVJpegEncoder", "make_encoder"]
 
 #: Encoder implementations `make_encoder` can build; "auto" picks the fastest available.
 EncoderBackend = Literal["opencv", "auto"]
 
 
-def validate_quality(quality: object) -> int:
-    """``quality`` as an int, if it is a JPEG quality from 1 to 100.
-
-    Raises:
-        ConfigurationError: anything else.
-    """
-    if isinstance(quality, bool) or not isinstance(quality, int | np.integer) or not 1 <= quality <= 100:
-        raise ConfigurationError(f"JPEG quality must be an integer from 1 to 100, got {quality!r}")
-    return int(quality)
-
-
-def _check_image(image: object) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        got = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image)
-        raise ValueError(f"expected an (H, W, 3) uint8 BGR image, got {got}")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"expected a non-empty image, got shape {image.shape}")
-    return image
-
-
 class OpenCVJpegEncoder(Encoder):
     """Baseline JPEG through ``cv2.imencode`` (libjpeg-turbo inside OpenCV's wheels).
 
-    Stateless apart from ``quality``, so one instance may be shared by threads.
+    Immutable, so one instance may be shared by threads.
 
     Example:
         >>> enc = OpenCVJpegEncoder(quality=70)
@@ -54,11 +35,13 @@ class OpenCVJpegEncoder(Encoder):
         b'\\xff\\xd8'
     """
 
-    media_type = "image/jpeg"
-
     def __init__(self, quality: int = 80) -> None:
-        self.quality = validate_quality(quality)
-        self._params = [cv2.IMWRITE_JPEG_QUALITY, self.quality]
+        self._quality = JPEG_QUALITY.check("quality", quality)
+        self._params = [cv2.IMWRITE_JPEG_QUALITY, self._quality]
+
+    @property
+    def quality(self) -> int:
+        return self._quality
 
     def encode(self, image: np.ndarray) -> bytes:
         """Compress a BGR image to baseline JPEG bytes.
@@ -66,17 +49,16 @@ class OpenCVJpegEncoder(Encoder):
         Raises:
             ValueError: ``image`` is not a non-empty (H, W, 3) uint8 array.
         """
-        ok, buf = cv2.imencode(".jpg", _check_image(image), self._params)
+        ok, buf = cv2.imencode(".jpg", check_bgr_image(image), self._params)
         if not ok:  # pragma: no cover - OpenCV fails only on shapes rejected above
             raise ValueError(f"expected an encodable image, got shape {image.shape} that OpenCV refused")
         return bytes(buf.tobytes())
 
     def with_quality(self, quality: int) -> OpenCVJpegEncoder:
-        """The same encoder at another quality."""
-        return OpenCVJpegEncoder(quality)
+        return self if quality == self._quality else OpenCVJpegEncoder(quality)
 
     def __repr__(self) -> str:
-        return f"OpenCVJpegEncoder(quality={self.quality})"
+        return f"OpenCVJpegEncoder(quality={self._quality})"
 
 
 def make_encoder(backend: EncoderBackend = "auto", quality: int = 80) -> Encoder:
@@ -91,6 +73,7 @@ def make_encoder(backend: EncoderBackend = "auto", quality: int = 80) -> Encoder
     """
     if backend not in get_args(EncoderBackend):
         raise ConfigurationError(
-            f"encoder backend must be one of {', '.join(get_args(EncoderBackend))}, got {backend!r}"
+            f"expected encoder backend to be one of {', '.join(get_args(EncoderBackend))}, got {backend!r}",
+            field="backend",
         )
     return OpenCVJpegEncoder(quality)

@@ -37,8 +37,8 @@ from espdetect.profiling.results import load_results as load_results
 from espdetect.profiling.results import summarize as summarize
 from espdetect.profiling.server_config import write_server_config as write_server_config
 from espdetect.profiling.sweep import DetectorFactory as DetectorFactory
+from espdetect.profiling.sweep import default_factory as default_factory
 from espdetect.profiling.sweep import sweep as sweep
-from espdetect.profiling.sweep import ultralytics_factory as ultralytics_factory
 
 __all__ = [
     "COLUMNS",
@@ -50,6 +50,7 @@ __all__ = [
     "Reference",
     "ResultsStore",
     "arecord",
+    "default_factory",
     "export_model",
     "grid",
     "grid_from_text",
@@ -67,6 +68,5 @@ __all__ = [
     "save_figure",
     "summarize",
     "sweep",
-    "ultralytics_factory",
     "write_server_config",
 ]

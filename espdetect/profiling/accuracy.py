@@ -26,8 +26,8 @@ from typing import NamedTuple
 import numpy as np
 
 from espdetect.detections import box_iou
-from espdetect.detectors.base import Detector
-from espdetect.encoders.base import Encoder
+from espdetect.detectors.base import Detector, DetectParams
+from espdetect.encoders.jpeg import OpenCVJpegEncoder
 from espdetect.pipeline import FrameProcessor
 from espdetect.profiling.replay import ClipData, DetectionSample, RunTrace
 
@@ -171,21 +171,17 @@ class Reference:
         return cls(str(doc["key"]), str(doc["clip"]), boxes)
 
 
-class _NoEncoder(Encoder):
-    """The reference only detects; nothing is ever encoded."""
-
-    def encode(self, image: np.ndarray) -> bytes:  # pragma: no cover - never called
-        raise RuntimeError("the reference run does not render frames")
-
-
 def compute_reference(
     clip: ClipData,
     detector: Detector,
     *,
     key: str,
+    params: DetectParams | None = None,
     progress: bool = False,
 ) -> Reference:
     """Detect on every frame of ``clip`` at full-scale decoding: the reference boxes.
+
+    ``params`` default to the detector's own.
 
     Example:
         >>> ref = compute_reference(clip, detector, key="yolov8n.pt@640")  # doctest: +SKIP
@@ -194,7 +190,8 @@ def compute_reference(
     """
     from tqdm.auto import tqdm
 
-    processor = FrameProcessor(detector, None, _NoEncoder(), decode_reduce=1)
+    # Nothing is rendered: the encoder is never used.
+    processor = FrameProcessor(detector, None, OpenCVJpegEncoder(), params=params, decode_reduce=1)
     boxes: dict[int, BoxSet] = {}
     for i in tqdm(range(len(clip)), desc="reference", unit="frame", disable=not progress, leave=False):
         frame = clip.frame(i)

@@ -15,9 +15,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from espdetect.constraints import (
+    IMGSZ,
+    JPEG_QUALITY,
+    UNIT,
+    DecodeReduce,
+    Skip,
+    check_decode_reduce,
+    check_skip,
+)
+from espdetect.detectors.base import DetectParams
 from espdetect.exceptions import ConfigurationError
-from espdetect.frame import Reduce
-from espdetect.pipeline import PipelineConfig, Skip
+from espdetect.pipeline import PipelineConfig
 
 __all__ = [
     "AXES",
@@ -32,7 +41,6 @@ __all__ = [
     "unique",
 ]
 
-DecodeReduce = Reduce | Literal["auto"]
 ModelFormat = Literal["pytorch", "onnx", "openvino", "torchscript", "tensorrt", "yaml", "other"]
 
 #: Sweep axes a grid may vary, with the spellings ``parse_grid`` also accepts.
@@ -50,13 +58,13 @@ _YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def default_model() -> str:
-    """The model a configuration uses when none is given: ``$ESPDETECT_MODEL`` or ``yolov8n.pt``.
+    """The model a configuration uses when none is given: ``$ESPDETECT_MODEL`` or the bundled one.
 
     Example:
         >>> isinstance(default_model(), str)
         True
     """
-    from espdetect.detectors.ultralytics import resolve_model
+    from espdetect.detectors.models import resolve_model
 
     return resolve_model(None)
 
@@ -83,12 +91,6 @@ def model_format(model: str) -> ModelFormat:
     if path.name.endswith("_openvino_model") or suffix == ".xml":
         return "openvino"
     return "other"
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigurationError(f"{name} must be an integer between {low} and {high}, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -121,30 +123,23 @@ class ProfileConfig:
     def __post_init__(self) -> None:
         model = str(self.model).strip() if isinstance(self.model, str | Path) else self.model
         if not isinstance(model, str) or not model:
-            raise ConfigurationError(f"model must be a non-empty path or name, got {self.model!r}")
+            raise ConfigurationError(
+                f"expected model to be a non-empty path or name, got {self.model!r}", field="model"
+            )
         object.__setattr__(self, "model", model)
-        _check_int("imgsz", self.imgsz, 32, 4096)
+        object.__setattr__(self, "imgsz", IMGSZ.check("imgsz", self.imgsz))
         if not isinstance(self.half, bool):
-            raise ConfigurationError(f"half must be True or False, got {self.half!r}")
+            raise ConfigurationError(f"expected half to be True or False, got {self.half!r}", field="half")
         skip: object = self.skip
         if isinstance(skip, str) and skip.strip().isdigit():
             skip = int(skip)
-        if skip != "auto":
-            _check_int("skip", skip, 1, 10_000)
-        object.__setattr__(self, "skip", skip)
-        _check_int("jpeg_quality", self.jpeg_quality, 1, 100)
-        conf = self.conf
-        if isinstance(conf, bool) or not isinstance(conf, int | float) or not 0.0 <= conf <= 1.0:
-            raise ConfigurationError(f"conf must be a number between 0 and 1, got {conf!r}")
-        object.__setattr__(self, "conf", float(conf))
+        object.__setattr__(self, "skip", check_skip(skip))
+        object.__setattr__(self, "jpeg_quality", JPEG_QUALITY.check("jpeg_quality", self.jpeg_quality))
+        object.__setattr__(self, "conf", UNIT.check("conf", self.conf))
         reduce: object = self.decode_reduce
         if isinstance(reduce, str) and reduce.strip().isdigit():
             reduce = int(reduce)
-        if reduce not in (1, 2, 4, 8, "auto") or isinstance(reduce, bool):
-            raise ConfigurationError(
-                f"decode_reduce must be 1, 2, 4, 8 or 'auto', got {self.decode_reduce!r}"
-            )
-        object.__setattr__(self, "decode_reduce", reduce)
+        object.__setattr__(self, "decode_reduce", check_decode_reduce(reduce))
 
     @property
     def model_name(self) -> str:
@@ -170,9 +165,13 @@ class ProfileConfig:
         )
 
     @property
-    def model_key(self) -> tuple[str, int, bool]:
+    def model_key(self) -> tuple[str, bool]:
         """What a loaded detector depends on: configurations sharing it share one detector."""
-        return (self.model, self.imgsz, self.half)
+        return (self.model, self.half)
+
+    def detect_params(self) -> DetectParams:
+        """The detection params of this configuration (input size and confidence)."""
+        return DetectParams(conf=self.conf, imgsz=self.imgsz)
 
     def pipeline_config(self) -> PipelineConfig:
         """The server pipeline settings of this configuration."""

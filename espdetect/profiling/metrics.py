@@ -12,6 +12,7 @@ import numpy as np
 import psutil
 
 from espdetect.profiling.replay import RunTrace
+from espdetect.stats import Percentiles
 
 __all__ = ["STAGES", "STAT_NAMES", "ResourceMonitor", "percentile_stats", "trace_metrics"]
 
@@ -30,16 +31,11 @@ def percentile_stats(name: str, samples: Sequence[float]) -> dict[str, float]:
         >>> percentile_stats("x_ms", [1.0, 2.0, 3.0])["x_ms_p50"]
         2.0
     """
-    arr = np.asarray([s for s in samples if not math.isnan(s)], dtype=np.float64)
-    if arr.size == 0:
-        return {f"{name}_{s}": math.nan for s in STAT_NAMES}
-    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
-    return {
-        f"{name}_mean": float(arr.mean()),
-        f"{name}_p50": float(p50),
-        f"{name}_p95": float(p95),
-        f"{name}_p99": float(p99),
-    }
+    values = [s for s in samples if not math.isnan(s)]
+    out = {f"{name}_mean": float(np.mean(values)) if values else math.nan}
+    for q, value in Percentiles.of(values)._asdict().items():
+        out[f"{name}_{q}"] = math.nan if value is None else value
+    return out
 
 
 class ResourceMonitor:

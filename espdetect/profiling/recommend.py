@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -164,6 +165,8 @@ def recommend(
         >>> rec.ok, rec.config.key
         (True, 'yolov8n_int8.onnx@640-fp32-conf0.25-reduceauto-skip2-q80')
     """
+    # Long: the decision reads top to bottom (checks, the pick, or why none qualifies); the
+    # parts that compute are helpers (_Checks).
     summary = summarize(results) if "repeat" in results.columns else results.copy()
     constraints = {"target_fps": target_fps, "max_latency_ms": max_latency_ms, "min_recall": min_recall}
     for name in (fps_metric, latency_metric, accuracy_metric):
@@ -194,75 +197,120 @@ def recommend(
             False, None, [f"no configuration was measured (statuses: {', '.join(statuses)})"], measured
         )
 
-    fps = measured[fps_metric].astype(float)
-    latency = measured[latency_metric].astype(float)
-    accuracy = measured[accuracy_metric].astype(float)
-    fast_enough = fps >= target_fps if target_fps is not None else pd.Series(True, index=measured.index)
-    quick_enough = (
-        latency <= max_latency_ms if max_latency_ms is not None else pd.Series(True, index=measured.index)
+    checks = _Checks.of(
+        measured, (fps_metric, latency_metric, accuracy_metric), target_fps, max_latency_ms, min_recall
     )
-    accurate_enough = (
-        accuracy >= min_recall if min_recall is not None else pd.Series(True, index=measured.index)
-    )
-    known = accuracy.notna()
-    feasible = fast_enough & quick_enough & accurate_enough & (known | (min_recall is None))
-    reasons: list[str] = []
-
-    if feasible.any():
-        pool = measured[feasible].assign(_acc=accuracy[feasible].round(4).fillna(-1.0))
+    if checks.feasible.any():
+        feasible = checks.feasible
+        pool = measured[feasible].assign(_acc=checks.accuracy[feasible].round(4).fillna(-1.0))
         pool = pool.sort_values(["_acc", fps_metric], ascending=[False, False]).drop(columns="_acc")
         best = pool.iloc[0]
+        reasons = []
         if math.isnan(float(best[accuracy_metric])):
             reasons.append(
                 f"no configuration meeting the constraints has a known {accuracy_metric} "
                 "(untrained models?); picked the fastest"
             )
         return result(True, best, reasons, pool[[c for c in _SHOWN if c in pool.columns]])
-
-    def best_of(values: pd.Series, largest: bool) -> str:
-        pos = int(values.to_numpy(float).argmax() if largest else values.to_numpy(float).argmin())
-        return f"{_fmt(float(values.iloc[pos]))} ({measured.loc[values.index[pos], 'config_key']})"
-
-    if target_fps is not None and not fast_enough.any():
-        reasons.append(
-            f"no configuration reaches {target_fps:g} {fps_metric}; the fastest has {best_of(fps, True)}"
-        )
-    if max_latency_ms is not None and not quick_enough.any():
-        reasons.append(
-            f"no configuration keeps {latency_metric} <= {max_latency_ms:g} ms; "
-            f"the lowest is {best_of(latency, False)}"
-        )
-    if min_recall is not None and not (accurate_enough & known).any():
-        among = accuracy[known]
-        top = f"the best is {best_of(among, True)}" if not among.empty else "none has a known accuracy"
-        reasons.append(f"no configuration reaches {accuracy_metric} >= {min_recall:g}; {top}")
-    speed_ok = fast_enough & quick_enough
-    if not reasons and not speed_ok.any():
-        reasons.append(
-            f"{int(fast_enough.sum())} configurations reach {target_fps:g} {fps_metric} and "
-            f"{int(quick_enough.sum())} keep {latency_metric} <= {max_latency_ms:g} ms, but none does both"
-        )
-    if not reasons and min_recall is not None:
-        among = accuracy[speed_ok & known]
-        if among.empty:
-            reasons.append(
-                f"the {int(speed_ok.sum())} configurations fast enough have no known {accuracy_metric} "
-                "(untrained models only)"
-            )
-        else:
-            reasons.append(
-                f"the {int(speed_ok.sum())} configurations fast enough reach {accuracy_metric} "
-                f"{best_of(among, True)} at best, below {min_recall:g}"
-            )
-    shortfall = pd.Series(0.0, index=measured.index)
-    if target_fps is not None:
-        shortfall += ((target_fps - fps) / target_fps).clip(lower=0)
-    if max_latency_ms is not None:
-        shortfall += ((latency - max_latency_ms) / max_latency_ms).clip(lower=0)
-    if min_recall is not None:
-        shortfall += ((min_recall - accuracy.fillna(0.0)) / max(min_recall, 1e-9)).clip(lower=0)
-    closest = measured.assign(shortfall=shortfall).sort_values(
+    reasons = checks.why_unmet(measured, (fps_metric, latency_metric, accuracy_metric), constraints)
+    closest = measured.assign(shortfall=checks.shortfall(target_fps, max_latency_ms, min_recall)).sort_values(
         ["shortfall", fps_metric], ascending=[True, False]
     )
     columns = [c for c in (*_SHOWN, "shortfall") if c in closest.columns]
     return result(False, None, reasons, closest[columns].head(n_candidates))
+
+
+class _Checks(NamedTuple):
+    """Each measured configuration's metrics and which constraints it meets (one row each)."""
+
+    fps: pd.Series
+    latency: pd.Series
+    accuracy: pd.Series
+    fast_enough: pd.Series
+    quick_enough: pd.Series
+    accurate_enough: pd.Series
+    #: Configurations with a known accuracy (not an untrained model).
+    known: pd.Series
+    feasible: pd.Series
+
+    @classmethod
+    def of(
+        cls,
+        measured: pd.DataFrame,
+        metrics: tuple[str, str, str],
+        target_fps: float | None,
+        max_latency_ms: float | None,
+        min_recall: float | None,
+    ) -> _Checks:
+        fps, latency, accuracy = (measured[name].astype(float) for name in metrics)
+        anything = pd.Series(True, index=measured.index)
+        fast_enough = fps >= target_fps if target_fps is not None else anything
+        quick_enough = latency <= max_latency_ms if max_latency_ms is not None else anything
+        accurate_enough = accuracy >= min_recall if min_recall is not None else anything
+        known = accuracy.notna()
+        feasible = fast_enough & quick_enough & accurate_enough & (known | (min_recall is None))
+        return cls(fps, latency, accuracy, fast_enough, quick_enough, accurate_enough, known, feasible)
+
+    def why_unmet(
+        self, measured: pd.DataFrame, metrics: tuple[str, str, str], constraints: dict[str, float | None]
+    ) -> list[str]:
+        """What stands between the measured configurations and the constraints, in words."""
+        fps_metric, latency_metric, accuracy_metric = metrics
+        target_fps, max_latency_ms, min_recall = (
+            constraints["target_fps"],
+            constraints["max_latency_ms"],
+            constraints["min_recall"],
+        )
+
+        def best_of(values: pd.Series, largest: bool) -> str:
+            pos = int(values.to_numpy(float).argmax() if largest else values.to_numpy(float).argmin())
+            return f"{_fmt(float(values.iloc[pos]))} ({measured.loc[values.index[pos], 'config_key']})"
+
+        reasons: list[str] = []
+        if target_fps is not None and not self.fast_enough.any():
+            reasons.append(
+                f"no configuration reaches {target_fps:g} {fps_metric}; "
+                f"the fastest has {best_of(self.fps, True)}"
+            )
+        if max_latency_ms is not None and not self.quick_enough.any():
+            reasons.append(
+                f"no configuration keeps {latency_metric} <= {max_latency_ms:g} ms; "
+                f"the lowest is {best_of(self.latency, False)}"
+            )
+        if min_recall is not None and not (self.accurate_enough & self.known).any():
+            among = self.accuracy[self.known]
+            top = f"the best is {best_of(among, True)}" if not among.empty else "none has a known accuracy"
+            reasons.append(f"no configuration reaches {accuracy_metric} >= {min_recall:g}; {top}")
+        speed_ok = self.fast_enough & self.quick_enough
+        if not reasons and not speed_ok.any():
+            reasons.append(
+                f"{int(self.fast_enough.sum())} configurations reach {target_fps:g} {fps_metric} and "
+                f"{int(self.quick_enough.sum())} keep {latency_metric} <= {max_latency_ms:g} ms, "
+                "but none does both"
+            )
+        if not reasons and min_recall is not None:
+            among = self.accuracy[speed_ok & self.known]
+            if among.empty:
+                reasons.append(
+                    f"the {int(speed_ok.sum())} configurations fast enough have no known {accuracy_metric} "
+                    "(untrained models only)"
+                )
+            else:
+                reasons.append(
+                    f"the {int(speed_ok.sum())} configurations fast enough reach {accuracy_metric} "
+                    f"{best_of(among, True)} at best, below {min_recall:g}"
+                )
+        return reasons
+
+    def shortfall(
+        self, target_fps: float | None, max_latency_ms: float | None, min_recall: float | None
+    ) -> pd.Series:
+        """How far each configuration is from the constraints (0 where it meets them), summed."""
+        total = pd.Series(0.0, index=self.fps.index)
+        if target_fps is not None:
+            total += ((target_fps - self.fps) / target_fps).clip(lower=0)
+        if max_latency_ms is not None:
+            total += ((self.latency - max_latency_ms) / max_latency_ms).clip(lower=0)
+        if min_recall is not None:
+            total += ((min_recall - self.accuracy.fillna(0.0)) / max(min_recall, 1e-9)).clip(lower=0)
+        return total

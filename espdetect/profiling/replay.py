@@ -26,25 +26,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple, cast
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 from espdetect.annotate import Annotator
-from espdetect.detectors.base import Detector
+from espdetect.constraints import DecodeReduce, Skip
+from espdetect.detectors.base import Detector, DetectParams
 from espdetect.encoders.base import Encoder
 from espdetect.exceptions import SourceUnavailable
 from espdetect.frame import Frame
-from espdetect.pipeline import (
-    AnnotatorLike,
-    CameraPipeline,
-    DetectionResult,
-    FrameProcessor,
-    PipelineConfig,
-    Rendered,
-    Skip,
-)
-from espdetect.profiling.config import DecodeReduce
+from espdetect.pipeline import CameraPipeline, DetectionResult, FrameProcessor, PipelineConfig, Rendered
 from espdetect.sources.clip import ClipSource, load_clip_index
 
 __all__ = [
@@ -195,12 +187,13 @@ class RecordingProcessor(FrameProcessor):
     def __init__(
         self,
         detector: Detector,
-        annotator: AnnotatorLike | None,
+        annotator: Annotator | None,
         encoder: Encoder,
         *,
+        params: DetectParams | None = None,
         decode_reduce: DecodeReduce = "auto",
     ) -> None:
-        super().__init__(detector, annotator, encoder, decode_reduce=decode_reduce)
+        super().__init__(detector, annotator, encoder, params=params, decode_reduce=decode_reduce)
         self.detections: list[DetectionSample] = []
         self.renders: list[RenderSample] = []
 
@@ -292,6 +285,7 @@ async def _replay_realtime_async(
     pipe = CameraPipeline(
         lambda: ClipSource(clip.path, pace="realtime"),
         processor.detector,
+        params=processor.params,
         annotator=processor.annotator,
         encoder=processor.encoder,
         config=config,
@@ -324,7 +318,7 @@ def _replay_realtime(clip: ClipData, processor: RecordingProcessor, skip: Skip, 
 def warm_up(clip: ClipData, processor: FrameProcessor, frames: int) -> None:
     """Detect and render the first ``frames`` frames, discarding the results (caches, lazy init)."""
     if frames < 0:
-        raise ValueError(f"frames must be >= 0, got {frames}")
+        raise ValueError(f"expected frames >= 0, got {frames}")
     for i in range(min(frames, len(clip))):
         frame = clip.frame(i)
         processor.render(frame, processor.detect(frame), fresh=True)
@@ -338,12 +332,14 @@ def replay(
     mode: Mode = "fast",
     skip: Skip = 1,
     decode_reduce: DecodeReduce = "auto",
-    annotator: AnnotatorLike | None = None,
+    params: DetectParams | None = None,
+    annotator: Annotator | None = None,
     warmup: int = 2,
 ) -> RunTrace:
     """Replay ``clip`` once through a `FrameProcessor` and return what was measured.
 
-    ``warmup`` frames are detected and rendered first and left out of the trace.
+    ``warmup`` frames are detected and rendered first and left out of the trace. ``params``
+    default to the detector's own.
 
     Example:
         >>> trace = replay(load_clip("data/clips/emulator-qvga"), detector, encoder, skip=2)  # doctest: +SKIP
@@ -351,12 +347,11 @@ def replay(
         (150, 75)
     """
     if mode not in ("fast", "realtime"):
-        raise ValueError(f"mode must be 'fast' or 'realtime', got {mode!r}")
+        raise ValueError(f"expected mode 'fast' or 'realtime', got {mode!r}")
     if warmup < 0:
-        raise ValueError(f"warmup must be >= 0 frames, got {warmup}")
-    # pipeline.AnnotatorLike is a plain class, not a Protocol: Annotator fits it only by shape.
-    drawer = annotator if annotator is not None else cast(AnnotatorLike, Annotator())
-    processor = RecordingProcessor(detector, drawer, encoder, decode_reduce=decode_reduce)
+        raise ValueError(f"expected warmup >= 0 frames, got {warmup}")
+    drawer = annotator if annotator is not None else Annotator()
+    processor = RecordingProcessor(detector, drawer, encoder, params=params, decode_reduce=decode_reduce)
     warm_up(clip, processor, warmup)
     processor.clear()
     if mode == "fast":

@@ -11,7 +11,7 @@ import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -206,45 +206,71 @@ def report(
         recommendation = recommend(df, target_fps=float(camera_fps) if camera_fps else None)
     target = Path(out_dir)
     target.mkdir(parents=True, exist_ok=True)
-    figures = _figures(df, frames)
     headers, rows = _table_rows(summary)
-    env_rows = _environment_rows(env)
-    notes = _notes(summary, df)
-    rec_text = recommendation.summary() if recommendation is not None else "No results."
-    glossary = [[c, COLUMNS[c]] for c in headers if c in COLUMNS]
+    content = _Content(
+        title=title,
+        recommendation=recommendation.summary() if recommendation is not None else "No results.",
+        ok=recommendation is not None and recommendation.ok,
+        notes=_notes(summary, df),
+        figures=_figures(df, frames),
+        headers=headers,
+        rows=rows,
+        environment=_environment_rows(env),
+        glossary=[[c, COLUMNS[c]] for c in headers if c in COLUMNS],
+    )
     if fmt == "html":
-        parts = [
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-            f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
-            "<h2>Recommendation</h2>",
-            f"<pre class='{'ok' if recommendation is not None and recommendation.ok else 'bad'}'>"
-            f"{html.escape(rec_text)}</pre>",
-        ]
-        if notes:
-            parts.append(
-                "<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>"
-            )
-        for _, caption, fig in figures:
-            data = base64.b64encode(plots.figure_png(fig)).decode("ascii")
-            parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' "
-                         f"src='data:image/png;base64,{data}'>")  # fmt: skip
-        parts.append("<h2>Configurations (medians over repeats)</h2>" + _html_table(headers, rows))
-        parts.append("<h2>Environment</h2>" + _html_table(["item", "value"], env_rows))
-        parts.append("<h2>Columns</h2>" + _html_table(["column", "meaning"], glossary))
-        parts.append("</body></html>")
         path = target / "report.html"
-        path.write_text("\n".join(parts), encoding="utf-8")
-        return path
-    fig_dir = target / "figures"
-    md = [f"# {title}", "", "## Recommendation", "", "```", rec_text, "```", ""]
-    if notes:
-        md += ["## Notes", "", *(f"- {n}" for n in notes), ""]
-    for name, caption, fig in figures:
+        path.write_text(_html_report(content), encoding="utf-8")
+    else:
+        path = target / "report.md"
+        path.write_text(_markdown_report(content, target / "figures"), encoding="utf-8")
+    return path
+
+
+class _Content(NamedTuple):
+    """What a report says, whatever its format."""
+
+    title: str
+    recommendation: str
+    ok: bool
+    notes: list[str]
+    figures: list[tuple[str, str, Figure]]
+    headers: list[str]
+    rows: list[list[str]]
+    environment: list[list[str]]
+    glossary: list[list[str]]
+
+
+def _html_report(c: _Content) -> str:
+    """One HTML page with the figures embedded as base64 PNGs."""
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(c.title)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(c.title)}</h1>",
+        "<h2>Recommendation</h2>",
+        f"<pre class='{'ok' if c.ok else 'bad'}'>{html.escape(c.recommendation)}</pre>",
+    ]
+    if c.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in c.notes) + "</ul>")
+    for _, caption, fig in c.figures:
+        data = base64.b64encode(plots.figure_png(fig)).decode("ascii")
+        parts.append(f"<h2>{html.escape(caption)}</h2><img alt='{html.escape(caption)}' "
+                     f"src='data:image/png;base64,{data}'>")  # fmt: skip
+    parts.append("<h2>Configurations (medians over repeats)</h2>" + _html_table(c.headers, c.rows))
+    parts.append("<h2>Environment</h2>" + _html_table(["item", "value"], c.environment))
+    parts.append("<h2>Columns</h2>" + _html_table(["column", "meaning"], c.glossary))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _markdown_report(c: _Content, fig_dir: Path) -> str:
+    """Markdown text; the figures are written as PNG files into ``fig_dir``."""
+    md = [f"# {c.title}", "", "## Recommendation", "", "```", c.recommendation, "```", ""]
+    if c.notes:
+        md += ["## Notes", "", *(f"- {n}" for n in c.notes), ""]
+    for name, caption, fig in c.figures:
         plots.save_figure(fig, fig_dir / f"{name}.png")
         md += [f"## {caption}", "", f"![{caption}](figures/{name}.png)", ""]
-    md += ["## Configurations (medians over repeats)", "", _md_table(headers, rows), ""]
-    md += ["## Environment", "", _md_table(["item", "value"], env_rows), ""]
-    md += ["## Columns", "", _md_table(["column", "meaning"], glossary), ""]
-    path = target / "report.md"
-    path.write_text("\n".join(md), encoding="utf-8")
-    return path
+    md += ["## Configurations (medians over repeats)", "", _md_table(c.headers, c.rows), ""]
+    md += ["## Environment", "", _md_table(["item", "value"], c.environment), ""]
+    md += ["## Columns", "", _md_table(["column", "meaning"], c.glossary), ""]
+    return "\n".join(md)

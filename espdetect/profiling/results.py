@@ -47,6 +47,7 @@ _STAGE_DOC = {
 
 
 def _columns() -> dict[str, str]:
+    # Long: one entry per column of the results table, the documentation users read.
     cols: dict[str, str] = {
         "config_key": "stable id of the configuration (ProfileConfig.key)",
         "repeat": "repeat number, 0-based",

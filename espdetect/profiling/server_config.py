@@ -1,9 +1,9 @@
 """`write_server_config`: turn a recommendation into a TOML file ``espdetect serve --config`` reads.
 
-The file uses the flat keys of `espdetect.server.settings.ServerSettings` (``model``, ``conf``,
-``imgsz``, ``half``, ``skip``, ``quality``...) and one ``[[cameras]]`` table. Settings the
-server does not have (``decode_reduce`` at the time of writing) are written as comments, so the
-file always loads.
+The file has the sections of `espdetect.server.settings.ServerSettings` (``[detector]``,
+``[defaults]``) and one ``[[cameras]]`` table; where each option goes comes from the settings
+schema. Measured values the server has no setting for (``decode_reduce`` at the time of
+writing) are written as comments, so the file always loads.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from espdetect.profiling.config import ProfileConfig
 from espdetect.profiling.recommend import Recommendation
 
-__all__ = ["server_config_toml", "write_server_config"]
+__all__ = ["write_server_config"]
 
 
 def _toml(value: object) -> str:
@@ -36,30 +36,17 @@ def _toml(value: object) -> str:
     raise TypeError(f"expected a TOML scalar or list, got {type(value).__name__}")
 
 
-def _server_fields() -> set[str] | None:
-    try:
-        from espdetect.server.settings import ServerSettings
-    except ImportError:
-        return None
-    return set(ServerSettings.model_fields)
+def _sections() -> dict[str, str | None]:
+    """Option name -> its section (None: top level) in the server's settings schema."""
+    from espdetect.server.settings import leaf_fields
+
+    return {name: section for section, name, _ in leaf_fields()}
 
 
-def server_config_toml(
-    recommendation: Recommendation | ProfileConfig,
-    *,
-    camera_url: str,
-    camera_id: str = "cam",
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    device: str | None = None,
+def _toml_text(
+    recommendation: Recommendation | ProfileConfig, camera_url: str, camera_id: str, top: dict[str, object]
 ) -> str:
-    """The TOML text `write_server_config` writes.
-
-    Example:
-        >>> text = server_config_toml(ProfileConfig(model="m.onnx", skip=2), camera_url="http://cam:81/stream")
-        >>> "skip = 2" in text and "[[cameras]]" in text
-        True
-    """
+    """The TOML text `write_server_config` writes (``top``: host, port and the optional device)."""
     if isinstance(recommendation, Recommendation):
         if not recommendation.ok or recommendation.config is None:
             raise ValueError("expected a recommendation that met its constraints, got one with ok=False")
@@ -68,7 +55,6 @@ def server_config_toml(
     else:
         config = recommendation
         metrics = {}
-    known = _server_fields()
     lines = [
         "# espdetect server configuration written by the profiling harness",
         f"# {datetime.now(timezone.utc).isoformat(timespec='seconds')}: configuration {config.key}",
@@ -86,24 +72,26 @@ def server_config_toml(
     if measured:
         lines.append(f"# measured: {', '.join(measured)}")
     values: dict[str, object] = {
-        "host": host,
-        "port": port,
+        **top,
         "model": config.model,
+        "half": config.half,
         "conf": config.conf,
         "imgsz": config.imgsz,
-        "half": config.half,
         "skip": config.skip,
         "quality": config.jpeg_quality,
         "decode_reduce": config.decode_reduce,
     }
-    if device is not None:
-        values["device"] = device
-    lines.append("")
+    sections = _sections()
+    tables: dict[str | None, list[str]] = {}
     for key, value in values.items():
-        if known is not None and key not in known:
-            lines.append(f"# {key} = {_toml(value)}  (measured, but the server has no such setting)")
+        if key in sections:
+            tables.setdefault(sections[key], []).append(f"{key} = {_toml(value)}")
         else:
-            lines.append(f"{key} = {_toml(value)}")
+            tables.setdefault("defaults", []).append(
+                f"# {key} = {_toml(value)}  (measured, but the server has no such setting)"
+            )
+    for section, entries in sorted(tables.items(), key=lambda item: item[0] is not None):
+        lines += ["", *([f"[{section}]"] if section is not None else []), *entries]
     lines += ["", "[[cameras]]", f"id = {_toml(camera_id)}", f"url = {_toml(camera_url)}", ""]
     return "\n".join(lines)
 
@@ -129,9 +117,12 @@ def write_server_config(
         >>> write_server_config(rec, "espdetect.toml", camera_url=url)  # doctest: +SKIP
         PosixPath('espdetect.toml')
     """
-    text = server_config_toml(
-        recommendation, camera_url=camera_url, camera_id=camera_id, host=host, port=port, device=device
-    )
+    top: dict[str, object] = {
+        "host": host,
+        "port": port,
+        **({"device": device} if device is not None else {}),
+    }
+    text = _toml_text(recommendation, camera_url, camera_id, top)
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(text, encoding="utf-8")

@@ -4,8 +4,8 @@ Every configuration sees exactly the same recorded frames (`espdetect.profiling.
 Runs are ordered per repeat in a seeded random order, so slow drift of the machine (heat,
 background work) spreads over all configurations instead of favouring the first ones. Warm-up
 frames are processed before each run and left out. Loaded detectors are kept for all
-configurations sharing model, input size and precision; the confidence threshold is changed
-in place. Each finished run is appended to ``results.csv`` at once, so an interrupted sweep
+configurations sharing model and precision; input size and confidence are passed with each
+call (`DetectParams`). Each finished run is appended to ``results.csv`` at once, so an interrupted sweep
 resumes where it stopped.
 """
 
@@ -20,7 +20,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import pandas as pd
 
@@ -39,53 +39,63 @@ __all__ = [
     "DetectorCache",
     "DetectorFactory",
     "ReferenceChoice",
+    "RunStatus",
     "choose_reference",
+    "default_factory",
     "sweep",
-    "ultralytics_factory",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Builds the detector a configuration needs (its model, imgsz and half; conf is set afterwards).
+#: Loads the detector a configuration needs (its model and precision; size and confidence go
+#: with each call).
 DetectorFactory = Callable[[ProfileConfig], Detector]
 #: ``"auto"`` (see `choose_reference`), an explicit configuration, or None (no accuracy columns).
 ReferenceChoice = ProfileConfig | Literal["auto"] | None
 
-#: Status of half-precision rows on machines without CUDA.
-HALF_NEEDS_CUDA = "n/a: half needs CUDA"
-_UNTRAINED = "n/a: untrained model (.yaml), speed only"
 
+class RunStatus(NamedTuple):
+    """How a run ended: measured, not applicable here (a reason, not a failure), or failed.
 
-def ultralytics_factory(device: str | None = "cpu") -> DetectorFactory:
-    """A factory of `UltralyticsDetector` on ``device`` ("cpu", "cuda:0", None for automatic).
+    Its text (``str(status)``) is what the results table's ``status`` column holds.
 
     Example:
-        >>> make = ultralytics_factory("cpu")
-        >>> det = make(ProfileConfig(model="yolov8n.yaml", imgsz=320))  # doctest: +SKIP
+        >>> str(RunStatus("n/a", "half needs CUDA"))
+        'n/a: half needs CUDA'
+    """
+
+    kind: Literal["ok", "n/a", "error"]
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return self.kind if self.kind == "ok" else f"{self.kind}: {self.detail}"
+
+
+#: Status of half-precision rows on machines without CUDA.
+HALF_NEEDS_CUDA = str(RunStatus("n/a", "half needs CUDA"))
+_UNTRAINED = str(RunStatus("n/a", "untrained model (.yaml), speed only"))
+
+
+def default_factory(device: str | None = "cpu") -> DetectorFactory:
+    """A factory of detectors on ``device``, on the runtime each model format needs (`open_detector`).
+
+    Example:
+        >>> make = default_factory("cpu")
+        >>> det = make(ProfileConfig(model="yolov8n.onnx"))  # doctest: +SKIP
     """
 
     def make(config: ProfileConfig) -> Detector:
-        from espdetect.detectors.ultralytics import UltralyticsDetector
+        from espdetect.detectors.factory import open_detector
 
-        detector = UltralyticsDetector(
-            config.model, conf=config.conf, imgsz=config.imgsz, half=config.half, device=device
-        )
+        detector = open_detector(config.model, device=device, half=config.half)
         detector.warmup(2)
         return detector
 
     return make
 
 
-def _set_conf(detector: Detector, conf: float) -> None:
-    update = getattr(detector, "update", None)
-    if callable(update):
-        update(conf=conf)
-    elif hasattr(detector, "conf"):
-        detector.conf = conf  # type: ignore[attr-defined]
-
-
 class DetectorCache:
-    """Detectors by (model, imgsz, half), least recently used dropped beyond ``max_size``.
+    """Detectors by (model, half), least recently used dropped beyond ``max_size``.
 
     A model that failed to load keeps failing from the cache instead of loading again.
     """
@@ -95,11 +105,11 @@ class DetectorCache:
             raise ValueError(f"max_size must be >= 1, got {max_size}")
         self.factory = factory
         self.max_size = max_size
-        self._items: OrderedDict[tuple[str, int, bool], Detector | Exception] = OrderedDict()
+        self._items: OrderedDict[tuple[str, bool], Detector | Exception] = OrderedDict()
         self.loads = 0
 
     def get(self, config: ProfileConfig) -> Detector:
-        """The detector for ``config`` with its confidence threshold applied.
+        """The detector for ``config``'s model (its params go with each call).
 
         Raises:
             Exception: whatever the factory raised for this model (again on every call).
@@ -112,7 +122,7 @@ class DetectorCache:
                 item = self.factory(config)
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except Exception as exc:
+            except Exception as exc:  # remembered and re-raised for every configuration of this model
                 item = exc
             self._items[key] = item
             while len(self._items) > self.max_size:
@@ -120,7 +130,6 @@ class DetectorCache:
         self._items.move_to_end(key)
         if isinstance(item, Exception):
             raise item
-        _set_conf(item, config.conf)
         return item
 
 
@@ -148,11 +157,11 @@ def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]+", "_", key)
 
 
-def _status_of_error(exc: Exception) -> str:
+def _status_of_error(exc: Exception) -> RunStatus:
     first = (str(exc).strip().splitlines() or [""])[0]
     if isinstance(exc, ConfigurationError):
-        return f"n/a: {first}"
-    return f"error: {type(exc).__name__}: {first}"
+        return RunStatus("n/a", first)
+    return RunStatus("error", f"{type(exc).__name__}: {first}")
 
 
 def _load_reference(
@@ -168,7 +177,7 @@ def _load_reference(
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("ignoring unreadable reference %s: %s", path, exc)
     detector = cache.get(config)
-    ref = compute_reference(clip, detector, key=config.key, progress=progress)
+    ref = compute_reference(clip, detector, key=config.key, params=config.detect_params(), progress=progress)
     ref.save(path)
     return ref
 
@@ -239,7 +248,7 @@ def sweep(
         warmup: frames processed and discarded before each run.
         seed: seeds the run order.
         reference: what accuracy is measured against.
-        detector_factory: builds detectors; defaults to `ultralytics_factory` (``device``).
+        detector_factory: loads detectors; defaults to `default_factory` (``device``).
         device: the device of the default factory.
         progress: show tqdm progress bars (the notebook flavour inside Jupyter).
         resume: keep runs already in ``out_dir`` and measure only the rest; False starts afresh.
@@ -261,20 +270,70 @@ def sweep(
         ...            "out/sweep1", repeats=2)
         >>> summarize(df)[["config_key", "fps_output", "displayed_recall"]]
     """
+    # Long: the sweep's outline, one step per line; every step is a helper of its own.
     from tqdm.auto import tqdm
 
-    if mode not in ("fast", "realtime"):
-        raise ConfigurationError(f"mode must be 'fast' or 'realtime', got {mode!r}")
-    if repeats < 1:
-        raise ConfigurationError(f"repeats must be >= 1, got {repeats}")
-    if warmup < 0:
-        raise ConfigurationError(f"warmup must be >= 0, got {warmup}")
-    if busy_retries < 0:
-        raise ConfigurationError(f"busy_retries must be >= 0, got {busy_retries}")
+    _check_arguments(mode, repeats, warmup, busy_retries)
     config_list = unique(configs)
     if not config_list:
-        raise ConfigurationError("expected at least one configuration, got none")
+        raise ConfigurationError("expected at least one configuration, got none", field="configs")
     data = clip if isinstance(clip, ClipData) else load_clip(clip)
+    store = _open_store(out_dir, data, resume)
+    ref_config = choose_reference(config_list) if reference == "auto" else reference
+    store.write_environment(
+        _environment(
+            data,
+            config_list,
+            ref_config,
+            mode=mode,
+            repeats=repeats,
+            warmup=warmup,
+            seed=seed,
+            device=device,
+            busy_threshold=busy_threshold,
+            busy_retries=busy_retries,
+        )
+    )
+    cache = DetectorCache(detector_factory or default_factory(device))
+    half_ok = cuda_available() and device != "cpu"
+    ref, ref_status = _reference(data, ref_config, reference is None, cache, store, progress)
+    bar = tqdm(
+        _pending_runs(config_list, repeats, seed, store, mode), desc="sweep", unit="run", disable=not progress
+    )
+    try:
+        for position, repeat, cfg in bar:
+            bar.set_postfix_str(cfg.key, refresh=False)
+            row = _identity(cfg, repeat, position, mode)
+            trace: RunTrace | None = None
+            if cfg.half and not half_ok:
+                row["status"] = HALF_NEEDS_CUDA
+            else:
+                trace = _run(row, data, cache, cfg, mode, warmup, busy_threshold, busy_retries)
+            _add_accuracy(row, cfg, trace, ref, ref_config, ref_status, data)
+            store.append(row, _frame_rows(cfg, repeat, mode, trace) if trace is not None else ())
+            if on_result is not None:
+                on_result(row)
+    finally:
+        gc.unfreeze()
+        bar.close()
+        store.write_parquet()
+    return load_results(store.out_dir)
+
+
+def _check_arguments(mode: str, repeats: int, warmup: int, busy_retries: int) -> None:
+    if mode not in ("fast", "realtime"):
+        raise ConfigurationError(f"expected mode 'fast' or 'realtime', got {mode!r}", field="mode")
+    for name, value, low in (
+        ("repeats", repeats, 1),
+        ("warmup", warmup, 0),
+        ("busy_retries", busy_retries, 0),
+    ):
+        if value < low:
+            raise ConfigurationError(f"expected {name} >= {low}, got {value}", field=name)
+
+
+def _open_store(out_dir: str | Path, data: ClipData, resume: bool) -> ResultsStore:
+    """The sweep folder, emptied unless resuming; refused when it holds another clip's runs."""
     store = ResultsStore(out_dir)
     if not resume and store.out_dir.exists():
         for path in (store.results_csv, store.results_parquet, store.frames_csv, store.environment_json):
@@ -285,13 +344,20 @@ def sweep(
     if previous is not None and previous != data.fingerprint and store.done():
         raise ConfigurationError(
             f"expected {store.out_dir} to hold a sweep of clip {data.path}, got results of another clip "
-            f"(fingerprint {previous[:12]}); use another output folder or resume=False"
+            f"(fingerprint {previous[:12]}); use another output folder or resume=False",
+            field="out_dir",
         )
+    return store
 
-    ref_config = choose_reference(config_list) if reference == "auto" else reference
-    environment = collect_environment(
-        [c.model for c in config_list] + ([ref_config.model] if ref_config else [])
-    )
+
+def _environment(
+    data: ClipData,
+    configs: list[ProfileConfig],
+    ref_config: ProfileConfig | None,
+    **sweep_settings: object,
+) -> dict[str, Any]:
+    """What environment.json records: the machine, the clip and how the sweep was run."""
+    environment = collect_environment([c.model for c in configs] + ([ref_config.model] if ref_config else []))
     environment["clip"] = {
         "path": str(data.path),
         "fingerprint": data.fingerprint,
@@ -301,35 +367,40 @@ def sweep(
         "size": list(data.size),
     }
     environment["sweep"] = {
-        "mode": mode,
-        "repeats": repeats,
-        "warmup": warmup,
-        "seed": seed,
-        "device": device,
-        "busy_threshold": busy_threshold,
-        "busy_retries": busy_retries,
+        **sweep_settings,
         "reference": ref_config.key if ref_config else None,
-        "configs": [c.key for c in config_list],
+        "configs": [c.key for c in configs],
     }
-    store.write_environment(environment)
+    return environment
 
-    cache = DetectorCache(detector_factory or ultralytics_factory(device))
-    half_ok = cuda_available() and device != "cpu"
 
-    ref: Reference | None = None
-    ref_status = "n/a: no reference requested" if reference is None else "n/a: no trained model in the sweep"
-    if ref_config is not None:
-        try:
-            ref = _load_reference(data, ref_config, cache, store, progress)
-            ref_status = "ok"
-        except Exception as exc:
-            ref_status = f"n/a: reference failed ({_status_of_error(exc)})"
-            logger.warning("no accuracy columns: reference %s failed: %s", ref_config.key, exc)
+def _reference(
+    data: ClipData,
+    ref_config: ProfileConfig | None,
+    none_requested: bool,
+    cache: DetectorCache,
+    store: ResultsStore,
+    progress: bool,
+) -> tuple[Reference | None, str]:
+    """The reference boxes (None when there are none) and the accuracy status that follows."""
+    if ref_config is None:
+        why = "no reference requested" if none_requested else "no trained model in the sweep"
+        return None, str(RunStatus("n/a", why))
+    try:
+        return _load_reference(data, ref_config, cache, store, progress), "ok"
+    except Exception as exc:  # the sweep goes on without accuracy columns, saying why
+        logger.warning("no accuracy columns: reference %s failed: %s", ref_config.key, exc)
+        return None, str(RunStatus("n/a", f"reference failed ({_status_of_error(exc)})"))
 
+
+def _pending_runs(
+    configs: list[ProfileConfig], repeats: int, seed: int, store: ResultsStore, mode: Mode
+) -> list[tuple[int, int, ProfileConfig]]:
+    """(run order, repeat, configuration) of every run not yet in ``store``: each repeat shuffled."""
     runs: list[tuple[int, int, ProfileConfig]] = []
     rng = random.Random(seed)
     for repeat in range(repeats):
-        order = list(config_list)
+        order = list(configs)
         rng.shuffle(order)
         base = len(runs)
         runs.extend((base + i, repeat, cfg) for i, cfg in enumerate(order))
@@ -337,41 +408,36 @@ def sweep(
     pending = [(o, r, c) for o, r, c in runs if (c.key, r, mode) not in done]
     if len(pending) < len(runs):
         logger.info("resuming: %d of %d runs already done", len(runs) - len(pending), len(runs))
+    return pending
 
-    bar = tqdm(pending, desc="sweep", unit="run", disable=not progress)
+
+def _run(
+    row: dict[str, object],
+    data: ClipData,
+    cache: DetectorCache,
+    cfg: ProfileConfig,
+    mode: Mode,
+    warmup: int,
+    busy_threshold: float | None,
+    busy_retries: int,
+) -> RunTrace | None:
+    """Measure one run into ``row``; its trace, or None when it could not run (``row`` says why)."""
     try:
-        for position, repeat, cfg in bar:
-            bar.set_postfix_str(cfg.key, refresh=False)
-            row = _identity(cfg, repeat, position, mode)
-            trace: RunTrace | None = None
-            if cfg.half and not half_ok:
-                row["status"] = HALF_NEEDS_CUDA
-            else:
-                try:
-                    detector = cache.get(cfg)
-                    trace, monitor, attempts = _measure(
-                        data, detector, cfg, mode, warmup, busy_threshold, busy_retries
-                    )
-                    row["status"] = "ok"
-                    row.update(trace_metrics(trace, data.fps))
-                    row["cpu_percent"] = monitor.cpu_percent
-                    row["rss_peak_mb"] = monitor.rss_peak_mb
-                    row["background_cpu_percent"] = monitor.background_cpu_percent
-                    row["attempts"] = attempts
-                except Exception as exc:
-                    status = _status_of_error(exc)
-                    row["status"] = status
-                    if not status.startswith("n/a"):
-                        logger.exception("run %s (repeat %d) failed", cfg.key, repeat)
-            _add_accuracy(row, cfg, trace, ref, ref_config, ref_status, data)
-            store.append(row, _frame_rows(cfg, repeat, mode, trace) if trace is not None else ())
-            if on_result is not None:
-                on_result(row)
-    finally:
-        gc.unfreeze()
-        bar.close()
-        store.write_parquet()
-    return load_results(store.out_dir)
+        detector = cache.get(cfg)
+        trace, monitor, attempts = _measure(data, detector, cfg, mode, warmup, busy_threshold, busy_retries)
+    except Exception as exc:  # a failed run is a row of the table, not the end of the sweep
+        status = _status_of_error(exc)
+        row["status"] = str(status)
+        if status.kind == "error":
+            logger.exception("run %s (repeat %s) failed", cfg.key, row["repeat"])
+        return None
+    row["status"] = "ok"
+    row.update(trace_metrics(trace, data.fps))
+    row["cpu_percent"] = monitor.cpu_percent
+    row["rss_peak_mb"] = monitor.rss_peak_mb
+    row["background_cpu_percent"] = monitor.background_cpu_percent
+    row["attempts"] = attempts
+    return trace
 
 
 def _measure(
@@ -392,11 +458,23 @@ def _measure(
         attempts += 1
         encoder = OpenCVJpegEncoder(quality=cfg.jpeg_quality)
         # Warm up outside the monitor so CPU % covers only the measured replay.
-        warm_up(data, FrameProcessor(detector, None, encoder, decode_reduce=cfg.decode_reduce), warmup)
+        params = cfg.detect_params()
+        warm_up(
+            data,
+            FrameProcessor(detector, None, encoder, params=params, decode_reduce=cfg.decode_reduce),
+            warmup,
+        )
         _quiet_gc()
         with ResourceMonitor() as monitor:
             trace = replay(
-                data, detector, encoder, mode=mode, skip=cfg.skip, decode_reduce=cfg.decode_reduce, warmup=0
+                data,
+                detector,
+                encoder,
+                mode=mode,
+                skip=cfg.skip,
+                decode_reduce=cfg.decode_reduce,
+                params=params,
+                warmup=0,
             )
         if best is None or monitor.background_cpu_percent < best[1].background_cpu_percent:
             best = (trace, monitor)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from espdetect.server.app import StreamingServer as StreamingServer
 from espdetect.server.app import create_app as create_app
-from espdetect.server.hub import Camera as Camera
+from espdetect.server.camera import Camera as Camera
+from espdetect.server.camera import ViewerKind as ViewerKind
 from espdetect.server.hub import CameraHub as CameraHub
-from espdetect.server.hub import ViewerKind as ViewerKind
 from espdetect.server.settings import CameraConfig as CameraConfig
 from espdetect.server.settings import ServerSettings as ServerSettings
 from espdetect.server.settings import load_settings as load_settings

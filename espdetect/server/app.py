@@ -27,23 +27,19 @@ from prometheus_client.registry import CollectorRegistry
 import espdetect
 from espdetect.detectors.base import Detector
 from espdetect.encoders.base import Encoder
+from espdetect.exceptions import ConfigurationError
 from espdetect.server import control
 from espdetect.server._malloc import tune_malloc
 from espdetect.server.auth import Authenticator, AuthMiddleware, login_router, session_router
+from espdetect.server.camera import EncoderFactory, SourceFactory
+from espdetect.server.errors import NoFrameAvailable, UnknownCamera, ViewerLimitReached
 from espdetect.server.gate import ViewerGate
 from espdetect.server.guard import RequestGuard
-from espdetect.server.hub import (
-    CameraHub,
-    DetectorFactory,
-    EncoderFactory,
-    SettingRejected,
-    SourceFactory,
-    UnknownCamera,
-    ViewerLimitReached,
-)
+from espdetect.server.hub import CameraHub, DetectorFactory
 from espdetect.server.metrics import make_registry
-from espdetect.server.routes import NoFrameAvailable, router
-from espdetect.server.settings import CameraSettings, ServerSettings
+from espdetect.server.routes import router
+from espdetect.server.settings import CameraConfig, DetectorSettings, ServerSettings
+from espdetect.server.stats import hub_stats
 from espdetect.sources.base import FrameSource
 
 __all__ = [
@@ -67,32 +63,30 @@ class AppState(TypedDict):
     registry: CollectorRegistry
 
 
-def default_detector(server: ServerSettings, camera: CameraSettings) -> Detector:
-    """An `UltralyticsDetector` with the camera's settings (loads the model: blocking)."""
-    from espdetect.detectors.ultralytics import UltralyticsDetector
+def default_detector(settings: DetectorSettings) -> Detector:
+    """The model every camera shares, on the configured backend (loads it: blocking)."""
+    from espdetect.detectors.factory import open_detector
 
-    return UltralyticsDetector(
-        server.model,
-        conf=camera.conf,
-        iou=camera.iou,
-        imgsz=camera.imgsz,
-        half=server.half,
-        device=server.device,
-        classes=camera.classes,
+    return open_detector(
+        settings.model,
+        backend=settings.backend,
+        device=settings.device,
+        threads=settings.threads,
+        half=settings.half,
     )
 
 
-def default_source(server: ServerSettings, camera: CameraSettings) -> FrameSource:
+def default_source(server: ServerSettings, camera: CameraConfig) -> FrameSource:
     """An `MjpegStreamSource` on the camera's URL."""
     from espdetect.sources.mjpeg_stream import MjpegStreamSource
 
     return MjpegStreamSource(
         camera.url,
         source_id=camera.id,
-        stall_timeout=server.stall_timeout,
-        connect_timeout=server.connect_timeout,
-        backoff_max=server.backoff_max,
-        max_part_size=server.max_part_size,
+        stall_timeout=server.upstream.stall_timeout,
+        connect_timeout=server.upstream.connect_timeout,
+        backoff_max=server.upstream.backoff_max,
+        max_part_size=server.upstream.max_part_size,
     )
 
 
@@ -114,7 +108,7 @@ def create_app(
 
     Args:
         settings: server settings; by default read from ``ESPDETECT_*`` variables.
-        detector_factory: builds each camera's detector (called in a worker thread).
+        detector_factory: loads the model every camera shares (called in a worker thread).
         source_factory: opens a camera's source each time a first viewer arrives.
         encoder_factory: builds the annotated stream's JPEG encoder for a quality.
 
@@ -127,18 +121,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
         hub = await CameraHub.open(settings, detector_factory, source_factory, encoder_factory)
-        # Also on app.state: the server's shutdown hook runs outside any request.
-        app.state.hub = hub
-        try:
-            yield {"hub": hub, "settings": settings, "registry": make_registry(hub)}
-        finally:
-            app.state.hub = None
-            await hub.aclose()
-            logger.info("all cameras closed")
+        async with hub:
+            # Also on app.state: the server's shutdown hook runs outside any request.
+            app.state.hub = hub
+            try:
+                yield {"hub": hub, "settings": settings, "registry": make_registry(lambda: hub_stats(hub))}
+            finally:
+                app.state.hub = None
+        logger.info("all cameras closed")
 
     app = FastAPI(
         title="espdetect",
-        version=_version(),
+        version=espdetect.__version__,
         description="Real-time object detection on ESP32-CAM video.",
         lifespan=lifespan,
     )
@@ -148,20 +142,19 @@ def create_app(
     app.include_router(session_router)
     app.include_router(control.router)
     # Added innermost first: a request meets CORS, the guard, authentication, then the gate.
-    app.add_middleware(ViewerGate, retry_after=settings.retry_after)
-    authenticator = Authenticator(settings)
+    app.add_middleware(ViewerGate, retry_after=settings.viewers.retry_after)
+    authenticator = Authenticator(settings.auth)
     app.state.authenticator = authenticator
     if authenticator.enabled:
         app.include_router(login_router)
         app.add_middleware(AuthMiddleware, authenticator=authenticator)
-    app.add_middleware(
-        RequestGuard, max_body_size=settings.max_body_size, allowed_origins=settings.cors_origins
-    )
-    if settings.cors_origins:
-        explicit = "*" not in settings.cors_origins
+    origins = settings.auth.cors_origins
+    app.add_middleware(RequestGuard, max_body_size=settings.serving.max_body_size, allowed_origins=origins)
+    if origins:
+        explicit = "*" not in origins
         app.add_middleware(
             CORSMiddleware,
-            allow_origins=settings.cors_origins,
+            allow_origins=origins,
             # Browsers refuse credentials with "*"; an explicit list may send cookies and Basic.
             allow_credentials=explicit,
             allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
@@ -172,13 +165,9 @@ def create_app(
     app.add_exception_handler(UnknownCamera, _unknown_camera)
     app.add_exception_handler(ViewerLimitReached, _limit_reached)
     app.add_exception_handler(NoFrameAvailable, _no_frame)
-    app.add_exception_handler(SettingRejected, _setting_rejected)
+    app.add_exception_handler(ConfigurationError, _setting_rejected)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     return app
-
-
-def _version() -> str:
-    return str(getattr(espdetect, "__version__", "0"))
 
 
 def end_streams(app: FastAPI) -> None:
@@ -195,7 +184,7 @@ async def _unknown_camera(request: Request, exc: Exception) -> JSONResponse:
 async def _limit_reached(request: Request, exc: Exception) -> JSONResponse:
     settings: ServerSettings = request.app.state.settings
     return JSONResponse(
-        {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(settings.retry_after)}
+        {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(settings.viewers.retry_after)}
     )
 
 
@@ -204,9 +193,9 @@ async def _no_frame(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _setting_rejected(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, SettingRejected)
+    assert isinstance(exc, ConfigurationError)
     # The same shape as FastAPI's own validation errors, so clients handle one format.
-    detail = [{"type": "value_error", "loc": ["body", exc.field_name], "msg": exc.message}]
+    detail = [{"type": "value_error", "loc": ["body", exc.field or "body"], "msg": exc.message}]
     return JSONResponse({"detail": detail}, status_code=422)
 
 
@@ -267,16 +256,16 @@ class StreamingServer(uvicorn.Server):
             host=settings.host if host is None else host,
             port=settings.port if port is None else port,
             log_config=None,
-            access_log=settings.access_log,
-            timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+            access_log=settings.serving.access_log,
+            timeout_graceful_shutdown=max(1, round(settings.serving.shutdown_timeout)),
             lifespan="on",
         )
         super().__init__(config)
-        if settings.tune_malloc:
+        if settings.serving.tune_malloc:
             tune_malloc()
         self.app = app
         self.on_started = on_started
-        self.send_buffer = settings.send_buffer
+        self.send_buffer = settings.viewers.send_buffer
 
     @property
     def bound_port(self) -> int:

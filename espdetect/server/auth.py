@@ -45,7 +45,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from espdetect.server.passwords import verify_password, verify_token
-from espdetect.server.settings import ServerSettings
+from espdetect.server.settings import AuthSettings, ServerSettings
 
 __all__ = [
     "IDENTITY_SCOPE_KEY",
@@ -166,12 +166,12 @@ class Authenticator:
     """Checks credentials against the configured hashes.
 
     Example:
-        >>> auth = Authenticator(ServerSettings(auth_token_hash=hash_token("t0ken")))  # doctest: +SKIP
+        >>> auth = Authenticator(AuthSettings(auth_token_hash=hash_token("t0ken")))  # doctest: +SKIP
         >>> await auth.authenticate(Headers({"authorization": "Bearer t0ken"}))
         Identity(user='token', method='bearer')
     """
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: AuthSettings) -> None:
         self.username = settings.auth_username
         self._password_hash = (
             settings.auth_password_hash.get_secret_value() if settings.auth_password_hash else None
@@ -353,7 +353,7 @@ async def session(request: Request) -> dict[str, Any]:
     identity: Identity | None = request.scope.get(IDENTITY_SCOPE_KEY)
     settings: ServerSettings = request.app.state.settings
     return {
-        "auth_required": settings.auth_enabled,
+        "auth_required": settings.auth.enabled,
         "user": identity.user if identity else None,
         "method": identity.method if identity else None,
         "camera_control": settings.camera_control_enabled,

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from espdetect.firmware import DRIVER_RANGES, SWITCH_VARIABLES, ControlVariable
 from espdetect.server.auth import IDENTITY_SCOPE_KEY
-from espdetect.server.hub import Camera
+from espdetect.server.camera import Camera
 from espdetect.server.routes import CameraDep
 from espdetect.server.settings import ServerSettings, control_url_for
 

@@ -14,8 +14,9 @@ import re
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from espdetect.server.hub import Camera, CameraHub
-from espdetect.server.settings import CAMERA_ID_PATTERN
+from espdetect.constraints import CAMERA_ID_PATTERN
+from espdetect.server.camera import Camera
+from espdetect.server.hub import CameraHub
 
 __all__ = ["ViewerGate"]
 

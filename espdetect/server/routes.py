@@ -7,23 +7,25 @@ lifespan state (``request.state.hub``); nothing here is a module-level singleton
 
 from __future__ import annotations
 
-import asyncio
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
-from espdetect.exceptions import EspdetectError
-from espdetect.latest import SlotClosed
+from espdetect.constraints import CAMERA_ID_PATTERN
+from espdetect.exceptions import SlotClosed
 from espdetect.mjpeg import format_timestamp
 from espdetect.pipeline import StaleMode
-from espdetect.server.hub import Camera, CameraHub, ViewerKind
-from espdetect.server.metrics import hub_stats
-from espdetect.server.settings import CAMERA_ID_PATTERN, ClassIds, Conf, Quality, SkipSetting, check_imgsz
+from espdetect.server.camera import Camera, ViewerKind
+from espdetect.server.errors import NoFrameAvailable
+from espdetect.server.hub import CameraHub
+from espdetect.server.settings import ClassIds, Conf, Imgsz, Quality, SkipSetting
+from espdetect.server.stats import hub_stats
 from espdetect.server.streaming import (
     MJPEG_MEDIA_TYPE,
     SSE_MEDIA_TYPE,
@@ -31,21 +33,11 @@ from espdetect.server.streaming import (
     annotated_mjpeg,
     detection_events,
     raw_mjpeg,
-    with_timeout,
 )
 
-__all__ = ["NoFrameAvailable", "SettingsPatch", "router"]
+__all__ = ["SettingsPatch", "router"]
 
 router = APIRouter()
-
-
-class NoFrameAvailable(EspdetectError):
-    """A snapshot found no frame cached and none arrived within the snapshot timeout."""
-
-    def __init__(self, camera_id: str, timeout: float) -> None:
-        super().__init__(f"expected a frame from camera {camera_id!r} within {timeout:g} s, got none")
-        self.camera_id = camera_id
-        self.timeout = timeout
 
 
 # Dependencies are coroutines: FastAPI runs plain functions in a worker thread, a thread hop
@@ -74,6 +66,9 @@ FirstCameraDep = Annotated[Camera, Depends(get_first_camera)]
 class SettingsPatch(BaseModel):
     """Fields to change; omitted fields keep their value. ``classes: null`` means all classes.
 
+    The fields are those of `espdetect.server.settings.CameraOptions`, with the same types
+    (a test keeps the two lists equal), all optional.
+
     Example:
         >>> SettingsPatch(conf=0.4, skip="auto").model_dump(exclude_unset=True)
         {'conf': 0.4, 'skip': 'auto'}
@@ -86,7 +81,7 @@ class SettingsPatch(BaseModel):
     classes: ClassIds | None = None
     skip: SkipSetting | None = None
     quality: Quality | None = None
-    imgsz: Annotated[int, AfterValidator(check_imgsz)] | None = None
+    imgsz: Imgsz | None = None
     stale: StaleMode | None = None
 
     @model_validator(mode="after")
@@ -104,10 +99,11 @@ class SettingsPatch(BaseModel):
 
 def _settings_body(camera: Camera) -> dict[str, Any]:
     body: dict[str, Any] = camera.settings.model_dump(mode="json", exclude={"url", "control_url"})
+    info = camera.detector.info
     body["quality_tiers"] = list(camera.quality_tiers)
-    body["fixed_imgsz"] = camera.fixed_imgsz
-    names = getattr(camera.detector, "names", None) or {}
-    body["names"] = {str(k): v for k, v in dict(names).items()}
+    body["fixed_imgsz"] = info.fixed_imgsz
+    body["model"] = info.to_dict()
+    body["names"] = {str(k): v for k, v in info.names.items()}
     return body
 
 
@@ -131,7 +127,7 @@ def _stream(request: Request, hub: CameraHub, camera: Camera, kind: ViewerKind) 
         ticket=ticket,
         media_type=media_type,
         shutdown=hub.shutdown,
-        send_timeout=hub.settings.viewer_timeout,
+        send_timeout=hub.settings.viewers.viewer_timeout,
     )
 
 
@@ -201,10 +197,11 @@ async def first_annotated_stream(request: Request, hub: HubDep, camera: FirstCam
 @router.get("/cameras/{camera_id}/snapshot", response_class=Response)
 async def snapshot(hub: HubDep, camera: CameraDep, annotated: Annotated[bool, Query()] = False) -> Response:
     """The newest frame as one JPEG; waits for one (up to the snapshot timeout) when none is live."""
-    timeout = hub.settings.snapshot_timeout
+    timeout = hub.settings.viewers.snapshot_timeout
     try:
-        jpeg, arrival = await with_timeout(_latest_jpeg(camera, annotated), timeout)
-    except (asyncio.TimeoutError, SlotClosed):
+        with anyio.fail_after(timeout):
+            jpeg, arrival = await _latest_jpeg(camera, annotated)
+    except (TimeoutError, SlotClosed):
         raise NoFrameAvailable(camera.id, timeout) from None
     return Response(
         jpeg,
@@ -245,7 +242,7 @@ async def patch_settings(camera: CameraDep, patch: SettingsPatch) -> dict[str, A
 @router.get("/stats")
 async def stats(hub: HubDep) -> dict[str, Any]:
     """Per-camera counters, rates and latency percentiles."""
-    return hub_stats(hub)
+    return hub_stats(hub).to_json()
 
 
 @router.get("/metrics", response_class=Response)
@@ -253,11 +250,3 @@ async def metrics(request: Request) -> Response:
     """Prometheus text format."""
     registry: CollectorRegistry = request.state.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-
-#: What the exception handlers in `espdetect.server.app` answer for each domain error.
-ErrorStatus = Literal[404, 422, 503]
-
-
-def error_json(status: ErrorStatus, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers)

@@ -1,22 +1,34 @@
-"""`ServerSettings`: every server option, from keyword arguments, ``ESPDETECT_*`` variables or a TOML file.
+"""`ServerSettings`: the one schema of every server option, in sections.
+
+One schema gives the TOML keys, the ``ESPDETECT_*`` environment variables, the command-line
+flags of ``espdetect serve`` (`espdetect.server.options`) and the settings API:
+
+* In TOML, options live in sections (``[detector]``, ``[defaults]``, ``[upstream]``, ``[viewers]``,
+  ``[serving]``, ``[auth]``) and cameras in ``[[cameras]]`` tables; a section's key may also be
+  written at the top level (``conf = 0.3``), as before sections existed.
+* Every option has one environment variable named after it, whatever its section:
+  ``ESPDETECT_CONF``, ``ESPDETECT_MAX_VIEWERS_TOTAL``, ``ESPDETECT_AUTH_TOKEN_HASH``...
+  ``ESPDETECT_CAMERAS`` takes ``id=url,id=url`` or a JSON list of camera objects.
+* `CameraOptions` are what each camera may set for itself; the ``[defaults]`` section gives
+  every camera the values it does not set.
 
 Precedence, highest first: explicit values (command line, ``create_app`` callers), environment
-variables, the TOML file, the defaults. Per-camera values in the ``cameras`` list override the
-server-wide detection and streaming values for that camera only.
+variables, the TOML file, the defaults. Option names are unique across sections.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainValidator,
@@ -24,11 +36,26 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from espdetect.constraints import (
+    CAMERA_ID_PATTERN,
+    CLASS_ID,
+    IMGSZ,
+    JPEG_QUALITY,
+    MAX_CLASSES,
+    THREADS,
+    UNIT,
+    Skip,
+    check_camera_id,
+    check_http_url,
+    check_skip,
+)
+from espdetect.detectors.factory import DetectorBackend
 from espdetect.exceptions import ConfigurationError
 from espdetect.mjpeg import DEFAULT_MAX_PART_SIZE
-from espdetect.pipeline import StaleMode
+from espdetect.pipeline.config import GRACE_PERIOD, StaleMode
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,66 +63,68 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 __all__ = [
-    "CAMERA_ID_PATTERN",
+    "ENV_PREFIX",
+    "AuthSettings",
     "CameraConfig",
     "CameraControlMode",
-    "CameraSettings",
+    "CameraOptions",
     "ClassIds",
     "Conf",
+    "DetectorSettings",
+    "Imgsz",
     "Quality",
     "ServerSettings",
+    "ServingSettings",
     "SkipSetting",
-    "check_imgsz",
+    "UpstreamSettings",
+    "ViewerSettings",
     "control_url_for",
+    "leaf_fields",
     "load_settings",
     "parse_camera_spec",
-    "parse_skip",
     "redact_url",
 ]
 
-#: What a camera id may look like (it appears in URLs, metric labels and logs).
-CAMERA_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-_CAMERA_ID = re.compile(CAMERA_ID_PATTERN)
-
-Conf = Annotated[float, Field(ge=0.0, le=1.0)]
-Quality = Annotated[int, Field(ge=1, le=100)]
-ClassIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(max_length=1000)]
+ENV_PREFIX: Final = "ESPDETECT_"
 
 
-def parse_skip(value: object) -> int | Literal["auto"]:
-    """A frame-skip setting: an integer >= 1 (also as text) or ``"auto"``.
+def _split_list(value: object) -> object:
+    """A list also as text: ``"a,b"`` or JSON ``'["a", "b"]'`` (environment variables, flags)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
-    Example:
-        >>> parse_skip("3"), parse_skip("auto")
-        (3, 'auto')
-    """
-    if value == "auto":
-        return "auto"
-    number: object = value
+
+def _skip(value: object) -> Skip:
+    """A frame skip: an integer (also as text, from the environment or a flag) or ``"auto"``."""
     if isinstance(value, str) and value.strip().isdigit():
-        number = int(value.strip())
-    if isinstance(number, int) and not isinstance(number, bool) and number >= 1:
-        return number
-    raise ValueError(f"expected an integer >= 1 or 'auto', got {value!r}")
+        value = int(value.strip())
+    try:
+        return check_skip(value)
+    except ConfigurationError as exc:
+        raise ValueError(exc.message) from None
 
 
-SkipSetting = Annotated[
-    int | Literal["auto"], PlainValidator(parse_skip, json_schema_input_type=int | Literal["auto"])
+def _http_url(value: object) -> str:
+    try:
+        return check_http_url(value)
+    except ConfigurationError as exc:
+        raise ValueError(exc.message) from None
+
+
+Conf = Annotated[float, Field(ge=UNIT.low, le=UNIT.high)]
+Quality = Annotated[int, Field(ge=JPEG_QUALITY.low, le=JPEG_QUALITY.high)]
+Imgsz = Annotated[int, Field(ge=IMGSZ.low, le=IMGSZ.high, multiple_of=IMGSZ.step)]
+ClassIds = Annotated[
+    list[Annotated[int, Field(ge=CLASS_ID.low, le=CLASS_ID.high)]],
+    Field(min_length=1, max_length=MAX_CLASSES),
+    BeforeValidator(_split_list),
 ]
-
-
-def check_imgsz(value: int) -> int:
-    """``value`` if it is a model input size YOLO takes: a multiple of 32 within 32..1280."""
-    if value % 32 != 0 or not 32 <= value <= 1280:
-        raise ValueError(f"expected imgsz to be a multiple of 32 between 32 and 1280, got {value}")
-    return value
-
-
-def _check_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"expected an http(s) camera URL, got {value!r}")
-    return value
+SkipSetting = Annotated[Skip, PlainValidator(_skip, json_schema_input_type=int | Literal["auto"])]
+HttpUrl = Annotated[str, PlainValidator(_http_url, json_schema_input_type=str)]
 
 
 def control_url_for(stream_url: str) -> str:
@@ -111,6 +140,8 @@ def control_url_for(stream_url: str) -> str:
         >>> control_url_for("https://cam.example/stream")
         'https://cam.example'
     """
+    from urllib.parse import urlsplit
+
     parts = urlsplit(stream_url)
     host = parts.netloc
     if parts.port is not None:
@@ -128,6 +159,8 @@ def redact_url(url: str) -> str:
         >>> redact_url("http://admin:hunter2@cam.local:81/stream?token=abc&res=vga")
         'http://admin:***@cam.local:81/stream?token=***&res=vga'
     """
+    from urllib.parse import urlsplit
+
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -155,224 +188,203 @@ _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 _ORIGIN = re.compile(r"^https?://[^/\s?#]+$")
 
 
-class CameraConfig(BaseModel):
-    """One camera: its id (used in URLs), its stream URL and optional per-camera overrides.
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    Fields left as None take the server-wide value.
+
+class DetectorSettings(_Section):
+    """The model every camera shares (loaded once) and how it runs."""
+
+    model: str | None = Field(
+        default=None,
+        description="weights: an .onnx file, an OpenVINO folder, or with espdetect[ultralytics] a .pt or "
+        ".yaml; none: the COCO model bundled with espdetect",
+    )
+    backend: DetectorBackend = Field(
+        default="auto",
+        description="runtime: auto (onnxruntime for .onnx, openvino for OpenVINO folders, "
+        "ultralytics otherwise), onnxruntime, openvino or ultralytics",
+    )
+    device: str | None = Field(
+        default=None, description="cpu, cuda, cuda:N (onnxruntime also tensorrt, openvino); none: cpu"
+    )
+    half: bool = Field(default=False, description="fp16 inference (ultralytics on CUDA only)")
+    threads: Annotated[int, Field(ge=THREADS.low, le=THREADS.high)] | None = Field(
+        default=None, description="CPU threads of one inference; none: the runtime's default (all cores)"
+    )
+    detect_slots: Annotated[int, Field(ge=1, le=64)] = Field(
+        default=1,
+        description="model calls running at once across all cameras: 1 on a CPU (one inference already "
+        "uses every core), 2 may help a GPU",
+    )
+
+
+class CameraOptions(_Section):
+    """Detection and stream options each camera may set for itself.
+
+    Example:
+        >>> CameraOptions(conf=0.4, skip="auto").conf
+        0.4
+    """
+
+    conf: Conf = Field(default=0.25, description="minimum confidence of a detection, 0..1")
+    iou: Conf = Field(default=0.45, description="NMS IoU threshold, 0..1")
+    imgsz: Imgsz | None = Field(
+        default=None,
+        description="model input size, a multiple of 32; none: the model's own (640 when any size works)",
+    )
+    classes: ClassIds | None = Field(
+        default=None, description="class ids to keep, e.g. [0, 2]; none: all classes"
+    )
+    skip: SkipSetting = Field(
+        default="auto", description="detect every Nth frame, or auto: whenever the model is free"
+    )
+    stale: StaleMode = Field(
+        default=StaleMode.DRAW_LAST,
+        description="frames without fresh detections: draw_last (the last boxes) or raw (the camera's JPEG)",
+    )
+    quality: Quality = Field(default=80, description="JPEG quality of the annotated stream, 1..100")
+
+
+class CameraConfig(CameraOptions):
+    """One camera: its id (used in URLs), its stream URL and the options it sets for itself.
+
+    Options it does not set come from the server's ``[defaults]`` (see `resolved`).
 
     Example:
         >>> CameraConfig(id="front", url="http://192.168.4.1:81/stream", conf=0.4).conf
         0.4
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     id: Annotated[str, Field(pattern=CAMERA_ID_PATTERN)]
-    url: str
-    conf: Conf | None = None
-    iou: Conf | None = None
-    imgsz: int | None = None
-    skip: SkipSetting | None = None
-    stale: StaleMode | None = None
-    quality: Quality | None = None
-    classes: ClassIds | None = None
+    url: HttpUrl
     #: Base URL of the camera's control server; None: derived from ``url`` (`control_url_for`).
-    control_url: str | None = None
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return _check_url(value)
+    control_url: HttpUrl | None = None
 
     @field_validator("control_url")
     @classmethod
     def _control_url(cls, value: str | None) -> str | None:
-        return None if value is None else _check_url(value).rstrip("/")
+        return None if value is None else value.rstrip("/")
 
-    @field_validator("imgsz")
-    @classmethod
-    def _imgsz(cls, value: int | None) -> int | None:
-        return None if value is None else check_imgsz(value)
+    @property
+    def options(self) -> CameraOptions:
+        """This camera's options alone."""
+        return CameraOptions.model_validate(self.model_dump(include=set(CameraOptions.model_fields)))
 
-
-class CameraSettings(BaseModel):
-    """The effective settings of one camera (server-wide values merged with its overrides).
-
-    Example:
-        >>> s = ServerSettings(cameras=[CameraConfig(id="a", url="http://h/stream", skip=2)])
-        >>> s.camera_settings()[0].skip
-        2
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str
-    url: str
-    conf: Conf
-    iou: Conf
-    imgsz: int | None
-    skip: SkipSetting
-    stale: StaleMode
-    quality: Quality
-    classes: ClassIds | None
-    control_url: str | None = None
+    def resolved(self, defaults: CameraOptions) -> CameraConfig:
+        """This camera with every option it does not set taken from ``defaults``."""
+        inherited = {
+            name: getattr(defaults, name)
+            for name in CameraOptions.model_fields
+            if name not in self.model_fields_set
+        }
+        return self.model_copy(update=inherited)
 
 
-def parse_camera_spec(spec: str, index: int = 0) -> CameraConfig:
-    """A ``[ID=]URL`` command-line camera; the id defaults to ``cam`` (``cam2``, ... after the first).
+class UpstreamSettings(_Section):
+    """The connections to the cameras."""
 
-    Example:
-        >>> parse_camera_spec("front=http://192.168.4.1:81/stream").id
-        'front'
-        >>> parse_camera_spec("http://192.168.4.1:81/stream", index=1).id
-        'cam2'
-    """
-    text = spec.strip()
-    head, sep, tail = text.partition("=")
-    if sep and "://" not in head:
-        cam_id, url = head.strip(), tail.strip()
-    else:
-        cam_id, url = ("cam" if index == 0 else f"cam{index + 1}"), text
-    if not _CAMERA_ID.match(cam_id):
-        raise ConfigurationError(
-            f"expected a camera id of 1-64 letters, digits, '_' or '-', got {cam_id!r} in {spec!r}"
-        )
-    try:
-        _check_url(url)
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
-    return CameraConfig(id=cam_id, url=url)
+    grace_period: Annotated[float, Field(ge=GRACE_PERIOD.low, le=GRACE_PERIOD.high)] = Field(
+        default=2.0, description="seconds the camera connection stays open after the last viewer leaves"
+    )
+    stall_timeout: Annotated[float, Field(gt=0.0, le=3600.0)] = Field(
+        default=5.0, description="seconds without a complete camera frame before the connection is recycled"
+    )
+    connect_timeout: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=5.0,
+        description="seconds to connect to a camera and get its reply head (a camera busy with another "
+        "client accepts the connection and never answers)",
+    )
+    backoff_max: Annotated[float, Field(ge=0.1, le=300.0)] = Field(
+        default=1.0,
+        description="longest pause between camera reconnection attempts (capped backoff from 0.1 s)",
+    )
+    max_part_size: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = Field(
+        default=DEFAULT_MAX_PART_SIZE,
+        description="camera frames (JPEG parts) larger than this many bytes are dropped unread",
+    )
 
 
-class ServerSettings(BaseSettings):
-    """Settings of ``espdetect serve`` and `create_app`.
+class ViewerSettings(_Section):
+    """What viewers get and how many."""
 
-    Every field can be set by an ``ESPDETECT_<FIELD>`` environment variable
-    (``ESPDETECT_MODEL``, ``ESPDETECT_CONF``, ``ESPDETECT_MAX_VIEWERS_TOTAL``, ...).
-    ``ESPDETECT_CAMERAS`` takes ``id=url,id=url`` or a JSON list of camera objects.
+    low_quality: Quality = Field(
+        default=40, description="JPEG quality for annotated viewers that fall behind"
+    )
+    viewer_timeout: Annotated[float, Field(gt=0.0, le=3600.0)] = Field(
+        default=10.0, description="seconds a viewer may block one send before it is disconnected"
+    )
+    send_buffer: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = Field(
+        default=256 * 1024,
+        description="kernel send buffer of each viewer connection in bytes (0: the OS default, which lets "
+        "a slow viewer fall seconds behind unnoticed)",
+    )
+    snapshot_timeout: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=5.0, description="seconds a snapshot waits for a frame when none is cached (then 503)"
+    )
+    max_viewers_per_camera: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=10, description="viewers per camera"
+    )
+    max_viewers_total: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=50, description="viewers on all cameras"
+    )
+    retry_after: Annotated[int, Field(ge=1, le=3600)] = Field(
+        default=5, description="seconds sent in Retry-After when a limit turns a viewer away"
+    )
 
-    Example:
-        >>> s = ServerSettings(cameras=["front=http://192.168.4.1:81/stream"], conf=0.3)
-        >>> s.cameras[0].id, s.camera_settings()[0].conf
-        ('front', 0.3)
-    """
 
-    model_config = SettingsConfigDict(env_prefix="ESPDETECT_", extra="forbid", validate_default=True)
+class ServingSettings(_Section):
+    """The HTTP server process."""
 
-    #: Interface and port ``espdetect serve`` listens on.
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=0, le=65535)] = 8000
-    cameras: Annotated[list[CameraConfig], NoDecode] = Field(default_factory=list)
+    stats_window: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=5.0, description="seconds of history behind the rates in /stats"
+    )
+    shutdown_timeout: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=1.0, description="seconds uvicorn waits for connections on shutdown before cancelling them"
+    )
+    access_log: bool = Field(default=False, description="log every HTTP request")
+    tune_malloc: bool = Field(
+        default=False,
+        description="glibc only: return freed frame memory to the OS (two malloc arenas, fixed 128 KiB "
+        "mmap threshold) so RSS stays flat over days; process-wide",
+    )
+    max_body_size: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
+        default=1024 * 1024, description="requests with a larger body get 413"
+    )
 
-    # -- detection (per-camera overridable: conf, iou, imgsz, classes) --
-    #: Weights: a .pt/.onnx file, an OpenVINO folder or a model name Ultralytics knows;
-    #: None: ``yolov8n.pt`` (downloaded by Ultralytics on first use).
-    model: str | None = None
-    conf: Conf = 0.25
-    iou: Conf = 0.45
-    #: Model input size; None: the model's own (the fixed size of an export, else 640).
-    imgsz: int | None = None
-    half: bool = False
-    #: Torch device ("cpu", "cuda:0", ...); None lets Ultralytics choose.
-    device: str | None = None
-    classes: ClassIds | None = None
-    #: Model calls running at once across all cameras. One CPU inference already uses every
-    #: core, so 1 is fastest there; on a GPU 2 can overlap one camera's pre/postprocessing
-    #: with another's inference. Cameras take turns in the order they asked.
-    detect_slots: Annotated[int, Field(ge=1, le=64)] = 1
 
-    # -- pipeline and streams (per-camera overridable: skip, stale, quality) --
-    skip: SkipSetting = "auto"
-    stale: StaleMode = StaleMode.DRAW_LAST
-    #: JPEG quality of the annotated stream.
-    quality: Quality = 80
-    #: The lower JPEG quality tier that annotated viewers with slow connections get.
-    low_quality: Quality = 40
-    #: Seconds the camera connection stays open after the last viewer leaves.
-    grace_period: Annotated[float, Field(ge=0.0, le=3600.0)] = 2.0
-    #: Seconds without a complete camera frame before the camera connection is recycled.
-    stall_timeout: Annotated[float, Field(gt=0.0)] = 5.0
-    #: Seconds to connect to a camera and get its reply head (a camera busy with another
-    #: client accepts the connection and never answers: this bounds that wait).
-    connect_timeout: Annotated[float, Field(gt=0.0, le=300.0)] = 5.0
-    #: Longest pause between camera reconnection attempts (capped exponential backoff from
-    #: 0.1 s); a camera that comes back is read again within this plus one connect.
-    backoff_max: Annotated[float, Field(ge=0.1, le=300.0)] = 1.0
-    #: Camera parts (JPEGs) larger than this are dropped unread; bounds memory per camera.
-    max_part_size: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = DEFAULT_MAX_PART_SIZE
+class AuthSettings(_Section):
+    """Authentication, sessions and cross-origin access (all off by default)."""
 
-    # -- viewers --
-    #: Seconds a viewer may block one send before it is disconnected.
-    viewer_timeout: Annotated[float, Field(gt=0.0)] = 10.0
-    #: Kernel send buffer of each viewer connection in bytes, set by `StreamingServer` (0: the
-    #: OS default, which grows to megabytes and lets a slow viewer fall seconds behind unnoticed).
-    send_buffer: Annotated[int, Field(ge=0, le=64 * 1024 * 1024)] = 256 * 1024
-    #: Seconds a snapshot waits for a frame when none is cached (then 503).
-    snapshot_timeout: Annotated[float, Field(gt=0.0)] = 5.0
-    max_viewers_per_camera: Annotated[int, Field(ge=1)] = 10
-    max_viewers_total: Annotated[int, Field(ge=1)] = 50
-    #: Seconds sent in Retry-After when a limit turns a viewer away.
-    retry_after: Annotated[int, Field(ge=1)] = 5
-    #: Seconds of history behind the fps figures of /stats.
-    stats_window: Annotated[float, Field(gt=0.0, le=300.0)] = 5.0
-    #: Seconds uvicorn waits for connections on shutdown before cancelling them.
-    shutdown_timeout: Annotated[float, Field(gt=0.0)] = 1.0
-    access_log: bool = False
-    #: glibc only: return freed frame memory to the OS (two malloc arenas, a fixed 128 KiB mmap
-    #: threshold) so RSS stays flat over days; process-wide, so off unless the server owns the
-    #: process (`StreamingServer` applies it).
-    tune_malloc: bool = False
-    #: Requests whose body is larger than this get 413 (settings and control bodies are tiny).
-    max_body_size: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
-
-    # -- security (see espdetect.server.auth; all off by default) --
-    #: User name for HTTP Basic and the login form.
-    auth_username: Annotated[str, Field(min_length=1, max_length=128)] = "admin"
-    #: Hash of the password (``espdetect hash-password``): ``pbkdf2_sha256$...`` or ``scrypt$...``.
-    #: When this or ``auth_token_hash`` is set, every endpoint except /health needs credentials.
-    auth_password_hash: SecretStr | None = None
-    #: SHA-256 (64 hex digits) of a bearer token (``espdetect hash-password --token``).
-    auth_token_hash: SecretStr | None = None
-    #: Key that signs session cookies; None: a random key per process (sessions end on restart).
-    session_secret: SecretStr | None = None
-    #: Seconds a login session lasts.
-    session_max_age: Annotated[float, Field(ge=60.0, le=30 * 86400.0)] = 12 * 3600.0
-    #: Origins (``https://app.example:8443``) a separate front end may call this API from;
-    #: empty: CORS off. ``*`` allows any origin without credentials.
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    #: Who may change camera sensor settings through ``POST /cameras/{id}/control``.
-    camera_control: CameraControlMode = "auth"
-
-    @field_validator("cameras", mode="before")
-    @classmethod
-    def _parse_cameras(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if not text:
-                return []
-            if text.startswith("["):
-                return json.loads(text)
-            value = [part for part in text.split(",") if part.strip()]
-        if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
-            return [
-                parse_camera_spec(item, i) if isinstance(item, str) else item for i, item in enumerate(value)
-            ]
-        return value
-
-    @field_validator("imgsz")
-    @classmethod
-    def _imgsz(cls, value: int | None) -> int | None:
-        return None if value is None else check_imgsz(value)
-
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+    auth_username: Annotated[str, Field(min_length=1, max_length=128)] = Field(
+        default="admin", description="user name for HTTP Basic and the login form"
+    )
+    auth_password_hash: SecretStr | None = Field(
+        default=None,
+        description="hash of the password from `espdetect hash-password`; when this or auth_token_hash is "
+        "set, every endpoint except /health needs credentials",
+    )
+    auth_token_hash: SecretStr | None = Field(
+        default=None,
+        description="SHA-256 (64 hex digits) of a bearer token, from `espdetect hash-password --token`",
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        description="key that signs session cookies; none: random per process (sessions end on restart)",
+    )
+    session_max_age: Annotated[float, Field(ge=60.0, le=30 * 86400.0)] = Field(
+        default=12 * 3600.0, description="seconds a login session lasts"
+    )
+    cors_origins: Annotated[list[str], BeforeValidator(_split_list)] = Field(
+        default_factory=list,
+        description="origins (https://app.example:8443) a separate front end may call this API from; "
+        "empty: CORS off; * allows any origin without credentials",
+    )
+    camera_control: CameraControlMode = Field(
+        default="auth",
+        description="who may change camera sensor settings (POST /cameras/{id}/control): auth (only "
+        "authenticated users, when authentication is configured), on, off",
+    )
 
     @field_validator("cors_origins")
     @classmethod
@@ -408,14 +420,166 @@ class ServerSettings(BaseSettings):
         return value
 
     @property
-    def auth_enabled(self) -> bool:
+    def enabled(self) -> bool:
         """Whether requests need credentials (a password hash or a token hash is configured)."""
         return self.auth_password_hash is not None or self.auth_token_hash is not None
 
-    @property
-    def camera_control_enabled(self) -> bool:
-        """Whether ``POST /cameras/{id}/control`` is offered at all."""
-        return self.camera_control == "on" or (self.camera_control == "auth" and self.auth_enabled)
+
+#: The sections of `ServerSettings`, by their TOML name.
+SECTIONS: Final[dict[str, type[_Section]]] = {
+    "detector": DetectorSettings,
+    "defaults": CameraOptions,
+    "upstream": UpstreamSettings,
+    "viewers": ViewerSettings,
+    "serving": ServingSettings,
+    "auth": AuthSettings,
+}
+#: Top-level options (not in a section).
+_TOP_LEVEL: Final = ("host", "port", "cameras")
+
+
+def leaf_fields() -> Iterator[tuple[str | None, str, FieldInfo]]:
+    """(section or None, option name, its pydantic field) for every option, in schema order."""
+    for name in _TOP_LEVEL:
+        yield None, name, ServerSettings.model_fields[name]
+    for section, model in SECTIONS.items():
+        for name, info in model.model_fields.items():
+            yield section, name, info
+
+
+def _section_of() -> dict[str, str]:
+    return {name: section for section, name, _ in leaf_fields() if section is not None}
+
+
+def nest(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with section options written at the top level moved into their section.
+
+    Example:
+        >>> nest({"conf": 0.3, "port": 9000, "viewers": {"retry_after": 2}})
+        {'defaults': {'conf': 0.3}, 'port': 9000, 'viewers': {'retry_after': 2}}
+    """
+    owner = _section_of()
+    out: dict[str, Any] = {}
+
+    def put(section: str, key: str, value: Any) -> None:
+        table = out.setdefault(section, {})
+        if not isinstance(table, dict):
+            raise ConfigurationError(f"expected [{section}] options once, got them twice", field=key)
+        if key in table:
+            raise ConfigurationError(
+                f"expected {key} once, got it at the top level and in [{section}]", field=key
+            )
+        table[key] = value
+
+    for key, value in values.items():
+        if key in SECTIONS and isinstance(value, Mapping):
+            for inner, inner_value in value.items():
+                put(key, inner, inner_value)
+        elif key in owner:
+            put(owner[key], key, value)
+        else:
+            out[key] = value
+    return out
+
+
+def merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, section by section (both nested)."""
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in base.items()}
+    for key, value in top.items():
+        if key in SECTIONS and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+class _FlatEnvironment(PydanticBaseSettingsSource):
+    """``ESPDETECT_<OPTION>`` for every option, put into the option's section."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ reads every option at once
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for _, name, _ in leaf_fields():
+            raw = os.environ.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                found[name] = raw
+        return nest(found)
+
+
+class _Nested(PydanticBaseSettingsSource):
+    """Another source's values with flat options moved into their sections, so that sources
+    merge section by section (an explicit ``model=`` beats ``ESPDETECT_MODEL``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ takes the inner source's values at once
+
+    def __call__(self) -> dict[str, Any]:
+        return nest(self.inner())
+
+
+class ServerSettings(BaseSettings):
+    """Settings of ``espdetect serve`` and `create_app` (see the module documentation).
+
+    Example:
+        >>> s = ServerSettings(cameras=["front=http://192.168.4.1:81/stream"], conf=0.3)
+        >>> s.cameras[0].id, s.defaults.conf, s.camera_settings()[0].conf
+        ('front', 0.3, 0.3)
+    """
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True, frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="interface the server listens on (0.0.0.0: all)")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=8000, description="port the server listens on"
+    )
+    cameras: list[CameraConfig] = Field(
+        default_factory=list,
+        description="cameras: [[cameras]] tables in TOML; id=url,id=url or a JSON list in ESPDETECT_CAMERAS",
+    )
+    detector: DetectorSettings = Field(default_factory=DetectorSettings)
+    defaults: CameraOptions = Field(default_factory=CameraOptions)
+    upstream: UpstreamSettings = Field(default_factory=UpstreamSettings)
+    viewers: ViewerSettings = Field(default_factory=ViewerSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (_Nested(settings_cls, init_settings), _FlatEnvironment(settings_cls))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nest(cls, values: Any) -> Any:
+        return nest(values) if isinstance(values, Mapping) else values
+
+    @field_validator("cameras", mode="before")
+    @classmethod
+    def _parse_cameras(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return []
+            if text.startswith("["):
+                return json.loads(text)
+            value = [part for part in text.split(",") if part.strip()]
+        if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+            return [
+                parse_camera_spec(item, i) if isinstance(item, str) else item for i, item in enumerate(value)
+            ]
+        return value
 
     @model_validator(mode="after")
     def _unique_ids(self) -> ServerSettings:
@@ -426,23 +590,33 @@ class ServerSettings(BaseSettings):
             seen.add(cam.id)
         return self
 
-    def camera_settings(self) -> list[CameraSettings]:
-        """Each camera's effective settings, in configuration order."""
-        return [
-            CameraSettings(
-                id=cam.id,
-                url=cam.url,
-                conf=self.conf if cam.conf is None else cam.conf,
-                iou=self.iou if cam.iou is None else cam.iou,
-                imgsz=self.imgsz if cam.imgsz is None else cam.imgsz,
-                skip=self.skip if cam.skip is None else cam.skip,
-                stale=self.stale if cam.stale is None else cam.stale,
-                quality=self.quality if cam.quality is None else cam.quality,
-                classes=self.classes if cam.classes is None else cam.classes,
-                control_url=cam.control_url,
-            )
-            for cam in self.cameras
-        ]
+    @property
+    def camera_control_enabled(self) -> bool:
+        """Whether ``POST /cameras/{id}/control`` is offered at all."""
+        mode = self.auth.camera_control
+        return mode == "on" or (mode == "auth" and self.auth.enabled)
+
+    def camera_settings(self) -> list[CameraConfig]:
+        """Each camera with the options it does not set taken from ``[defaults]``, in order."""
+        return [cam.resolved(self.defaults) for cam in self.cameras]
+
+
+def parse_camera_spec(spec: str, index: int = 0) -> CameraConfig:
+    """A ``[ID=]URL`` command-line camera; the id defaults to ``cam`` (``cam2``, ... after the first).
+
+    Example:
+        >>> parse_camera_spec("front=http://192.168.4.1:81/stream").id
+        'front'
+        >>> parse_camera_spec("http://192.168.4.1:81/stream", index=1).id
+        'cam2'
+    """
+    text = spec.strip()
+    head, sep, tail = text.partition("=")
+    if sep and "://" not in head:
+        cam_id, url = head.strip(), tail.strip()
+    else:
+        cam_id, url = ("cam" if index == 0 else f"cam{index + 1}"), text
+    return CameraConfig(id=check_camera_id(cam_id, "camera id"), url=check_http_url(url, "camera URL"))
 
 
 def load_settings(
@@ -450,9 +624,12 @@ def load_settings(
 ) -> ServerSettings:
     """Settings from a TOML file, then ``ESPDETECT_*`` variables, then ``overrides`` (highest).
 
-    The TOML file holds the same keys as `ServerSettings`; cameras are ``[[cameras]]`` tables::
+    The TOML file holds the sections of `ServerSettings`; cameras are ``[[cameras]]`` tables::
 
+        [detector]
         model = "yolov8n.onnx"
+
+        [defaults]
         conf = 0.3
 
         [[cameras]]
@@ -473,13 +650,12 @@ def load_settings(
     if config_file is not None:
         path = Path(config_file)
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = nest(tomllib.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             raise ConfigurationError(f"expected a TOML config file, got a missing path: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"expected valid TOML in {path}, got: {exc}") from None
-    # Environment values beat the file: read them alone, keep only what they set.
-    from_env = ServerSettings()
-    data.update(from_env.model_dump(include=from_env.model_fields_set))
-    data.update(overrides or {})
+    # Environment values beat the file, explicit values beat both.
+    data = merge(data, _FlatEnvironment(ServerSettings)())
+    data = merge(data, nest(overrides or {}))
     return ServerSettings(**data)

@@ -20,22 +20,23 @@ worker thread, whatever the number of viewers on it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
+import anyio
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from espdetect.encoders.adaptive import AdaptiveQuality
-from espdetect.latest import SlotClosed
+from espdetect.exceptions import SlotClosed
 from espdetect.mjpeg import mjpeg_part
-from espdetect.server.hub import Camera, ViewerTicket
+from espdetect.server.camera import Camera
+from espdetect.server.errors import ViewerTimedOut
+from espdetect.server.hub import ViewerTicket
 
 __all__ = [
     "MJPEG_BOUNDARY",
@@ -43,16 +44,12 @@ __all__ = [
     "SSE_MEDIA_TYPE",
     "SendBody",
     "ViewerStream",
-    "ViewerTimedOut",
     "annotated_mjpeg",
     "detection_events",
     "raw_mjpeg",
-    "with_timeout",
 ]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 MJPEG_BOUNDARY = "espdetectframe"
 MJPEG_MEDIA_TYPE = f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}"
@@ -61,10 +58,6 @@ SSE_MEDIA_TYPE = "text/event-stream"
 SSE_KEEPALIVE = 15.0
 #: Seconds allowed for the final empty chunk that completes a response.
 _FINISH_TIMEOUT = 1.0
-
-
-class ViewerTimedOut(Exception):
-    """One send to the viewer stayed blocked for the viewer timeout."""
 
 
 class SendBody(Protocol):
@@ -79,6 +72,9 @@ class ViewerStream(Response):
     """ASGI response streaming ``body`` to one viewer until it leaves, stalls, or the server stops.
 
     ``body`` gets a ``send(data) -> seconds`` callable and returns when the stream is complete.
+    The body, a watcher of the client's disconnect and a watcher of the server's shutdown run
+    in one task group; whichever finishes first decides why the stream ended and cancels the
+    other two.
 
     Example:
         >>> ticket = hub.admit(camera, ViewerKind.RAW, "127.0.0.1:5000")  # doctest: +SKIP
@@ -92,7 +88,7 @@ class ViewerStream(Response):
         *,
         ticket: ViewerTicket,
         media_type: str,
-        shutdown: asyncio.Event,
+        shutdown: anyio.Event,
         send_timeout: float,
         headers: Mapping[str, str] | None = None,
     ) -> None:
@@ -114,102 +110,73 @@ class ViewerStream(Response):
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        reason = "error"
-        tasks: list[asyncio.Task[None]] = []
-        complete = False
-        closing = False
+        reason, complete = "error", False
+        try:
+            head = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await self._timed(send(head))
+            reason, complete = await self._stream(receive, send)
+        except ViewerTimedOut:
+            reason = "send timeout"
+        except OSError:
+            reason = "client disconnected"
+        except anyio.get_cancelled_exc_class():
+            reason = "cancelled"
+            raise
+        finally:
+            try:
+                if complete:
+                    # Ends the chunked body cleanly; uvicorn then closes the connection on shutdown.
+                    with anyio.move_on_after(_FINISH_TIMEOUT, shield=True), contextlib.suppress(OSError):
+                        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            finally:
+                self.ticket.release(reason)
+
+    async def _stream(self, receive: Receive, send: Send) -> tuple[str, bool]:
+        """Run the body and the two watchers; (why the stream ended, whether to end it cleanly)."""
+        outcome: list[tuple[str, bool]] = []
 
         async def send_body(data: bytes) -> float:
-            # Ends a producer that missed its cancellation (it would otherwise keep sending
-            # into a closed connection, which uvicorn silently accepts).
-            if closing:
-                raise _StreamClosing
             start = time.perf_counter()
             await self._timed(send({"type": "http.response.body", "body": data, "more_body": True}))
             return time.perf_counter() - start
 
-        try:
-            head = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-            await self._timed(send(head))
+        async with anyio.create_task_group() as group:
 
-            producer = asyncio.create_task(self.produce(send_body), name=f"viewer-{self.ticket.id}")
-            watcher = asyncio.create_task(_wait_disconnect(receive), name=f"viewer-{self.ticket.id}-rx")
-            stopper = asyncio.create_task(_wait_event(self.shutdown), name=f"viewer-{self.ticket.id}-stop")
-            tasks = [producer, watcher, stopper]
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if watcher.done():
-                reason = "client disconnected"
-            elif producer.done():
-                exc = None if producer.cancelled() else producer.exception()
-                if isinstance(exc, ViewerTimedOut):
-                    reason = "send timeout"
-                elif exc is not None:
-                    reason = f"error: {exc!r}"
-                    logger.error("viewer %d: stream failed", self.ticket.id, exc_info=exc)
+            def finish(reason: str, complete: bool) -> None:
+                if not outcome:
+                    outcome.append((reason, complete))
+                group.cancel_scope.cancel()
+
+            async def produce() -> None:
+                try:
+                    await self.produce(send_body)
+                except ViewerTimedOut:
+                    finish("send timeout", False)
+                except OSError:  # the transport failed under a send: the viewer is gone
+                    finish("client disconnected", False)
                 else:
-                    reason, complete = "stream ended", True
-            else:
-                reason, complete = "server shutdown", True
-        except ViewerTimedOut:
-            reason = "send timeout"
-        except asyncio.CancelledError:
-            reason = "cancelled"
-            raise
-        finally:
-            closing = True
-            try:
-                for task in tasks:
-                    task.cancel()
-                if tasks:
-                    await asyncio.gather(*tasks, return_exceptions=True)
-                if complete:
-                    # Ends the chunked body cleanly; uvicorn then closes the connection on shutdown.
-                    with contextlib.suppress(Exception):
-                        await with_timeout(
-                            send({"type": "http.response.body", "body": b"", "more_body": False}),
-                            _FINISH_TIMEOUT,
-                        )
-            finally:
-                self.ticket.release(reason)
+                    finish("stream ended", True)
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                finish("client disconnected", False)
+
+            async def watch_shutdown() -> None:
+                await self.shutdown.wait()
+                finish("server shutdown", True)
+
+            group.start_soon(produce, name=f"viewer-{self.ticket.id}")
+            group.start_soon(watch_disconnect, name=f"viewer-{self.ticket.id}-rx")
+            group.start_soon(watch_shutdown, name=f"viewer-{self.ticket.id}-stop")
+        return outcome[0]
 
     async def _timed(self, awaitable: Awaitable[None]) -> None:
         try:
-            await with_timeout(awaitable, self.send_timeout)
-        except asyncio.TimeoutError:
-            raise ViewerTimedOut from None
-
-
-class _StreamClosing(Exception):
-    """The response is being torn down; the producer must stop."""
-
-
-if sys.version_info >= (3, 11):
-
-    async def with_timeout(awaitable: Awaitable[T], seconds: float) -> T:
-        """``await awaitable`` or raise TimeoutError after ``seconds``.
-
-        `asyncio.timeout` rather than `asyncio.wait_for`: before Python 3.12, wait_for can
-        swallow a cancellation that arrives just as the awaited operation completes, which
-        would leave a stream running after its viewer left.
-        """
-        async with asyncio.timeout(seconds):
-            return await awaitable
-
-else:  # pragma: no cover - Python 3.10
-
-    async def with_timeout(awaitable: Awaitable[T], seconds: float) -> T:
-        return await asyncio.wait_for(awaitable, seconds)
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-async def _wait_event(event: asyncio.Event) -> None:
-    await event.wait()
+            with anyio.fail_after(self.send_timeout):
+                await awaitable
+        except TimeoutError:
+            raise ViewerTimedOut(self.send_timeout) from None
 
 
 def _behind(send_s: float, interval_s: float, skipped: int) -> bool:
@@ -234,7 +201,7 @@ async def raw_mjpeg(camera: Camera, ticket: ViewerTicket, send: SendBody) -> Non
             assert frame.jpeg is not None  # the pipeline encodes frames that come without bytes
             part = mjpeg_part(frame.jpeg, frame.arrival, MJPEG_BOUNDARY)
             await send(part)
-            camera.serve.raw_latency_ms.append((time.perf_counter() - frame.arrival_mono) * 1000.0)
+            camera.serve.raw_latency_ms.add((time.perf_counter() - frame.arrival_mono) * 1000.0)
             ticket.sent(len(part), skipped)
 
 
@@ -270,7 +237,7 @@ async def annotated_mjpeg(camera: Camera, ticket: ViewerTicket, send: SendBody) 
                 camera.serve.low_quality_frames += 1
             part = mjpeg_part(jpeg, rendered.frame.arrival, MJPEG_BOUNDARY)
             took = await send(part)
-            camera.serve.latency_ms.append((time.perf_counter() - arrival) * 1000.0)
+            camera.serve.latency_ms.add((time.perf_counter() - arrival) * 1000.0)
             ticket.sent(len(part), skipped)
             before = tiers.quality
             if tiers.observe(_behind(took, interval, skipped)) != before:
@@ -293,13 +260,14 @@ async def detection_events(camera: Camera, ticket: ViewerTicket, send: SendBody)
     async with pipe.subscribe("detections"):
         version = pipe.detections.version
         while True:
-            try:
-                new_version, result = await with_timeout(pipe.detections.next_after(version), SSE_KEEPALIVE)
-            except asyncio.TimeoutError:
+            with anyio.move_on_after(SSE_KEEPALIVE) as wait:
+                try:
+                    new_version, result = await pipe.detections.next_after(version)
+                except SlotClosed:
+                    return
+            if wait.cancelled_caught:
                 await send(b": keep-alive\n\n")
                 continue
-            except SlotClosed:
-                return
             skipped = max(0, new_version - version - 1) if ticket.frames else 0
             version = new_version
             payload = json.dumps(result.to_dict(), separators=(",", ":"))

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-__all__ = ["BlockingCall", "Pacer"]
+from espdetect.exceptions import EndOfStream
+from espdetect.frame import Frame
+from espdetect.sources.base import FrameSource
+
+__all__ = ["BlockingCall", "Pacer", "ThreadedSource"]
 
 T = TypeVar("T")
 
@@ -73,3 +78,49 @@ class Pacer:
             await asyncio.sleep(due - now)
         # Only commit after the sleep: a cancelled wait leaves the schedule as it was.
         self._last = due
+
+
+class ThreadedSource(FrameSource, Generic[T]):
+    """A `FrameSource` whose reads do blocking work (file reads, decoding) in a worker thread.
+
+    ``read()`` runs one read at a time, so a second concurrent ``read()`` cannot take over the
+    first one's pending call. A subclass implements `_read`, runs its blocking work through
+    ``self._call`` (which yields ``T``), calls `_check_open` before each step of a read that may
+    loop, and numbers each frame it returns with ``_count_frame``.
+
+    Example:
+        >>> class Blank(ThreadedSource[bytes]):  # doctest: +SKIP
+        ...     async def _read(self) -> Frame:
+        ...         self._check_open()
+        ...         jpeg = await self._call.run(lambda: encode_blank_jpeg())
+        ...         return Frame(seq=self._count_frame(len(jpeg)), source_id=self.source_id, jpeg=jpeg)
+    """
+
+    def __init__(self, source_id: str) -> None:
+        super().__init__()
+        self.source_id = source_id
+        self._call: BlockingCall[T] = BlockingCall()
+        self._closed = False
+        self._lock = asyncio.Lock()
+
+    async def read(self) -> Frame:
+        """The next frame; the class says when the frames end and what it raises then.
+
+        Raises:
+            EndOfStream: no more frames, or the source was closed.
+        """
+        async with self._lock:
+            return await self._read()
+
+    @abstractmethod
+    async def _read(self) -> Frame:
+        """The next frame; called with the read lock held."""
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise EndOfStream(f"{self.source_id}: source closed")
+
+    async def aclose(self) -> None:
+        """Stop reading, after any blocking call still running in the worker thread."""
+        self._closed = True
+        await self._call.wait_idle()

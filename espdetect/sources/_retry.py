@@ -6,7 +6,7 @@ import logging
 import random
 import time
 
-__all__ = ["Backoff", "RateLimitedLog"]
+__all__ = ["Backoff", "RateLimitedLog", "Retry"]
 
 
 class Backoff:
@@ -87,3 +87,34 @@ class RateLimitedLog:
         """Make the next message a warning again (call after recovering)."""
         self._last = None
         self._suppressed = 0
+
+
+class Retry:
+    """What a network source does after a failed attempt: log why and wait a growing delay.
+
+    ``action`` names what comes after the delay in the warning ("retrying", "reconnecting").
+
+    Example:
+        >>> retry = Retry(Backoff(0.1, 2.0, jitter=0.0), logging.getLogger("cam"), "retrying")
+        >>> retry.next_delay("front", "connection refused")  # warns: front: connection refused; ...
+        0.1
+        >>> retry.reset()  # after a success
+    """
+
+    def __init__(self, backoff: Backoff, logger: logging.Logger, action: str) -> None:
+        self.backoff = backoff
+        self.action = action
+        self._log = RateLimitedLog(logger)
+
+    def next_delay(self, source_id: str, reason: str) -> float:
+        """Log the failure (at WARNING at most every 30 s) and return the delay before the next attempt."""
+        delay = self.backoff.next_delay()
+        self._log.warning(
+            "%s: %s; %s in %.2f s (attempt %d)", source_id, reason, self.action, delay, self.backoff.attempt
+        )
+        return delay
+
+    def reset(self) -> None:
+        """Forget the failures (call after a success): the next one retries quickly and warns."""
+        self.backoff.reset()
+        self._log.reset()

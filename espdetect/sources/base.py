@@ -66,6 +66,7 @@ class FrameSource(ABC):
 
     def __init__(self) -> None:
         self.stats = SourceStats()
+        self._next_seq = 0
 
     @abstractmethod
     async def read(self) -> Frame:
@@ -91,6 +92,14 @@ class FrameSource(ABC):
                 yield await self.read()
             except EndOfStream:
                 return
+
+    def _count_frame(self, size: int = 0) -> int:
+        """Count one more frame delivered (and ``size`` bytes of it) in ``stats``; returns its ``seq``."""
+        seq = self._next_seq
+        self._next_seq += 1
+        self.stats.frames += 1
+        self.stats.bytes += size
+        return seq
 
     def iter_frames(self, limit: int | None = None) -> Generator[Frame, None, None]:
         """Blocking iterator over up to ``limit`` frames; works inside Jupyter's running loop.

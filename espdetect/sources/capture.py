@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Literal
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -14,8 +12,8 @@ from espdetect.exceptions import EndOfStream, SourceUnavailable
 from espdetect.frame import Frame
 from espdetect.mjpeg import DEFAULT_MAX_PART_SIZE, Part
 from espdetect.sources._blocking import Pacer
-from espdetect.sources._retry import Backoff, RateLimitedLog
-from espdetect.sources.base import FrameSource
+from espdetect.sources._http import AttemptFailed, HttpSource, snippet
+from espdetect.sources._retry import Backoff, Retry
 
 __all__ = ["CaptureSource"]
 
@@ -25,14 +23,11 @@ logger = logging.getLogger(__name__)
 _Counter = Literal["connect_failures", "corrupt", "oversize", "stalls"]
 
 
-class _CaptureFailed(Exception):
-    def __init__(self, counter: _Counter, reason: str) -> None:
-        super().__init__(reason)
-        self.counter = counter
-        self.reason = reason
+class _CaptureFailed(AttemptFailed[_Counter]):
+    """A request that gave no frame; ``kind`` is the `SourceStats` counter it adds to."""
 
 
-class CaptureSource(FrameSource):
+class CaptureSource(HttpSource):
     """Frames from repeated ``GET`` requests for one JPEG each (ESP32 ``/capture``).
 
     Slower than the stream (one request per frame, and the ESP32 lights its flash LED
@@ -56,9 +51,9 @@ class CaptureSource(FrameSource):
         client: an ``httpx.AsyncClient`` to use (not closed by this source).
 
     Example:
-        >>> async def snap(url: str) -> Frame:  # doctest: +SKIP
-        ...     async with CaptureSource(url, interval=0.5) as src:
-        ...         return await src.read()
+        >>> async def snapshots(url: str, n: int) -> list[Frame]:  # doctest: +SKIP
+        ...     async with CaptureSource(url, interval=0.5) as src:  # at most 2 requests a second
+        ...         return [await src.read() for _ in range(n)]
     """
 
     def __init__(
@@ -75,30 +70,18 @@ class CaptureSource(FrameSource):
         reconnect: bool = True,
         client: httpx.AsyncClient | None = None,
     ) -> None:
-        super().__init__()
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"url must be an http(s) URL, got {url!r}")
+        retry = Retry(Backoff(backoff_initial, backoff_max), logger, "retrying")
+        super().__init__(url, source_id, retry, client=client, reconnect=reconnect)
         if not timeout > 0 or not connect_timeout > 0:
             raise ValueError(f"timeouts must be > 0 seconds, got {timeout!r} and {connect_timeout!r}")
         if max_size < 1:
             raise ValueError(f"max_size must be a positive number of bytes, got {max_size!r}")
-        self.url = url
-        # Never the user:password part of the URL: source ids end up in logs and metrics.
-        self.source_id = source_id or parts.netloc.rpartition("@")[2]
         self.interval = interval
         self.max_size = max_size
-        self.reconnect = reconnect
-        self.backoff = Backoff(backoff_initial, backoff_max)
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
         self._pacer = Pacer(interval) if interval is not None else None
-        self._client = client
-        self._owns_client = client is None
         self._lock = asyncio.Lock()
-        self._closed = False
         self._failing = False
-        self._next_seq = 0
-        self._retry_log = RateLimitedLog(logger)
 
     async def read(self) -> Frame:
         """Request frames until one is a complete JPEG.
@@ -118,68 +101,38 @@ class CaptureSource(FrameSource):
                 except _CaptureFailed as exc:
                     if self._closed:  # aclose() during the request: not the camera's fault
                         raise EndOfStream(f"{self.source_id}: source closed") from None
-                    setattr(self.stats, exc.counter, getattr(self.stats, exc.counter) + 1)
+                    setattr(self.stats, exc.kind, getattr(self.stats, exc.kind) + 1)
                     self._failing = True
                     self.stats.connected = False
                     if not self.reconnect:
                         raise SourceUnavailable(self.url, exc.reason) from None
-                    delay = self.backoff.next_delay()
-                    self._retry_log.warning(
-                        "%s: %s; retrying in %.2f s (attempt %d)",
-                        self.source_id,
-                        exc.reason,
-                        delay,
-                        self.backoff.attempt,
-                    )
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(self._retry.next_delay(self.source_id, exc.reason))
                     continue
                 return self._frame(jpeg, timestamp)
-
-    async def aclose(self) -> None:
-        """Stop polling and close the HTTP client this source created."""
-        self._closed = True
-        self.stats.connected = False
-        if self._owns_client and self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
 
     def _frame(self, jpeg: bytes, timestamp: float | None) -> Frame:
         if self._failing:
             self._failing = False
             self.stats.reconnects += 1
-            self.backoff.reset()
-            self._retry_log.reset()
+            self._retry.reset()
             logger.info("%s: capture works again", self.source_id)
         self.stats.connected = True
-        frame = Frame(
-            seq=self._next_seq,
-            source_id=self.source_id,
-            jpeg=jpeg,
-            arrival=time.time(),
-            arrival_mono=time.perf_counter(),
-            camera_timestamp=timestamp,
-        )
-        self._next_seq += 1
-        self.stats.frames += 1
-        self.stats.bytes += len(jpeg)
-        return frame
+        seq = self._count_frame(len(jpeg))
+        return Frame(seq=seq, source_id=self.source_id, jpeg=jpeg, camera_timestamp=timestamp)
 
     async def _fetch(self) -> tuple[bytes, float | None]:
-        if self._client is None:
-            self._client = httpx.AsyncClient()
         try:
-            async with self._client.stream("GET", self.url, timeout=self._timeout) as response:
+            async with self._get_client().stream("GET", self.url, timeout=self._timeout) as response:
                 body = await self._read_limited(response)
                 content_type = response.headers.get("content-type", "")
                 if response.status_code != 200:
-                    snippet = " ".join(body[:200].decode("utf-8", errors="replace").split())[:120]
                     raise _CaptureFailed(
-                        "connect_failures", f"expected HTTP 200, got {response.status_code}: {snippet!r}"
+                        "connect_failures",
+                        f"expected HTTP 200, got {response.status_code}: {snippet(body)!r}",
                     )
                 if content_type and not content_type.lower().startswith("image/"):
-                    snippet = " ".join(body[:200].decode("utf-8", errors="replace").split())[:120]
                     raise _CaptureFailed(
-                        "connect_failures", f"expected image/jpeg, got {content_type!r}: {snippet!r}"
+                        "connect_failures", f"expected image/jpeg, got {content_type!r}: {snippet(body)!r}"
                     )
                 part = Part({"x-timestamp": response.headers.get("x-timestamp", "")}, body)
                 if not part.is_complete_jpeg:

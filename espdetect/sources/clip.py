@@ -29,8 +29,7 @@ import cv2
 
 from espdetect.exceptions import EndOfStream, SourceUnavailable
 from espdetect.frame import Frame
-from espdetect.sources._blocking import BlockingCall
-from espdetect.sources.base import FrameSource
+from espdetect.sources._blocking import BlockingCall, ThreadedSource
 
 __all__ = [
     "INDEX_COLUMNS",
@@ -276,13 +275,15 @@ class ClipWriter:
         self.close()
 
 
-class ClipSource(FrameSource):
+class ClipSource(ThreadedSource[bytes | None]):
     """Replays a recorded clip with the original JPEG bytes and camera timestamps.
 
     ``pace="realtime"`` sleeps so that frames come out with the recorded spacing (a consumer
     that falls behind gets the overdue frames at once, so the total duration is kept);
     ``pace="fast"`` replays as fast as the files are read. Each replayed frame gets a fresh
-    ``arrival`` and a ``seq`` that keeps increasing across loops.
+    ``arrival`` and a ``seq`` that keeps increasing across loops. ``read()`` raises
+    `EndOfStream` after the last frame (without ``loop``) or once closed, and `SourceUnavailable`
+    when a frame file listed in the index is missing.
 
     Args:
         path: the clip folder.
@@ -307,24 +308,20 @@ class ClipSource(FrameSource):
         loop: bool = False,
         source_id: str | None = None,
     ) -> None:
-        super().__init__()
-        self.path = Path(path)
-        if not is_clip(self.path):
-            raise SourceUnavailable(str(self.path), f"expected a clip folder with {_INDEX}, got none")
+        folder = Path(path)
+        if not is_clip(folder):
+            raise SourceUnavailable(str(folder), f"expected a clip folder with {_INDEX}, got none")
         if pace not in ("realtime", "fast"):
             raise ValueError(f"pace must be 'realtime' or 'fast', got {pace!r}")
+        super().__init__(source_id or folder.name or str(folder))
+        self.path = folder
         self.pace = pace
         self.loop = loop
-        self.source_id = source_id or self.path.name or str(self.path)
         self._rows: list[ClipIndexRow] | None = None
         self._index_call: BlockingCall[list[ClipIndexRow]] = BlockingCall()
-        self._call: BlockingCall[bytes | None] = BlockingCall()
         self._position = 0
-        self._next_seq = 0
         self._t0: float | None = None
         self._loop_offset = 0.0
-        self._closed = False
-        self._lock = asyncio.Lock()
 
     def load_index(self) -> list[ClipIndexRow]:
         """The clip's index rows (read once, blocking)."""
@@ -332,21 +329,9 @@ class ClipSource(FrameSource):
             self._rows = load_clip_index(self.path)
         return self._rows
 
-    async def read(self) -> Frame:
-        """The next recorded frame.
-
-        Raises:
-            EndOfStream: after the last frame (without ``loop``), or the source was closed.
-            SourceUnavailable: a frame file listed in the index is missing.
-        """
-        # One read at a time: a second concurrent read() would take over the first one's pending call.
-        async with self._lock:
-            return await self._read()
-
     async def _read(self) -> Frame:
         while True:
-            if self._closed:
-                raise EndOfStream(f"{self.source_id}: source closed")
+            self._check_open()
             rows = self._rows if self._rows is not None else await self._index_call.run(self.load_index)
             if self._position >= len(rows):
                 if not self.loop or not rows:
@@ -371,15 +356,8 @@ class ClipSource(FrameSource):
                 continue
             if len(jpeg) != row.bytes:
                 self.stats.length_mismatch += 1
-            seq = self._next_seq
-            self._next_seq += 1
-            self.stats.frames += 1
-            self.stats.bytes += len(jpeg)
+            seq = self._count_frame(len(jpeg))
             return Frame(seq=seq, source_id=self.source_id, jpeg=jpeg, camera_timestamp=row.camera_timestamp)
-
-    async def aclose(self) -> None:
-        self._closed = True
-        await self._call.wait_idle()
 
     async def _wait_until(self, arrival_s: float) -> None:
         now = time.perf_counter()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 from pathlib import Path
@@ -12,8 +11,7 @@ import numpy as np
 
 from espdetect.exceptions import EndOfStream, SourceUnavailable
 from espdetect.frame import Frame
-from espdetect.sources._blocking import BlockingCall, Pacer
-from espdetect.sources.base import FrameSource
+from espdetect.sources._blocking import BlockingCall, Pacer, ThreadedSource
 
 __all__ = ["ImageFolderSource"]
 
@@ -22,12 +20,14 @@ logger = logging.getLogger(__name__)
 _Loaded = tuple[Path, bytes | None, np.ndarray | None]
 
 
-class ImageFolderSource(FrameSource):
+class ImageFolderSource(ThreadedSource[_Loaded]):
     """Frames from the files matching ``pattern`` in a folder, sorted by name.
 
     JPEG files are passed on as their original bytes (no decode, no re-encode). Other image
     formats that OpenCV reads (when ``pattern`` selects them) are decoded into frames without
     JPEG bytes. Unreadable files and truncated JPEGs are skipped and counted in ``stats.corrupt``.
+    ``read()`` raises `EndOfStream` past the last file (without ``loop``) or once closed, and
+    `SourceUnavailable` when no file matches the pattern.
 
     Args:
         path: the folder.
@@ -51,40 +51,24 @@ class ImageFolderSource(FrameSource):
         fps: float | None = None,
         source_id: str | None = None,
     ) -> None:
-        super().__init__()
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise SourceUnavailable(str(self.path), "expected a folder of images, got no such folder")
+        folder = Path(path)
+        if not folder.is_dir():
+            raise SourceUnavailable(str(folder), "expected a folder of images, got no such folder")
         if fps is not None and not fps > 0:
             raise ValueError(f"fps must be > 0 or None, got {fps!r}")
+        super().__init__(source_id or folder.name or str(folder))
+        self.path = folder
         self.pattern = pattern
         self.loop = loop
         self.fps = fps
-        self.source_id = source_id or self.path.name or str(self.path)
         self._pacer = Pacer(1.0 / fps) if fps else None
         self._files: list[Path] | None = None
         self._index = 0
-        self._next_seq = 0
-        self._call: BlockingCall[_Loaded] = BlockingCall()
         self._list_call: BlockingCall[list[Path]] = BlockingCall()
-        self._closed = False
-        self._lock = asyncio.Lock()
-
-    async def read(self) -> Frame:
-        """The next image.
-
-        Raises:
-            EndOfStream: past the last file (without ``loop``), or the source was closed.
-            SourceUnavailable: no file matches the pattern.
-        """
-        # One read at a time: a second concurrent read() would take over the first one's pending call.
-        async with self._lock:
-            return await self._read()
 
     async def _read(self) -> Frame:
         while True:
-            if self._closed:
-                raise EndOfStream(f"{self.source_id}: source closed")
+            self._check_open()
             files = await self._file_list()
             if self._index >= len(files):
                 if not self.loop:
@@ -102,18 +86,10 @@ class ImageFolderSource(FrameSource):
                 self.stats.corrupt += 1
                 logger.warning("%s: skipped %s: not a readable image", self.source_id, path.name)
                 continue
-            seq = self._next_seq
-            self._next_seq += 1
-            self.stats.frames += 1
             if jpeg is not None:
-                self.stats.bytes += len(jpeg)
-                return Frame(seq=seq, source_id=self.source_id, jpeg=jpeg)
+                return Frame(seq=self._count_frame(len(jpeg)), source_id=self.source_id, jpeg=jpeg)
             assert image is not None
-            return Frame.from_image(image, seq=seq, source_id=self.source_id)
-
-    async def aclose(self) -> None:
-        self._closed = True
-        await self._call.wait_idle()
+            return Frame.from_image(image, seq=self._count_frame(), source_id=self.source_id)
 
     def _list_files(self) -> list[Path]:
         return sorted(p for p in self.path.glob(self.pattern) if p.is_file())

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 from collections import deque
 from typing import Literal
-from urllib.parse import urlsplit
 
 import anyio
 import httpx
@@ -17,7 +15,8 @@ import httpx
 from espdetect.exceptions import EndOfStream, SourceUnavailable
 from espdetect.frame import Frame
 from espdetect.mjpeg import DEFAULT_MAX_PART_SIZE, MultipartParser, Part, boundary_from_content_type
-from espdetect.sources._retry import Backoff, RateLimitedLog
+from espdetect.sources._http import AttemptFailed, HttpSource, snippet
+from espdetect.sources._retry import Backoff, Retry
 from espdetect.sources.base import FrameSource
 
 __all__ = ["MjpegStreamSource"]
@@ -31,16 +30,11 @@ _SNIPPET_BYTES = 200
 DisconnectKind = Literal["eof", "error", "stall", "connect"]
 
 
-class _Disconnect(Exception):
+class _Disconnect(AttemptFailed[DisconnectKind]):
     """Ends one upstream session; ``kind`` decides the counters and what reconnect=False raises."""
 
-    def __init__(self, kind: DisconnectKind, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
 
-
-class MjpegStreamSource(FrameSource):
+class MjpegStreamSource(HttpSource):
     """Frames from a multipart MJPEG HTTP stream, with one upstream connection and auto-reconnect.
 
     Built for the ESP32-CAM CameraWebServer ``/stream`` (both the current and the pre-2020
@@ -94,10 +88,8 @@ class MjpegStreamSource(FrameSource):
         client: httpx.AsyncClient | None = None,
         buffer: int = 2,
     ) -> None:
-        super().__init__()
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"url must be an http(s) URL, got {url!r}")
+        retry = Retry(Backoff(backoff_initial, backoff_max), logger, "reconnecting")
+        super().__init__(url, source_id, retry, client=client, reconnect=reconnect)
         if not stall_timeout > 0:
             raise ValueError(f"stall_timeout must be > 0 seconds, got {stall_timeout!r}")
         if not connect_timeout > 0:
@@ -106,26 +98,16 @@ class MjpegStreamSource(FrameSource):
             raise ValueError(f"buffer must be at least 1 frame, got {buffer!r}")
         # Validates the size early instead of on the first connection.
         MultipartParser("x", max_part_size)
-        self.url = url
-        # Never the user:password part of the URL: source ids end up in logs and metrics.
-        self.source_id = source_id or parts.netloc.rpartition("@")[2]
         # Credentials go in an Authorization header instead: httpx logs request URLs at INFO.
         self._request_url, self._auth = _split_credentials(url)
         self.max_part_size = max_part_size
         self.stall_timeout = stall_timeout
         self.connect_timeout = connect_timeout
-        self.reconnect = reconnect
-        self.backoff = Backoff(backoff_initial, backoff_max)
-        self._client = client
-        self._owns_client = client is None
         self._frames: deque[Frame] = deque(maxlen=buffer)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._terminal: BaseException | None = None
-        self._closed = False
         self._opened_once = False
-        self._next_seq = 0
-        self._retry_log = RateLimitedLog(logger)
 
     # -- FrameSource ----------------------------------------------------------------------
 
@@ -160,10 +142,7 @@ class MjpegStreamSource(FrameSource):
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         self._frames.clear()
-        if self._owns_client and self._client is not None:
-            client, self._client = self._client, None
-            await client.aclose()
-        self.stats.connected = False
+        await super().aclose()
 
     # -- reader task ----------------------------------------------------------------------
 
@@ -190,15 +169,7 @@ class MjpegStreamSource(FrameSource):
                         else SourceUnavailable(self._request_url, outcome.reason)
                     )
                     return
-                delay = self.backoff.next_delay()
-                self._retry_log.warning(
-                    "%s: %s; reconnecting in %.2f s (attempt %d)",
-                    self.source_id,
-                    outcome.reason,
-                    delay,
-                    self.backoff.attempt,
-                )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self._retry.next_delay(self.source_id, outcome.reason))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug, not a camera problem: surface it instead of looping
@@ -215,13 +186,6 @@ class MjpegStreamSource(FrameSource):
             if outcome.kind == "stall":
                 self.stats.stalls += 1
             logger.info("%s: disconnected: %s", self.source_id, outcome.reason)
-
-    def _get_client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            # A plain-http camera never uses TLS: skip loading the CA bundle, about 40 ms of
-            # work that would block the event loop on every new camera connection.
-            self._client = httpx.AsyncClient(verify=not self._request_url.startswith("http://"))
-        return self._client
 
     async def _session(self) -> None:
         """One connection: open, check the reply, parse frames until it ends (always by raising)."""
@@ -254,13 +218,13 @@ class MjpegStreamSource(FrameSource):
     async def _check_response(self, response: httpx.Response) -> str | None:
         content_type = response.headers.get("content-type", "")
         if response.status_code != 200:
-            snippet = await _snippet(response)
-            raise _Disconnect("connect", f"expected HTTP 200, got {response.status_code}: {snippet!r}")
+            body = await _body_start(response)
+            raise _Disconnect("connect", f"expected HTTP 200, got {response.status_code}: {snippet(body)!r}")
         if content_type and not content_type.strip().lower().startswith("multipart/"):
-            snippet = await _snippet(response)
+            body = await _body_start(response)
             raise _Disconnect(
                 "connect",
-                f"expected multipart/x-mixed-replace, got {content_type!r}: {snippet!r}",
+                f"expected multipart/x-mixed-replace, got {content_type!r}: {snippet(body)!r}",
             )
         return boundary_from_content_type(content_type) if content_type else None
 
@@ -306,22 +270,14 @@ class MjpegStreamSource(FrameSource):
             )
             return False
         frame = Frame(
-            seq=self._next_seq,
-            source_id=self.source_id,
-            jpeg=part.body,
-            arrival=time.time(),
-            arrival_mono=time.perf_counter(),
-            camera_timestamp=part.timestamp,
+            seq=self._count_frame(), source_id=self.source_id, jpeg=part.body, camera_timestamp=part.timestamp
         )
-        self._next_seq += 1
-        self.stats.frames += 1
         if len(self._frames) == self._frames.maxlen:
             self.stats.dropped += 1
         self._frames.append(frame)
         self._wakeup.set()
         if self.backoff.attempt:
-            self.backoff.reset()
-            self._retry_log.reset()
+            self._retry.reset()
         return True
 
 
@@ -345,16 +301,15 @@ class _ParserCounters:
         )
 
 
-async def _snippet(response: httpx.Response) -> str:
-    """The start of an error reply's body, whitespace collapsed, for the log."""
+async def _body_start(response: httpx.Response) -> bytes:
+    """The first bytes of an error reply's body, read for a second at most (it may never end)."""
     data = bytearray()
     with anyio.move_on_after(1.0), contextlib.suppress(httpx.HTTPError):
         async for chunk in response.aiter_raw():
             data += chunk
             if len(data) >= _SNIPPET_BYTES:
                 break
-    text = bytes(data[:_SNIPPET_BYTES]).decode("utf-8", errors="replace")
-    return " ".join(text.split())[:120]
+    return bytes(data[:_SNIPPET_BYTES])
 
 
 def _split_credentials(url: str) -> tuple[str, httpx.BasicAuth | httpx._client.UseClientDefault]:

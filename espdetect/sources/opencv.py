@@ -13,7 +13,7 @@ import numpy as np
 
 from espdetect.exceptions import EndOfStream, SourceUnavailable
 from espdetect.frame import Frame
-from espdetect.sources._retry import Backoff, RateLimitedLog
+from espdetect.sources._retry import Backoff, Retry
 from espdetect.sources.base import FrameSource
 
 __all__ = ["OpenCVSource"]
@@ -62,6 +62,7 @@ class OpenCVSource(FrameSource):
         self.reconnect = reconnect
         self.api_preference = api_preference
         self.backoff = Backoff(backoff_initial, backoff_max)
+        self._retry = Retry(self.backoff, logger, "retrying")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,7 +72,6 @@ class OpenCVSource(FrameSource):
         self._produced = 0
         self._terminal: BaseException | None = None
         self._closed = False
-        self._retry_log = RateLimitedLog(logger)
 
     async def read(self) -> Frame:
         """The newest frame not yet returned; waits for the next one when there is none.
@@ -172,8 +172,7 @@ class OpenCVSource(FrameSource):
                 position = float(cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
                 self._publish(image, position)
                 if self.backoff.attempt:
-                    self.backoff.reset()
-                    self._retry_log.reset()
+                    self._retry.reset()
         except Exception as exc:  # OpenCV raising is a bug somewhere: report it to the reader
             logger.exception("%s: capture thread failed", self.source_id)
             with self._lock:
@@ -206,6 +205,4 @@ class OpenCVSource(FrameSource):
                 self._terminal = terminal
             self._notify()
             return True
-        delay = self.backoff.next_delay()
-        self._retry_log.warning("%s: %s; retrying in %.2f s", self.source_id, reason, delay)
-        return self._stop.wait(delay)
+        return self._stop.wait(self._retry.next_delay(self.source_id, reason))

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import cv2
 import numpy as np
 
 from espdetect.exceptions import EndOfStream
 from espdetect.frame import Frame
-from espdetect.sources._blocking import BlockingCall, Pacer
-from espdetect.sources.base import FrameSource
+from espdetect.sources._blocking import Pacer, ThreadedSource
 
 __all__ = ["SyntheticSource"]
 
 _SHAPES = 3
 
 
-class SyntheticSource(FrameSource):
+class SyntheticSource(ThreadedSource[bytes]):
     """Generated frames: moving shapes over a gradient, JPEG-encoded like a camera's.
 
     Frame ``n`` depends only on ``(n, size, seed, quality)``, so two sources with the same
     settings give byte-identical JPEGs. ``camera_timestamp`` counts seconds at ``fps``
-    (30 when unpaced), the way an ESP32's time-since-boot would.
+    (30 when unpaced), the way an ESP32's time-since-boot would. Frames are encoded in a
+    worker thread; ``read()`` raises `EndOfStream` after ``count`` frames or once closed.
 
     Args:
         size: (width, height) of the frames.
@@ -47,7 +45,7 @@ class SyntheticSource(FrameSource):
         quality: int = 80,
         source_id: str = "synthetic",
     ) -> None:
-        super().__init__()
+        super().__init__(source_id)
         width, height = size
         if width < 16 or height < 16:
             raise ValueError(f"size must be at least (16, 16), got {size!r}")
@@ -62,12 +60,7 @@ class SyntheticSource(FrameSource):
         self.fps = fps
         self.seed = seed
         self.quality = quality
-        self.source_id = source_id
         self._pacer = Pacer(1.0 / fps) if fps else None
-        self._call: BlockingCall[bytes] = BlockingCall()
-        self._next_seq = 0
-        self._closed = False
-        self._lock = asyncio.Lock()
         rng = np.random.default_rng(seed)
         self._background = _gradient(width, height, rng)
         self._starts = rng.uniform(0.0, 1.0, size=(_SHAPES, 2))
@@ -76,38 +69,21 @@ class SyntheticSource(FrameSource):
         self._speeds = rng.uniform(0.004, 0.02, size=(_SHAPES, 2)) * directions
         self._colors = [tuple(int(c) for c in rng.integers(0, 256, size=3)) for _ in range(_SHAPES)]
 
-    async def read(self) -> Frame:
-        """The next generated frame (encoded in a worker thread).
-
-        Raises:
-            EndOfStream: ``count`` frames were delivered, or the source was closed.
-        """
-        # One read at a time: a second concurrent read() would take over the first one's pending call.
-        async with self._lock:
-            return await self._read()
-
     async def _read(self) -> Frame:
-        if self._closed:
-            raise EndOfStream(f"{self.source_id}: source closed")
+        self._check_open()
         if self.count is not None and self._next_seq >= self.count:
             raise EndOfStream(f"{self.source_id}: all {self.count} frames delivered")
         if self._pacer is not None:
             await self._pacer.wait()
         seq = self._next_seq
         jpeg = await self._call.run(lambda: self.encode(seq))
-        self._next_seq += 1
-        self.stats.frames += 1
-        self.stats.bytes += len(jpeg)
+        self._count_frame(len(jpeg))
         return Frame(
             seq=seq,
             source_id=self.source_id,
             jpeg=jpeg,
             camera_timestamp=seq / (self.fps or 30.0),
         )
-
-    async def aclose(self) -> None:
-        self._closed = True
-        await self._call.wait_idle()
 
     def render(self, seq: int) -> np.ndarray:
         """The BGR image of frame ``seq`` (deterministic)."""

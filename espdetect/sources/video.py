@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from pathlib import Path
@@ -12,8 +11,7 @@ import numpy as np
 
 from espdetect.exceptions import EndOfStream, SourceUnavailable
 from espdetect.frame import Frame
-from espdetect.sources._blocking import BlockingCall, Pacer
-from espdetect.sources.base import FrameSource
+from espdetect.sources._blocking import BlockingCall, Pacer, ThreadedSource
 
 __all__ = ["VideoFileSource"]
 
@@ -22,11 +20,13 @@ logger = logging.getLogger(__name__)
 _Read = tuple[np.ndarray, float] | None
 
 
-class VideoFileSource(FrameSource):
+class VideoFileSource(ThreadedSource[_Read]):
     """Frames decoded from a video file (any format OpenCV's FFmpeg backend reads).
 
     Decoding runs in a worker thread. Frames carry the decoded image and no JPEG bytes;
-    ``camera_timestamp`` is the frame's position in the video, in seconds.
+    ``camera_timestamp`` is the frame's position in the video, in seconds. ``read()`` raises
+    `EndOfStream` after the last frame (without ``loop``) or once closed, and `SourceUnavailable`
+    when OpenCV cannot open or decode the file.
 
     Args:
         path: the video file.
@@ -52,37 +52,21 @@ class VideoFileSource(FrameSource):
         realtime: bool = False,
         source_id: str | None = None,
     ) -> None:
-        super().__init__()
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise SourceUnavailable(str(self.path), "expected a video file, got no such file")
+        file = Path(path)
+        if not file.is_file():
+            raise SourceUnavailable(str(file), "expected a video file, got no such file")
+        super().__init__(source_id or file.name)
+        self.path = file
         self.loop = loop
         self.realtime = realtime
-        self.source_id = source_id or self.path.name
         #: Frames per second reported by the file (known after the first read).
         self.fps: float | None = None
         self._cap: cv2.VideoCapture | None = None
-        self._call: BlockingCall[_Read] = BlockingCall()
         self._opener: BlockingCall[tuple[cv2.VideoCapture, float]] = BlockingCall()
         self._pacer: Pacer | None = None
-        self._next_seq = 0
-        self._closed = False
-        self._lock = asyncio.Lock()
-
-    async def read(self) -> Frame:
-        """The next decoded frame.
-
-        Raises:
-            EndOfStream: after the last frame (without ``loop``), or the source was closed.
-            SourceUnavailable: OpenCV cannot open or decode the file.
-        """
-        # One read at a time: a second concurrent read() would take over the first one's pending call.
-        async with self._lock:
-            return await self._read()
 
     async def _read(self) -> Frame:
-        if self._closed:
-            raise EndOfStream(f"{self.source_id}: source closed")
+        self._check_open()
         if self._cap is None:
             self._cap = await self._open()
         if self._pacer is not None:
@@ -92,17 +76,13 @@ class VideoFileSource(FrameSource):
         if result is None:
             raise EndOfStream(f"{self.source_id}: end of video after {self.stats.frames} frames")
         image, position = result
-        seq = self._next_seq
-        self._next_seq += 1
-        self.stats.frames += 1
-        frame = Frame.from_image(image, seq=seq, source_id=self.source_id)
+        frame = Frame.from_image(image, seq=self._count_frame(), source_id=self.source_id)
         frame.camera_timestamp = position
         return frame
 
     async def aclose(self) -> None:
         """Release the decoder (after any read still running in the worker thread)."""
-        self._closed = True
-        await self._call.wait_idle()
+        await super().aclose()
         await self._opener.wait_idle()
         cap, self._cap = self._cap, None
         if cap is not None:

@@ -1,32 +1,22 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
+from cli_process import run_espdetect
 
 from espdetect.cli import main
 
 
-def espdetect_command() -> list[str]:
-    script = Path(sys.executable).parent / "espdetect"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "espdetect.cli"]
-
-
 def test_json_lines_from_the_installed_command(model_path: str, sample_images: dict[str, Path]) -> None:
-    env = {**os.environ, "ESPDETECT_MODEL": model_path}
-
-    proc = subprocess.run(
-        [*espdetect_command(), "detect", str(sample_images["bus"]), str(sample_images["zidane"]), "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    proc = run_espdetect(
+        "detect",
+        str(sample_images["bus"]),
+        str(sample_images["zidane"]),
+        "--json",
+        env={"ESPDETECT_MODEL": model_path},
     )
 
     assert proc.returncode == 0, proc.stderr
@@ -98,5 +88,6 @@ def test_missing_model_exits_2_with_advice(
 def test_bad_setting_exits_2(sample_images: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["detect", str(sample_images["bus"]), "--model", "yolov8n.yaml", "--conf", "2"])
 
+    err = capsys.readouterr().err
     assert code == 2
-    assert "conf must be a number between 0 and 1, got 2.0" in capsys.readouterr().err
+    assert err.startswith("espdetect detect: ") and "conf" in err and "got 2.0" in err, err

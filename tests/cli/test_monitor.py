@@ -222,7 +222,7 @@ def test_json_against_a_running_server(live_server: ServerThread, capsys: pytest
         data = json.loads(line)
         assert data["url"] == live_server.url
         assert [cam["id"] for cam in data["cameras"]] == ["front"]
-        assert data["server"]["max_viewers_total"] == live_server.settings.max_viewers_total
+        assert data["server"]["max_viewers_total"] == live_server.settings.viewers.max_viewers_total
 
 
 def test_once_on_an_unreachable_server_exits_1_with_the_reason(

@@ -61,13 +61,13 @@ def test_serve_needs_a_camera(capsys: pytest.CaptureFixture[str], monkeypatch: p
     monkeypatch.delenv("ESPDETECT_CAMERAS", raising=False)
     monkeypatch.delenv("ESPDETECT_CONFIG", raising=False)
     assert main(["serve"]) == 2
-    assert "expected at least one camera" in capsys.readouterr().out
+    assert "espdetect serve: expected at least one camera" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        pytest.param(["--camera", "bad id=http://h/s"], "expected a camera id", id="camera-id"),
+        pytest.param(["--camera", "bad id=http://h/s"], "expected camera id to be", id="camera-id"),
         pytest.param(["--camera", "http://h/s", "--conf", "3"], "less than or equal to 1", id="conf"),
         pytest.param(["--config", "/nonexistent/espdetect.toml"], "missing path", id="config"),
     ],
@@ -76,7 +76,8 @@ def test_serve_reports_bad_settings(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["serve", *args]) == 2
-    assert message in capsys.readouterr().out
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
 
 
 def test_command_line_options_map_to_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -101,8 +102,37 @@ def test_command_line_options_map_to_settings(tmp_path: Path, monkeypatch: pytes
         ]
     )
     settings = settings_from_args(args, config_file=args.config)
-    assert settings.max_viewers_per_camera == 3
-    assert settings.detect_slots == 2
-    assert (settings.skip, settings.stale.value, settings.classes) == (2, "raw", None)
-    assert (settings.conf, settings.quality) == (0.3, 70)  # from the file
+    assert settings.viewers.max_viewers_per_camera == 3
+    assert settings.detector.detect_slots == 2
+    defaults = settings.defaults
+    assert (defaults.skip, defaults.stale.value, defaults.classes) == (2, "raw", None)
+    assert (defaults.conf, defaults.quality) == (0.3, 70)  # from the file
     assert [c.id for c in settings.cameras] == ["a"]
+
+
+def test_every_option_but_secrets_and_cameras_has_a_flag() -> None:
+    from espdetect.server.settings import leaf_fields
+
+    parser = build_parser()
+    serve = next(
+        action.choices["serve"]
+        for action in parser._actions
+        if isinstance(action.choices, dict) and "serve" in action.choices
+    )
+    flags = {option for action in serve._actions for option in action.option_strings}
+    missing = [
+        name
+        for _, name, _ in leaf_fields()
+        if "--" + name.replace("_", "-") not in flags
+        and name not in ("cameras", "auth_password_hash", "auth_token_hash", "session_secret")
+    ]
+    assert missing == []
+
+
+def test_boolean_flags_and_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = build_parser().parse_args(
+        ["serve", "--camera", "http://h/s", "--access-log", "--no-half", "--imgsz", "none", "--threads", "2"]
+    )
+    settings = settings_from_args(args)
+    assert settings.serving.access_log is True and settings.detector.half is False
+    assert settings.defaults.imgsz is None and settings.detector.threads == 2

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 
 from espdetect.detections import Detections
-from espdetect.detectors.ultralytics import DEFAULT_MODEL, MODEL_ENV_VAR, UltralyticsDetector, resolve_model
+from espdetect.detectors.base import DetectParams
 from espdetect.exceptions import ConfigurationError, ModelLoadError
+
+pytest.importorskip("ultralytics", reason="UltralyticsDetector needs pip install 'espdetect[ultralytics]'")
+
+from espdetect.detectors.ultralytics import UltralyticsDetector
 
 #: An untrained architecture: builds offline, costs the same as YOLOv8n, boxes are noise.
 UNTRAINED = "yolov8n.yaml"
@@ -54,7 +58,7 @@ def test_bus_has_a_bus_and_at_least_three_persons(detector: UltralyticsDetector,
     h, w = bus.shape[:2]
     assert (dets.xyxy[:, [0, 2]] >= -1).all() and (dets.xyxy[:, [0, 2]] <= w + 1).all()
     assert (dets.xyxy[:, [1, 3]] >= -1).all() and (dets.xyxy[:, [1, 3]] <= h + 1).all()
-    assert (dets.confidence >= detector.conf).all()
+    assert (dets.confidence >= detector.params.conf).all()
 
 
 def test_zidane_has_at_least_two_persons(
@@ -78,24 +82,29 @@ def test_detections_carry_stage_timings_and_names(detector: UltralyticsDetector,
 
 
 def test_fixed_size_onnx_defaults_to_its_input_size(detector: UltralyticsDetector) -> None:
-    if detector.fixed_imgsz is None:
+    if detector.info.fixed_imgsz is None:
         pytest.skip("ESPDETECT_MODEL has a dynamic input size")
 
-    assert detector.imgsz == max(detector.fixed_imgsz)
-    assert detector.settings()["fixed_imgsz"] is True
+    assert detector.params.imgsz == detector.info.fixed_imgsz
+    assert detector.info.to_dict()["fixed_imgsz"] == detector.info.fixed_imgsz
 
 
 def test_fixed_size_onnx_refuses_another_imgsz(detector: UltralyticsDetector, model_path: str) -> None:
-    if detector.fixed_imgsz is None:
+    native = detector.info.fixed_imgsz
+    if native is None:
         pytest.skip("ESPDETECT_MODEL has a dynamic input size")
-    native = detector.imgsz
 
-    with pytest.raises(ConfigurationError, match=f"fixed input size of {native}, got imgsz=320"):
+    with pytest.raises(
+        ConfigurationError, match=f"expected imgsz {native}: .* fixed input size, got 320"
+    ) as info:
         detector.update(imgsz=320)
+    assert info.value.field == "imgsz"
     with pytest.raises(ConfigurationError, match="fixed input size"):
         UltralyticsDetector(model_path, imgsz=320)
+    with pytest.raises(ConfigurationError, match="fixed input size"):
+        detector.detect(np.zeros((48, 64, 3), np.uint8), DetectParams(imgsz=320))
     detector.update(imgsz=native)
-    assert detector.imgsz == native
+    assert detector.params.imgsz == native
 
 
 def test_class_filter_applies_and_can_be_cleared(detector: UltralyticsDetector, bus: np.ndarray) -> None:
@@ -103,7 +112,7 @@ def test_class_filter_applies_and_can_be_cleared(detector: UltralyticsDetector, 
         detector.update(classes=[0])
         only_persons = detector.detect(bus)
         detector.update(conf=0.5)  # leaving classes out keeps the filter
-        assert detector.classes == [0]
+        assert detector.params.classes == (0,)
     finally:
         detector.update(classes=None, conf=0.25)
 
@@ -112,39 +121,52 @@ def test_class_filter_applies_and_can_be_cleared(detector: UltralyticsDetector, 
     assert "bus" in detector.detect(bus).labels
 
 
+def test_params_per_call_leave_the_defaults_alone(detector: UltralyticsDetector, bus: np.ndarray) -> None:
+    persons = detector.detect(bus, DetectParams(conf=0.5, classes=[0]))
+
+    assert set(persons.labels) == {"person"} and (persons.confidence >= 0.5).all()
+    assert detector.params.classes is None and detector.params.conf == 0.25
+    assert "bus" in detector.detect(bus).labels
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        pytest.param({"conf": 1.5}, "conf must be a number between 0 and 1, got 1.5", id="conf-high"),
-        pytest.param({"iou": -0.1}, "iou must be a number between 0 and 1", id="iou-negative"),
-        pytest.param({"max_det": 0}, "max_det must be a positive integer, got 0", id="max-det"),
-        pytest.param({"classes": [0, 999]}, "classes must be ids between 0 and 79, got 999", id="class-id"),
+        pytest.param({"conf": 1.5}, "expected conf to be a number from 0 to 1, got 1.5", id="conf-high"),
+        pytest.param({"iou": -0.1}, "expected iou to be a number from 0 to 1", id="iou-negative"),
+        pytest.param(
+            {"max_det": 0}, "expected max_det to be an integer from 1 to 10000, got 0", id="max-det"
+        ),
+        pytest.param({"classes": [0, 999]}, r"between 0 and 79 for this model, got \[999\]", id="class-id"),
         pytest.param({"classes": []}, "at least one class id", id="classes-empty"),
-        pytest.param({"classes": "person"}, "sequence of class ids", id="classes-str"),
+        pytest.param({"classes": "person"}, "list of class ids", id="classes-str"),
     ],
 )
 def test_update_rejects_bad_values_and_changes_nothing(
     tiny_untrained: UltralyticsDetector, changes: dict[str, object], message: str
 ) -> None:
-    before = tiny_untrained.settings()
+    before = tiny_untrained.params
 
     valid_and_invalid: dict[str, object] = {"conf": 0.9, **changes}
 
-    with pytest.raises(ConfigurationError, match=message):
+    with pytest.raises(ConfigurationError, match=message) as info:
         tiny_untrained.update(**valid_and_invalid)  # type: ignore[arg-type]
 
-    assert tiny_untrained.settings() == before
+    assert info.value.field == next(iter(changes))
+    assert tiny_untrained.params == before
 
 
 def test_dynamic_model_accepts_stride_multiples_only(tiny_untrained: UltralyticsDetector) -> None:
-    assert tiny_untrained.fixed_imgsz is None
+    assert tiny_untrained.info.fixed_imgsz is None
 
-    with pytest.raises(ConfigurationError, match="multiple of 32 between 32 and 4096, got 100"):
+    with pytest.raises(
+        ConfigurationError, match="expected imgsz to be a multiple of 32 from 32 to 1280, got 100"
+    ):
         tiny_untrained.update(imgsz=100)
     tiny_untrained.update(imgsz=96)
     dets = tiny_untrained.detect(np.zeros((60, 80, 3), np.uint8))
     tiny_untrained.update(imgsz=None)  # the model's own size
-    assert tiny_untrained.imgsz == 640
+    assert tiny_untrained.params.imgsz == 640
     tiny_untrained.update(imgsz=64)
 
     assert dets.timings is not None
@@ -156,8 +178,8 @@ def test_untrained_yaml_builds_and_runs_on_a_tiny_image(tiny_untrained: Ultralyt
     assert isinstance(dets, Detections)
     assert dets.timings is not None and dets.timings.inference_ms > 0
     assert len(tiny_untrained.names) == 80
-    assert tiny_untrained.trained is False
-    assert tiny_untrained.device == "cpu"
+    assert tiny_untrained.info.trained is False
+    assert tiny_untrained.info.device == "cpu" and tiny_untrained.info.backend == "ultralytics"
     tiny_untrained.warmup(2)
 
 
@@ -172,18 +194,18 @@ def test_half_on_cpu_is_reported_not_applied(caplog: pytest.LogCaptureFixture) -
     with caplog.at_level(logging.WARNING, logger="espdetect.detectors.ultralytics"):
         det = UltralyticsDetector(UNTRAINED, imgsz=32, half=True, device="cpu")
 
-    assert det.half_requested is True
-    assert det.half_applied is False
-    assert det.settings()["half"] is False
+    assert det.info.half is False
+    assert det.info.to_dict()["half"] is False
     assert "half=True needs a CUDA device" in caplog.text
 
 
-def test_settings_are_json_serialisable(tiny_untrained: UltralyticsDetector) -> None:
-    settings = json.loads(json.dumps(tiny_untrained.settings()))
+def test_info_and_params_are_json_serialisable(tiny_untrained: UltralyticsDetector) -> None:
+    info = json.loads(json.dumps(tiny_untrained.info.to_dict()))
+    params = json.loads(json.dumps(tiny_untrained.params.to_dict()))
 
-    assert settings["model"] == UNTRAINED
-    assert settings["imgsz"] == 64
-    assert settings["classes"] is None
+    assert info["model"] == UNTRAINED and info["classes"] == 80
+    assert params["imgsz"] == 64
+    assert params["classes"] is None
 
 
 @pytest.mark.parametrize(
@@ -195,7 +217,7 @@ def test_settings_are_json_serialisable(tiny_untrained: UltralyticsDetector) -> 
     ],
 )
 def test_detect_rejects_non_bgr_images(tiny_untrained: UltralyticsDetector, image: np.ndarray) -> None:
-    with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) uint8 BGR image"):
+    with pytest.raises(ValueError, match=r"expected a non-empty \(H, W, 3\) uint8 BGR image"):
         tiny_untrained.detect(image)
 
 
@@ -214,19 +236,27 @@ def test_unknown_bare_name_fails_without_trying_to_download() -> None:
         UltralyticsDetector("nonexistent_model_xyz.pt")
 
 
-def test_offline_default_model_is_a_model_load_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_yolov8n_pt_is_a_model_load_error() -> None:
     from ultralytics.utils import ONLINE, SETTINGS
 
     if ONLINE:
         pytest.skip("this machine could download yolov8n.pt")
-    if (Path(SETTINGS["weights_dir"]) / DEFAULT_MODEL).exists() or Path(DEFAULT_MODEL).exists():
+    if (Path(SETTINGS["weights_dir"]) / "yolov8n.pt").exists() or Path("yolov8n.pt").exists():
         pytest.skip("yolov8n.pt is already on this machine")
-    monkeypatch.delenv(MODEL_ENV_VAR, raising=False)
 
     with pytest.raises(ModelLoadError, match="cannot be downloaded") as info:
-        UltralyticsDetector()
+        UltralyticsDetector("yolov8n.pt")
 
-    assert info.value.model == DEFAULT_MODEL
+    assert info.value.model == "yolov8n.pt"
+
+
+def test_without_a_model_the_bundled_one_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ESPDETECT_MODEL", raising=False)
+
+    det = UltralyticsDetector()
+
+    assert Path(det.info.model).name == "yolov8n_int8.onnx"
+    assert det.info.fixed_imgsz == 640 and len(det.names) == 80
 
 
 def test_corrupt_onnx_file_is_a_model_load_error(tmp_path: Path) -> None:
@@ -238,7 +268,7 @@ def test_corrupt_onnx_file_is_a_model_load_error(tmp_path: Path) -> None:
 
 
 def test_unknown_device_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigurationError, match="device must be 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
+    with pytest.raises(ConfigurationError, match="expected device 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
         UltralyticsDetector(UNTRAINED, device="tpu")
 
 
@@ -250,18 +280,6 @@ def test_cuda_without_a_gpu_is_a_configuration_error() -> None:
 
     with pytest.raises(ConfigurationError, match="no CUDA GPU"):
         UltralyticsDetector(UNTRAINED, device="cuda:0")
-
-
-def test_model_resolution_order(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(MODEL_ENV_VAR, raising=False)
-    assert resolve_model(None) == "yolov8n.pt"
-
-    monkeypatch.setenv(MODEL_ENV_VAR, "/models/from_env.onnx")
-    assert resolve_model(None) == "/models/from_env.onnx"
-    assert resolve_model(Path("explicit.pt")) == "explicit.pt"
-
-    monkeypatch.setenv(MODEL_ENV_VAR, "  ")
-    assert resolve_model("") == "yolov8n.pt"
 
 
 def test_ultralytics_autoinstall_is_turned_off(
@@ -286,7 +304,9 @@ def test_a_classification_model_is_a_model_load_error() -> None:
 
 
 def test_imgsz_out_of_range_is_refused_before_loading() -> None:
-    with pytest.raises(ConfigurationError, match="imgsz must be an integer between 32 and 4096, got 8"):
+    with pytest.raises(
+        ConfigurationError, match="expected imgsz to be a multiple of 32 from 32 to 1280, got 8"
+    ):
         UltralyticsDetector("nonexistent_model_xyz.pt", imgsz=8)
 
 

@@ -106,4 +106,5 @@ def test_emulate_reports_bad_config() -> None:
         timeout=60,
     )
     assert proc.returncode == 2
-    assert "expected quality 0..63" in proc.stdout
+    assert proc.stderr.startswith("espdetect emulate: expected quality 0..63"), proc.stderr
+    assert proc.stdout == ""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gzip
 import json
 import logging
@@ -433,6 +434,19 @@ async def test_fixed_port_puts_stream_on_next_port() -> None:
         client.close()
     finally:
         await emu.stop()
+
+
+async def test_busy_port_names_the_server_that_cannot_listen() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        if port > 65534:
+            pytest.skip("ephemeral port at the top of the range")
+        with pytest.raises(OSError) as caught:
+            await Emulator(fast(), port=port).start()
+    assert caught.value.errno == errno.EADDRINUSE
+    assert caught.value.strerror == f"address 127.0.0.1:{port} (control server) is already in use"
 
 
 async def test_stats_count_connections_and_requests() -> None:

@@ -30,6 +30,7 @@ def test_thread_serves_and_stops() -> None:
         with urllib.request.urlopen(cam.capture_url, timeout=10) as reply:
             assert reply.read()[:2] == b"\xff\xd8"
         assert cam.stats.control_requests == 2
+        assert (cam.control_url, cam.stream_url) == (cam.emulator.control_url, cam.emulator.stream_url)
         sock = socket.create_connection(("127.0.0.1", cam.emulator.stream_port), timeout=10)
         sock.sendall(b"GET /stream HTTP/1.1\r\n\r\n")
         assert cam.wait_stream_clients(1, timeout=10).stream_clients == 1

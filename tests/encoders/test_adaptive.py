@@ -96,8 +96,8 @@ def test_reset_returns_to_the_best_quality_without_history() -> None:
         pytest.param({"levels": (60, 80)}, "strictly decreasing", id="increasing"),
         pytest.param({"levels": (80, 80)}, "strictly decreasing", id="repeated"),
         pytest.param({"levels": (120, 60)}, "from 1 to 100, got 120", id="quality"),
-        pytest.param({"step_down_after": 0}, "step_down_after must be a positive integer", id="down"),
-        pytest.param({"step_up_after": -1}, "step_up_after must be a positive integer", id="up"),
+        pytest.param({"step_down_after": 0}, "expected step_down_after to be an integer from 1", id="down"),
+        pytest.param({"step_up_after": -1}, "expected step_up_after to be an integer from 1", id="up"),
         pytest.param({"lag_high": 0.1, "lag_low": 0.2}, "lag_low < lag_high", id="lags"),
     ],
 )

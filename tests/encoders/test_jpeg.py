@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from espdetect.encoders.base import Encoder
-from espdetect.encoders.jpeg import OpenCVJpegEncoder, make_encoder, validate_quality
+from espdetect.encoders.jpeg import OpenCVJpegEncoder, make_encoder
 from espdetect.exceptions import ConfigurationError
 
 
@@ -66,7 +66,6 @@ def test_with_quality_returns_an_encoder_at_that_quality() -> None:
 
 @pytest.mark.parametrize("quality", [1, 100, np.int64(50)])
 def test_quality_bounds_are_inclusive(quality: int) -> None:
-    assert validate_quality(quality) == int(quality)
     assert OpenCVJpegEncoder(quality).quality == int(quality)
 
 
@@ -81,7 +80,7 @@ def test_quality_bounds_are_inclusive(quality: int) -> None:
     ],
 )
 def test_quality_outside_1_to_100_is_refused(quality: object) -> None:
-    with pytest.raises(ConfigurationError, match="JPEG quality must be an integer from 1 to 100"):
+    with pytest.raises(ConfigurationError, match="expected quality to be an integer from 1 to 100"):
         OpenCVJpegEncoder(quality)  # type: ignore[arg-type]
 
 
@@ -98,6 +97,11 @@ def test_rejects_non_bgr_images(image: np.ndarray) -> None:
         OpenCVJpegEncoder().encode(image)
 
 
+def test_with_quality_keeps_the_encoder_when_nothing_changes() -> None:
+    enc = OpenCVJpegEncoder(70)
+    assert enc.with_quality(70) is enc
+
+
 @pytest.mark.parametrize("backend", ["opencv", "auto"])
 def test_make_encoder_builds_the_backend_at_the_quality(backend: str) -> None:
     enc = make_encoder(backend, 55)  # type: ignore[arg-type]
@@ -109,8 +113,8 @@ def test_make_encoder_builds_the_backend_at_the_quality(backend: str) -> None:
 @pytest.mark.parametrize(
     ("backend", "quality", "message"),
     [
-        pytest.param("turbo", 80, "encoder backend must be one of opencv, auto, got 'turbo'", id="backend"),
-        pytest.param("opencv", 0, "JPEG quality must be", id="quality"),
+        pytest.param("turbo", 80, "expected encoder backend to be one of opencv, auto", id="backend"),
+        pytest.param("opencv", 0, "expected quality to be", id="quality"),
     ],
 )
 def test_make_encoder_refuses_bad_arguments(backend: str, quality: int, message: str) -> None:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from espdetect.detections import Detections, StageTimings
-from espdetect.detectors.base import Detector
+from espdetect.detectors.base import Detector, DetectParams, ModelInfo
 from espdetect.frame import Frame
 from espdetect.profiling.config import ProfileConfig
 from espdetect.sources.clip import ClipWriter
@@ -31,18 +31,23 @@ def square_image(i: int, size: tuple[int, int] = (320, 240)) -> np.ndarray:
 class SquareDetector(Detector):
     """Finds the bright square exactly: the bounding box of pixels above mid-grey, class 0."""
 
-    def __init__(self, imgsz: int = 320, conf: float = 0.25) -> None:
-        self.names = {0: "square"}
-        self.imgsz = imgsz
-        self.conf = conf
+    def __init__(self, fixed_imgsz: int | None = None) -> None:
+        self._info = ModelInfo("squares", {0: "square"}, backend="test", fixed_imgsz=fixed_imgsz)
+        self.params = self.check(DetectParams())
+        self.seen_params: list[DetectParams] = []
 
-    def detect(self, image: np.ndarray) -> Detections:
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
+
+    def _detect(self, image: np.ndarray, params: DetectParams) -> Detections:
+        self.seen_params.append(params)
         ys, xs = np.nonzero(image[:, :, 1] > 128)
         if len(xs) == 0:
-            return Detections.empty(self.names)
+            return Detections.empty(self._info.names)
         box = np.array([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]], np.float32)
         timings = StageTimings(0.1, 0.5, 0.1)
-        return Detections(box, np.array([0.9], np.float32), np.array([0]), self.names, timings)
+        return Detections(box, np.array([0.9], np.float32), np.array([0]), self._info.names, timings)
 
 
 class SquareFactory:
@@ -53,7 +58,7 @@ class SquareFactory:
 
     def __call__(self, config: ProfileConfig) -> Detector:
         self.calls.append(config)
-        return SquareDetector(imgsz=config.imgsz, conf=config.conf)
+        return SquareDetector()
 
 
 def write_square_clip(path: Path, frames: int = FRAMES, fps: float = FPS) -> Path:

@@ -45,7 +45,7 @@ def test_profile_cli_sweeps_reports_recommends_and_writes_a_server_config(
     from espdetect.server.settings import load_settings
 
     loaded = load_settings(toml)
-    assert loaded.model == "yolov8n.yaml" and loaded.cameras[0].url == "http://192.168.4.1:81/stream"
+    assert loaded.detector.model == "yolov8n.yaml" and loaded.cameras[0].url == "http://192.168.4.1:81/stream"
 
 
 def test_profile_cli_reports_bad_grids_and_missing_clips(

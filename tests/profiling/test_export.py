@@ -26,4 +26,4 @@ def test_dynamic_onnx_export_of_an_untrained_network_runs_at_any_size(tmp_path: 
     assert path.name == "yolov8n-untrained-dynamic.onnx" and path.is_file()
     assert export_model("yolov8n.yaml", "onnx", tmp_path, dynamic=True) == path
     detector = UltralyticsDetector(str(path), imgsz=160)
-    assert detector.imgsz == 160 and detector.fixed_imgsz is None
+    assert detector.params.imgsz == 160 and detector.info.fixed_imgsz is None

@@ -8,7 +8,7 @@ import pytest
 
 from espdetect.profiling.config import ProfileConfig
 from espdetect.profiling.recommend import recommend
-from espdetect.profiling.server_config import server_config_toml, write_server_config
+from espdetect.profiling.server_config import write_server_config
 
 settings = pytest.importorskip("espdetect.server.settings")
 
@@ -36,21 +36,29 @@ def test_written_config_loads_in_the_server(clean_env: None, tmp_path: Path) -> 
         rec, tmp_path / "espdetect.toml", camera_url="http://192.168.4.1:81/stream", port=8123
     )
     loaded = settings.load_settings(path)
-    assert (loaded.model, loaded.conf, loaded.imgsz, loaded.half) == ("weights/best.onnx", 0.4, 640, False)
-    assert (loaded.skip, loaded.quality, loaded.port) == (3, 55, 8123)
+    assert (loaded.detector.model, loaded.defaults.conf, loaded.defaults.imgsz) == (
+        "weights/best.onnx",
+        0.4,
+        640,
+    )
+    assert (loaded.detector.half, loaded.defaults.skip, loaded.defaults.quality) == (False, 3, 55)
+    assert loaded.port == 8123
     assert [(c.id, c.url) for c in loaded.cameras] == [("cam", "http://192.168.4.1:81/stream")]
     text = path.read_text()
     assert "displayed_recall 0.875" in text
-    if "decode_reduce" not in settings.ServerSettings.model_fields:
+    assert "[detector]" in text and "[defaults]" in text
+    if "decode_reduce" not in {name for _, name, _ in settings.leaf_fields()}:
         assert "# decode_reduce = 2" in text
 
 
 def test_auto_skip_and_strings_round_trip(clean_env: None, tmp_path: Path) -> None:
     config = ProfileConfig(model='C:\\models\\my "best".pt', skip="auto", half=True)
-    path = tmp_path / "c.toml"
-    path.write_text(server_config_toml(config, camera_url="http://cam.local/stream", camera_id="front"))
+    path = write_server_config(
+        config, tmp_path / "c.toml", camera_url="http://cam.local/stream", camera_id="front"
+    )
     loaded = settings.load_settings(path)
-    assert loaded.model == 'C:\\models\\my "best".pt' and loaded.skip == "auto" and loaded.half is True
+    assert loaded.detector.model == 'C:\\models\\my "best".pt'
+    assert loaded.defaults.skip == "auto" and loaded.detector.half is True
     assert loaded.cameras[0].id == "front"
 
 

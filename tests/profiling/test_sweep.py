@@ -176,9 +176,7 @@ def test_models_that_fail_or_do_not_apply_get_a_status_and_the_sweep_goes_on(
     def factory(config: ProfileConfig) -> Detector:
         if config.model == "broken.onnx":
             raise ModelLoadError(config.model, "expected an ONNX file, got garbage")
-        if config.imgsz != 320:
-            raise ConfigurationError(f"model has a fixed input size of 320, got imgsz={config.imgsz}")
-        return SquareDetector()
+        return SquareDetector(fixed_imgsz=320)
 
     configs = grid(model=["squares.pt", "broken.onnx"], imgsz=[320, 640])
     df = sweep(
@@ -186,7 +184,7 @@ def test_models_that_fail_or_do_not_apply_get_a_status_and_the_sweep_goes_on(
     )
     status = dict(zip(df["config_key"], df["status"], strict=True))
     assert status[configs[0].key] == "ok"
-    assert status[configs[1].key].startswith("n/a: model has a fixed input size of 320")
+    assert status[configs[1].key].startswith("n/a: expected imgsz 320: model 'squares' was exported")
     assert status[configs[2].key].startswith("error: ModelLoadError")
     assert df.loc[df["status"] == "ok", "accuracy_status"].tolist() == ["n/a: no reference requested"]
     assert set(df.loc[df["status"] != "ok", "accuracy_status"]) == {"n/a: not measured"}

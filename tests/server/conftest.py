@@ -12,56 +12,53 @@ import numpy as np
 import pytest
 
 from espdetect.detections import Detections, StageTimings
-from espdetect.detectors.base import Detector
+from espdetect.detectors.base import Detector, DetectParams, ModelInfo
 from espdetect.emulator import EmulatorConfig, EmulatorThread
 from espdetect.mjpeg import MultipartParser, Part
 from espdetect.server.app import StreamingServer, create_app
 from espdetect.server.hub import CameraHub, DetectorFactory
-from espdetect.server.settings import CameraSettings, ServerSettings
+from espdetect.server.settings import DetectorSettings, ServerSettings
 from espdetect.server.streaming import MJPEG_BOUNDARY
 
 
 class BoxDetector(Detector):
-    """A fast stand-in for YOLO: one "person" box in the middle of every image."""
+    """A fast stand-in for YOLO: one "person" box (confidence 0.9) in the middle of every image."""
 
-    def __init__(self, fixed_imgsz: tuple[int, int] | None = None) -> None:
-        self.names = {0: "person", 1: "bicycle", 2: "car"}
-        self.fixed_imgsz = fixed_imgsz
-        self.imgsz = 640 if fixed_imgsz is None else max(fixed_imgsz)
-        self.conf = 0.25
-        self.classes: list[int] | None = None
+    def __init__(self, fixed_imgsz: int | None = None) -> None:
+        self._info = ModelInfo(
+            "box-test-model", {0: "person", 1: "bicycle", 2: "car"}, backend="test", fixed_imgsz=fixed_imgsz
+        )
+        self.params = self.check(DetectParams())
         self.calls = 0
+        #: The params of the most recent call.
+        self.last_params: DetectParams | None = None
+        self.closed = False
         self._lock = threading.Lock()
 
-    def update(
-        self,
-        *,
-        conf: float | None = None,
-        iou: float | None = None,
-        imgsz: int | None = None,
-        classes: list[int] | None = None,
-    ) -> None:
-        if conf is not None:
-            self.conf = conf
-        if imgsz is not None:
-            self.imgsz = imgsz
-        self.classes = classes
+    @property
+    def info(self) -> ModelInfo:
+        return self._info
 
-    def detect(self, image: np.ndarray) -> Detections:
+    def _detect(self, image: np.ndarray, params: DetectParams) -> Detections:
         with self._lock:
             self.calls += 1
+            self.last_params = params
         h, w = image.shape[:2]
-        return Detections(
+        found = Detections(
             xyxy=np.array([[w * 0.25, h * 0.25, w * 0.75, h * 0.75]], np.float32),
             confidence=np.array([0.9], np.float32),
             class_id=np.array([0]),
-            names=self.names,
+            names=self._info.names,
             timings=StageTimings(0.1, 1.0, 0.1),
         )
+        return found.filter(min_confidence=params.conf, classes=params.classes)
+
+    def close(self) -> None:
+        self.closed = True
 
 
-def box_detectors(store: list[BoxDetector], fixed_imgsz: tuple[int, int] | None = None) -> DetectorFactory:
-    def make(server: ServerSettings, camera: CameraSettings) -> Detector:
+def box_detectors(store: list[BoxDetector], fixed_imgsz: int | None = None) -> DetectorFactory:
+    def make(settings: DetectorSettings) -> Detector:
         det = BoxDetector(fixed_imgsz)
         store.append(det)
         return det
@@ -176,7 +173,7 @@ def make_server(
     """Start a server on the emulator with `BoxDetector`s; keyword arguments go to ServerSettings."""
     started: list[ServerThread] = []
 
-    def make(fixed_imgsz: tuple[int, int] | None = None, **settings: Any) -> ServerThread:
+    def make(fixed_imgsz: int | None = None, **settings: Any) -> ServerThread:
         values: dict[str, Any] = {"cameras": [f"cam={emulator.stream_url}"], "grace_period": 0.3}
         values.update(settings)
         server = ServerThread(

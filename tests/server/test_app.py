@@ -11,7 +11,7 @@ from espdetect.detectors.base import Detector
 from espdetect.emulator import EmulatorConfig, EmulatorThread
 from espdetect.exceptions import ModelLoadError
 from espdetect.server.app import create_app
-from espdetect.server.settings import CameraConfig, CameraSettings, ServerSettings
+from espdetect.server.settings import CameraConfig, DetectorSettings, ServerSettings
 
 from .conftest import BoxDetector, PartReader, ServerThread, box_detectors
 
@@ -58,7 +58,7 @@ def test_shutdown_ends_streams_and_closes_the_camera(
 
 
 def test_failing_model_load_stops_startup(emulator: EmulatorThread) -> None:
-    def broken(server: ServerSettings, camera: CameraSettings) -> Detector:
+    def broken(settings: DetectorSettings) -> Detector:
         raise ModelLoadError("missing.onnx", "expected an existing file")
 
     settings = ServerSettings(cameras=[CameraConfig(id="cam", url=emulator.stream_url)])
@@ -72,10 +72,10 @@ def test_failing_model_load_stops_startup(emulator: EmulatorThread) -> None:
 def test_create_app_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ESPDETECT_CAMERAS", "yard=http://10.1.2.3:81/stream")
     monkeypatch.setenv("ESPDETECT_MAX_VIEWERS_TOTAL", "3")
-    app = create_app(detector_factory=lambda s, c: BoxDetector())
+    app = create_app(detector_factory=lambda s: BoxDetector())
     settings: ServerSettings = app.state.settings
     assert [c.id for c in settings.cameras] == ["yard"]
-    assert settings.max_viewers_total == 3
+    assert settings.viewers.max_viewers_total == 3
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from espdetect.exceptions import ConfigurationError
-from espdetect.server.settings import CameraConfig, CameraSettings, ServerSettings
+from espdetect.server.settings import CameraConfig, ServerSettings
 
 from .conftest import BoxDetector, ServerThread
 
@@ -65,7 +65,7 @@ patches = field_patches | st.dictionaries(
 )
 
 
-def _no_camera(server: ServerSettings, camera: CameraSettings) -> Any:
+def _no_camera(server: ServerSettings, camera: CameraConfig) -> Any:
     raise AssertionError("no test here opens a camera")
 
 
@@ -77,9 +77,7 @@ def api() -> Iterator[httpx.Client]:
         camera_control="on",
         max_body_size=64 * 1024,
     )
-    server = ServerThread(
-        app_settings, detector_factory=lambda s, c: BoxDetector(), source_factory=_no_camera
-    )
+    server = ServerThread(app_settings, detector_factory=lambda s: BoxDetector(), source_factory=_no_camera)
     server.start()
     try:
         with httpx.Client(base_url=server.url, timeout=10.0) as client:

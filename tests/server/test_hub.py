@@ -6,21 +6,19 @@ import threading
 import numpy as np
 import pytest
 
+from espdetect.detectors.base import Detector
 from espdetect.encoders.base import Encoder
 from espdetect.encoders.jpeg import OpenCVJpegEncoder
+from espdetect.exceptions import ConfigurationError
 from espdetect.frame import Frame
 from espdetect.pipeline import FrameProcessor
-from espdetect.server.hub import (
-    Camera,
-    CameraHub,
-    SettingRejected,
-    UnknownCamera,
-    ViewerKind,
-    ViewerLimitReached,
-)
-from espdetect.server.settings import CameraConfig, CameraSettings, ServerSettings
+from espdetect.server.camera import Camera, ViewerKind
+from espdetect.server.errors import UnknownCamera, ViewerLimitReached
+from espdetect.server.hub import CameraHub
+from espdetect.server.settings import CameraConfig, DetectorSettings, ServerSettings
 from espdetect.sources.base import FrameSource
 from espdetect.sources.synthetic import SyntheticSource
+from espdetect.workers import Workers
 
 from .conftest import BoxDetector
 
@@ -29,10 +27,14 @@ class CountingEncoder(Encoder):
     """A JPEG encoder that counts its calls (thread-safe)."""
 
     def __init__(self, quality: int, calls: list[int]) -> None:
-        self.quality = quality
+        self._quality = quality
         self.calls = calls
         self._inner = OpenCVJpegEncoder(quality)
         self._lock = threading.Lock()
+
+    @property
+    def quality(self) -> int:
+        return self._quality
 
     def encode(self, image: np.ndarray) -> bytes:
         with self._lock:
@@ -43,7 +45,7 @@ class CountingEncoder(Encoder):
         return CountingEncoder(quality, self.calls)
 
 
-def _no_source(server: ServerSettings, camera: CameraSettings) -> FrameSource:
+def _no_source(server: ServerSettings, camera: CameraConfig) -> FrameSource:
     return SyntheticSource(count=1)
 
 
@@ -54,17 +56,20 @@ def _hub(calls: list[int] | None = None, **settings: object) -> CameraHub:
     values.update(settings)
     server = ServerSettings(**values)  # type: ignore[arg-type]
     log: list[int] = [] if calls is None else calls
+    detector = BoxDetector()
+    workers = Workers(name="test")
     cameras = [
         Camera(
             server,
             cam,
-            BoxDetector(),
+            detector,
             source_factory=_no_source,
             encoder_factory=lambda q: CountingEncoder(q, log),
+            workers=workers,
         )
         for cam in server.camera_settings()
     ]
-    return CameraHub(server, cameras)
+    return CameraHub(server, cameras, detector, workers)
 
 
 def test_limits_per_camera_and_in_total() -> None:
@@ -101,10 +106,11 @@ def test_unknown_camera() -> None:
 def test_apply_checks_the_model_before_changing_anything() -> None:
     cam = _hub().camera("a")
     before = cam.settings
-    with pytest.raises(SettingRejected, match=r"between 0 and 2 for this model, got \[5\]"):
+    with pytest.raises(ConfigurationError, match=r"between 0 and 2 for this model, got \[5\]") as info:
         cam.apply({"classes": [0, 5], "conf": 0.9})
+    assert info.value.field == "classes"
     assert cam.settings == before
-    assert isinstance(cam.detector, BoxDetector) and cam.detector.conf == 0.25
+    assert cam.pipeline.params.conf == 0.25
 
 
 def test_apply_updates_detector_pipeline_and_encoder() -> None:
@@ -113,7 +119,8 @@ def test_apply_updates_detector_pipeline_and_encoder() -> None:
     old_encoder = cam.pipeline.processor.encoder
     new = cam.apply({"conf": 0.7, "skip": 4, "stale": "raw", "quality": 55})
     assert (new.conf, new.skip, new.stale.value, new.quality) == (0.7, 4, "raw", 55)
-    assert isinstance(cam.detector, BoxDetector) and cam.detector.conf == 0.7
+    assert cam.pipeline.params.conf == 0.7
+    assert cam.detector.params.conf == 0.25  # the shared model's own params are untouched
     assert (cam.pipeline.config.skip, cam.pipeline.config.stale.value) == (4, "raw")
     assert cam.pipeline.processor.encoder is not old_encoder
     assert cam.quality_tiers == (55, 40)
@@ -152,18 +159,27 @@ async def test_source_counters_add_up_over_connections() -> None:
 
 
 @pytest.mark.anyio
-async def test_open_gives_every_camera_the_same_workers() -> None:
+async def test_open_gives_every_camera_the_same_model_and_workers() -> None:
     server = ServerSettings(
         cameras=[CameraConfig(id=c, url=f"http://h/{c}") for c in "abc"],  # type: ignore[list-item]
         detect_slots=2,
     )
-    hub = await CameraHub.open(server, lambda s, c: BoxDetector(), _no_source, lambda q: OpenCVJpegEncoder(q))
-    try:
+    loaded: list[BoxDetector] = []
+
+    def load(settings: DetectorSettings) -> Detector:
+        loaded.append(BoxDetector())
+        return loaded[-1]
+
+    hub = await CameraHub.open(server, load, _no_source, lambda q: OpenCVJpegEncoder(q))
+    async with hub:
         workers = hub.workers
-        assert workers is not None
         assert (workers.detect_slots, workers.render_threads) == (2, 4)  # one render thread per camera + 1
         assert all(cam.pipeline.workers is workers for cam in hub.cameras.values())
-    finally:
-        await hub.aclose()
+        # One model for every camera, each with params of its own.
+        assert len(loaded) == 1
+        assert all(cam.detector is loaded[0] for cam in hub.cameras.values())
+        hub.camera("a").apply({"conf": 0.6})
+        assert (hub.camera("a").pipeline.params.conf, hub.camera("b").pipeline.params.conf) == (0.6, 0.25)
+    assert loaded[0].closed
     with pytest.raises(RuntimeError, match="shutdown"):
         await workers.render(len, "closed with the hub")

@@ -658,7 +658,7 @@ def _quiet_env() -> dict[str, str]:
 
 
 def test_stall_watchdog_default_is_at_most_five_seconds() -> None:
-    assert ServerSettings().stall_timeout <= 5.0
+    assert ServerSettings().upstream.stall_timeout <= 5.0
 
 
 def test_new_settings_reach_the_camera_source() -> None:
@@ -674,7 +674,7 @@ def test_new_settings_reach_the_camera_source() -> None:
     source = default_source(settings, settings.camera_settings()[0])
     assert isinstance(source, MjpegStreamSource)
     assert (source.connect_timeout, source.backoff.maximum, source.max_part_size) == (0.7, 0.4, 100_000)
-    assert source.stall_timeout == settings.stall_timeout
+    assert source.stall_timeout == settings.upstream.stall_timeout
 
 
 def test_a_full_server_still_answers_everything_but_new_streams(
@@ -703,7 +703,7 @@ def test_a_full_server_still_answers_everything_but_new_streams(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_malloc_tuning_is_off_by_default_and_applies_on_glibc() -> None:
-    assert ServerSettings().tune_malloc is False
+    assert ServerSettings().serving.tune_malloc is False
     # In a child process: the tuning is process-wide and must not change this test run.
     code = "import sys; from espdetect.server._malloc import tune_malloc; sys.exit(0 if tune_malloc() else 1)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

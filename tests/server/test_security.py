@@ -214,7 +214,7 @@ def test_password_hashes(scheme: Any) -> None:
     assert verify_password(PASSWORD, encoded)
     assert not verify_password(PASSWORD + " ", encoded)
     assert encoded != hash_password(PASSWORD, scheme, iterations=1000)  # salted
-    assert ServerSettings(auth_password_hash=SecretStr(encoded)).auth_enabled
+    assert ServerSettings(auth_password_hash=SecretStr(encoded)).auth.enabled
 
 
 @pytest.mark.parametrize(
@@ -240,11 +240,11 @@ def test_secret_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ESPDETECT_AUTH_TOKEN_HASH", TOKEN_HASH.upper())
     monkeypatch.setenv("ESPDETECT_CORS_ORIGINS", "https://a.example, http://b.example:8080")
     settings = ServerSettings()
-    assert settings.auth_token_hash is not None
-    assert settings.auth_token_hash.get_secret_value() == TOKEN_HASH
+    assert settings.auth.auth_token_hash is not None
+    assert settings.auth.auth_token_hash.get_secret_value() == TOKEN_HASH
     assert TOKEN_HASH not in repr(settings) and TOKEN_HASH not in str(settings.model_dump())
-    assert settings.cors_origins == ["https://a.example", "http://b.example:8080"]
-    assert verify_token(TOKEN, settings.auth_token_hash.get_secret_value())
+    assert settings.auth.cors_origins == ["https://a.example", "http://b.example:8080"]
+    assert verify_token(TOKEN, settings.auth.auth_token_hash.get_secret_value())
 
 
 def test_hash_password_command(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,17 +8,24 @@ from pydantic import ValidationError
 from espdetect.exceptions import ConfigurationError
 from espdetect.pipeline import StaleMode
 from espdetect.server.settings import (
+    SECTIONS,
     CameraConfig,
+    CameraOptions,
     ServerSettings,
+    leaf_fields,
     load_settings,
     parse_camera_spec,
-    parse_skip,
 )
 
 _TOML = """
+[detector]
 model = "weights.onnx"
+
+[defaults]
 conf = 0.3
 quality = 70
+
+[viewers]
 max_viewers_total = 20
 
 [[cameras]]
@@ -66,11 +73,13 @@ def test_camera_specs(spec: str, index: int, cam_id: str, url: str) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        pytest.param("bad id=http://h/stream", "expected a camera id of 1-64 letters", id="id"),
+        pytest.param("bad id=http://h/stream", "expected camera id to be 1-64 letters", id="id"),
         pytest.param(
-            "cam=ftp://h/stream", "expected an http(s) camera URL, got 'ftp://h/stream'", id="scheme"
+            "cam=ftp://h/stream",
+            "expected camera URL to be an http(s) URL, got 'ftp://h/stream'",
+            id="scheme",
         ),
-        pytest.param("cam=", "expected an http(s) camera URL, got ''", id="empty"),
+        pytest.param("cam=", "expected camera URL to be an http(s) URL, got ''", id="empty"),
     ],
 )
 def test_bad_camera_specs(spec: str, message: str) -> None:
@@ -80,14 +89,51 @@ def test_bad_camera_specs(spec: str, message: str) -> None:
 
 def test_defaults() -> None:
     s = ServerSettings()
-    assert (s.host, s.port, s.cameras, s.model, s.imgsz) == ("127.0.0.1", 8000, [], None, None)
-    assert (s.skip, s.stale, s.quality, s.low_quality, s.grace_period) == (
-        "auto",
-        StaleMode.DRAW_LAST,
-        80,
-        40,
-        2.0,
+    assert (s.host, s.port, s.cameras, s.detector.model, s.defaults.imgsz) == (
+        "127.0.0.1",
+        8000,
+        [],
+        None,
+        None,
     )
+    assert (s.defaults.skip, s.defaults.stale, s.defaults.quality) == ("auto", StaleMode.DRAW_LAST, 80)
+    assert (s.viewers.low_quality, s.upstream.grace_period) == (40, 2.0)
+
+
+def test_option_names_are_unique_across_sections() -> None:
+    names = [name for _, name, _ in leaf_fields()]
+    assert len(names) == len(set(names))
+    assert set(SECTIONS) == {"detector", "defaults", "upstream", "viewers", "serving", "auth"}
+
+
+def test_every_option_has_a_description() -> None:
+    missing = [name for _, name, info in leaf_fields() if not info.description]
+    assert missing == []
+
+
+def test_options_may_be_written_flat_or_in_their_section() -> None:
+    flat = ServerSettings(conf=0.4, max_viewers_total=3, model="m.onnx", stall_timeout=2.0)
+    nested = ServerSettings(
+        defaults={"conf": 0.4},
+        viewers={"max_viewers_total": 3},
+        detector={"model": "m.onnx"},
+        upstream={"stall_timeout": 2.0},
+    )
+    assert flat == nested
+    assert (flat.defaults.conf, flat.viewers.max_viewers_total, flat.detector.model) == (0.4, 3, "m.onnx")
+
+
+def test_an_option_given_flat_and_in_its_section_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="expected conf once, got it at the top level") as info:
+        ServerSettings(conf=0.4, defaults={"conf": 0.5})
+    assert info.value.field == "conf"
+
+
+def test_flat_toml_from_before_sections_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "old.toml"
+    path.write_text('model = "w.onnx"\nconf = 0.3\nmax_viewers_total = 20\n')
+    s = load_settings(path)
+    assert (s.detector.model, s.defaults.conf, s.viewers.max_viewers_total) == ("w.onnx", 0.3, 20)
 
 
 def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,9 +141,12 @@ def test_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ESPDETECT_CONF", "0.4")
     monkeypatch.setenv("ESPDETECT_SKIP", "3")
     monkeypatch.setenv("ESPDETECT_MODEL", "/models/m.onnx")
+    monkeypatch.setenv("ESPDETECT_MAX_VIEWERS_TOTAL", "7")
+    monkeypatch.setenv("ESPDETECT_CLASSES", "0,2")
     s = ServerSettings()
     assert [c.id for c in s.cameras] == ["front", "cam2"]
-    assert (s.conf, s.skip, s.model) == (0.4, 3, "/models/m.onnx")
+    assert (s.defaults.conf, s.defaults.skip, s.detector.model) == (0.4, 3, "/models/m.onnx")
+    assert (s.viewers.max_viewers_total, s.defaults.classes) == (7, [0, 2])
 
 
 def test_cameras_as_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,7 +158,7 @@ def test_toml_file_with_per_camera_overrides(tmp_path: Path) -> None:
     path = tmp_path / "espdetect.toml"
     path.write_text(_TOML)
     s = load_settings(path)
-    assert (s.model, s.max_viewers_total) == ("weights.onnx", 20)
+    assert (s.detector.model, s.viewers.max_viewers_total) == ("weights.onnx", 20)
     front, garage = s.camera_settings()
     assert (front.id, front.conf, front.skip, front.classes, front.quality) == ("front", 0.5, 2, [0], 70)
     assert (garage.conf, garage.stale, garage.imgsz, garage.classes) == (0.3, StaleMode.RAW, 320, None)
@@ -123,9 +172,9 @@ def test_precedence_is_overrides_then_environment_then_file(
     monkeypatch.setenv("ESPDETECT_CONF", "0.35")
     monkeypatch.setenv("ESPDETECT_PORT", "9001")
     s = load_settings(path, {"port": 9002})
-    assert s.conf == 0.35  # environment beats the file
+    assert s.defaults.conf == 0.35  # environment beats the file
     assert s.port == 9002  # explicit values beat the environment
-    assert s.quality == 70  # the file beats the defaults
+    assert s.defaults.quality == 70  # the file beats the defaults
     assert [c.id for c in s.cameras] == ["front", "garage"]
 
 
@@ -134,7 +183,8 @@ def test_precedence_is_overrides_then_environment_then_file(
     [
         pytest.param("conf = 2.0\n", "less than or equal to 1", id="range"),
         pytest.param("colour = 'red'\n", "Extra inputs are not permitted", id="unknown-key"),
-        pytest.param("imgsz = 100\n", "expected imgsz to be a multiple of 32", id="imgsz"),
+        pytest.param("imgsz = 100\n", "multiple of 32", id="imgsz"),
+        pytest.param("[viewers]\nconf = 0.3\n", "Extra inputs are not permitted", id="wrong-section"),
         pytest.param(
             "[[cameras]]\nid='a'\nurl='http://h/s'\n[[cameras]]\nid='a'\nurl='http://h/t'\n",
             "expected unique camera ids, got 'a' twice",
@@ -167,13 +217,22 @@ def test_unreadable_config_files(tmp_path: Path) -> None:
     [("auto", "auto"), (1, 1), ("4", 4), (" 2 ", 2)],
 )
 def test_skip_values(value: object, expected: object) -> None:
-    assert parse_skip(value) == expected
+    assert CameraOptions(skip=value).skip == expected
 
 
-@pytest.mark.parametrize("value", [0, -1, True, 1.5, "x", None])
+@pytest.mark.parametrize("value", [0, -1, True, 1.5, "x", None, 10_001])
 def test_bad_skip_values(value: object) -> None:
-    with pytest.raises(ValueError, match="expected an integer >= 1 or 'auto'"):
-        parse_skip(value)
+    with pytest.raises(ValidationError, match="expected skip to be an integer from 1 to 10000 or 'auto'"):
+        CameraOptions(skip=value)
+
+
+def test_cameras_take_what_they_do_not_set_from_the_defaults() -> None:
+    s = ServerSettings(
+        conf=0.3, quality=70, cameras=[CameraConfig(id="a", url="http://h/s", conf=0.5), "b=http://h/t"]
+    )
+    a, b = s.camera_settings()
+    assert (a.conf, a.quality, b.conf, b.quality) == (0.5, 70, 0.3, 70)
+    assert a.options == CameraOptions(conf=0.5, quality=70)
 
 
 def test_camera_config_rejects_out_of_range_overrides() -> None:

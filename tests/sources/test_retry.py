@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from espdetect.sources._retry import Backoff, RateLimitedLog
+from espdetect.sources._retry import Backoff, RateLimitedLog, Retry
 
 
 def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
@@ -49,4 +49,19 @@ def test_rate_limited_log_demotes_repeats(caplog: pytest.LogCaptureFixture) -> N
         (logging.DEBUG, "retry 1"),
         (logging.DEBUG, "retry 2"),
         (logging.WARNING, "retry 3"),
+    ]
+
+
+def test_retry_warns_with_the_delay_and_attempt_then_resets(caplog: pytest.LogCaptureFixture) -> None:
+    retry = Retry(Backoff(0.1, 2.0, jitter=0.0), logging.getLogger("espdetect.test"), "reconnecting")
+    caplog.set_level(logging.DEBUG, logger="espdetect.test")
+
+    delays = [retry.next_delay("cam", "refused") for _ in range(2)]
+    retry.reset()
+
+    assert delays == pytest.approx([0.1, 0.2])
+    assert retry.backoff.attempt == 0
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "cam: refused; reconnecting in 0.10 s (attempt 1)"),
+        (logging.DEBUG, "cam: refused; reconnecting in 0.20 s (attempt 2)"),
     ]

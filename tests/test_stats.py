@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from espdetect.server.metrics import RateWindow, percentiles
+from espdetect.stats import Percentiles, RateWindow, SampleWindow, percentile
 
 
 def test_rates_over_the_window() -> None:
@@ -41,14 +41,30 @@ def test_window_memory_is_bounded() -> None:
 
 
 def test_window_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="seconds must be > 0"):
+    with pytest.raises(ValueError, match="expected seconds > 0"):
         RateWindow(0.0)
 
 
 def test_percentiles() -> None:
     values = [float(v) for v in range(1, 101)]
-    p = percentiles(values)
-    assert p["p50"] == pytest.approx(50.5)
-    assert p["p95"] == pytest.approx(95.05)
-    assert p["p99"] == pytest.approx(99.01)
-    assert percentiles([]) == {"p50": None, "p95": None, "p99": None}
+    p = Percentiles.of(values)
+    assert p.p50 == pytest.approx(50.5)
+    assert p.p95 == pytest.approx(95.05)
+    assert p.p99 == pytest.approx(99.01)
+    assert Percentiles.of([]) == Percentiles(None, None, None)
+    assert p.to_dict() == {"p50": 50.5, "p95": 95.05, "p99": 99.01}
+
+
+def test_one_percentile_ignores_nan_and_rounds() -> None:
+    assert percentile([1.0, float("nan"), 2.0], 50) == 1.5
+    assert percentile([], 50) is None
+    assert percentile([1 / 3], 50, digits=2) == 0.33
+
+
+def test_sample_window_keeps_the_newest() -> None:
+    window = SampleWindow(size=3)
+    for v in range(10):
+        window.add(float(v))
+    assert list(window) == [7.0, 8.0, 9.0]
+    assert len(window) == 3
+    assert window.percentiles().p50 == 8.0

@@ -1,0 +1,1 @@
+"""Model files shipped with espdetect (see README.md here)."""

@@ -1,0 +1,302 @@
+"""The typed statistics of ``/stats``, from which ``/metrics`` is produced too.
+
+`CameraStats`, `ProcessStats` and `HubStats` are snapshots. Each field that Prometheus exports
+says so in its metadata (`counter`, `gauge`): metric name, help text and the label its keys
+or quantiles go under. `espdetect.server.metrics` reads that metadata, so a statistic is
+declared once and appears under the same name in both places.
+
+Everything is computed when asked from counters the pipeline and the hub already keep, so an
+idle server does no statistics work beyond a cheap counter sample twice a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Final, Literal, NamedTuple
+
+import psutil
+
+from espdetect.server.camera import Camera, FrameCounts
+from espdetect.server.hub import CameraHub
+from espdetect.stats import Percentiles
+
+__all__ = [
+    "CameraStats",
+    "HubStats",
+    "MetricSpec",
+    "ProcessStats",
+    "camera_stats",
+    "counter",
+    "gauge",
+    "hub_stats",
+    "json_key",
+    "process_stats",
+]
+
+MetricKind = Literal["counter", "gauge"]
+
+
+class MetricSpec(NamedTuple):
+    """How one statistic appears in Prometheus."""
+
+    kind: MetricKind
+    #: Metric name without the ``espdetect_`` prefix (a counter also gets ``_total``).
+    name: str
+    help: str
+    #: For a mapping, a NamedTuple or `Percentiles`: the label its keys go under.
+    key_label: str | None = None
+    #: Fixed labels of this field, for several fields sharing one metric.
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+_METRIC: Final = "metric"
+
+
+def counter(help: str, *, name: str | None = None) -> dict[str, MetricSpec]:
+    """Field metadata: exported as a Prometheus counter (``name`` defaults to the field's)."""
+    return {_METRIC: MetricSpec("counter", name or "", help)}
+
+
+def gauge(
+    help: str,
+    *,
+    name: str | None = None,
+    key_label: str | None = None,
+    labels: tuple[tuple[str, str], ...] = (),
+) -> dict[str, MetricSpec]:
+    """Field metadata: exported as a Prometheus gauge."""
+    return {_METRIC: MetricSpec("gauge", name or "", help, key_label, labels)}
+
+
+def metric_fields(cls: type[Any]) -> list[tuple[str, MetricSpec]]:
+    """(field name, spec) of every exported field of a statistics class, in declaration order."""
+    out = []
+    for f in fields(cls):
+        spec = f.metadata.get(_METRIC)
+        if isinstance(spec, MetricSpec):
+            out.append((f.name, spec._replace(name=spec.name or f.name)))
+    return out
+
+
+def json_key(name: str) -> str:
+    """A field name as a JSON key: a trailing ``_`` (``in_``, a Python keyword) dropped."""
+    return name[:-1] if name.endswith("_") else name
+
+
+def to_json(value: Any) -> Any:
+    """A statistics snapshot as JSON-ready values (field names become keys, see `json_key`)."""
+    if isinstance(value, FrameCounts | Percentiles):
+        return {json_key(k): to_json(v) for k, v in value._asdict().items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return {json_key(f.name): to_json(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class CameraStats:
+    """One camera's statistics (an entry of ``/stats``)."""
+
+    upstream_connected: bool = field(metadata=gauge("1 while the camera connection is up."))
+    #: Whether the pipeline holds the camera connection open (it may be reconnecting).
+    upstream_open: bool
+    viewers: Mapping[str, int] = field(metadata=gauge("Viewers watching now.", key_label="kind"))
+    frames_in: int = field(metadata=counter("Frames received from the camera."))
+    frames_detected: int = field(metadata=counter("Frames the detector processed."))
+    frames_out: int = field(
+        metadata=counter("Annotated frames rendered and encoded.", name="frames_rendered")
+    )
+    frames_sent: int = field(metadata=counter("MJPEG parts and SSE events handed to viewers."))
+    bytes_sent: int = field(metadata=counter("Bytes handed to viewers."))
+    dropped: int = field(
+        metadata=counter("Camera frames never rendered because the renderer was busy.", name="frames_dropped")
+    )
+    viewer_skipped: int = field(
+        metadata=counter("Frames viewers missed while busy with an older one.", name="viewer_frames_skipped")
+    )
+    #: Annotated parts sent at the lower JPEG quality tier.
+    low_quality_frames: int
+    reconnects: int = field(metadata=counter("Camera reconnections.", name="upstream_reconnects"))
+    stalls: int = field(
+        metadata=counter(
+            "Camera stalls (no complete frame within the stall timeout).", name="upstream_stalls"
+        )
+    )
+    corrupt: int = field(
+        metadata=counter("Camera parts that were not complete JPEGs.", name="upstream_corrupt")
+    )
+    oversize: int = field(
+        metadata=counter(
+            "Camera parts dropped for exceeding the maximum part size.", name="upstream_oversize"
+        )
+    )
+    length_mismatch: int = field(
+        metadata=counter("Camera parts whose Content-Length was wrong.", name="upstream_length_mismatch")
+    )
+    #: Bytes between camera parts that belonged to no frame.
+    garbage_bytes: int
+    connect_failures: int = field(
+        metadata=counter("Failed camera connection attempts.", name="upstream_connect_failures")
+    )
+    #: Times the camera connection was opened.
+    upstream_opens: int
+    decode_errors: int = field(metadata=counter("Frames that failed to decode."))
+    detector_errors: int = field(metadata=counter("Model calls that failed."))
+    #: Viewers admitted over the camera's life.
+    viewers_served: int
+    viewers_rejected: int = field(metadata=counter("Viewers turned away by a limit."))
+    viewer_timeouts: int = field(metadata=counter("Viewers dropped because a send stayed blocked."))
+    fps: FrameCounts = field(metadata=gauge("Frames per second over the stats window.", key_label="stage"))
+    inference_ms: Percentiles = field(
+        metadata=gauge("Model inference time percentiles.", key_label="quantile")
+    )
+    #: Decode + model call per detected frame.
+    detect_ms: Percentiles
+    latency_ms: Percentiles = field(
+        metadata=gauge(
+            "Frame arrival to last byte handed to the viewer's connection, percentiles.",
+            key_label="quantile",
+            labels=(("stream", "annotated"),),
+        )
+    )
+    raw_latency_ms: Percentiles = field(
+        metadata=gauge(
+            "Frame arrival to last byte handed to the viewer's connection, percentiles.",
+            name="latency_ms",
+            key_label="quantile",
+            labels=(("stream", "raw"),),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class ProcessStats:
+    """Resource use of the server process: what a leak would make grow, plus CPU %."""
+
+    pid: int
+    #: User + system time since the previous sample (100 = one core), over at least 0.5 s.
+    cpu_percent: float
+    rss_bytes: int = field(metadata=gauge("Resident memory of the process."))
+    rss_mb: float
+    fds: int = field(metadata=gauge("Open file descriptors.", name="open_fds"))
+    threads: int
+    #: asyncio tasks of the server's event loop.
+    tasks: int = field(metadata=gauge("asyncio tasks in the server loop.", name="asyncio_tasks"))
+
+
+@dataclass(frozen=True)
+class HubStats:
+    """What ``/stats`` answers."""
+
+    viewers_total: int = field(metadata=gauge("Viewers on all cameras."))
+    max_viewers_total: int
+    cameras: Mapping[str, CameraStats]
+    process: ProcessStats
+
+    def to_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = to_json(self)
+        return result
+
+
+def camera_stats(camera: Camera, now: float | None = None) -> CameraStats:
+    """One camera's statistics now."""
+    now = time.monotonic() if now is None else now
+    pipe = camera.pipeline.stats
+    serve = camera.serve
+    source = camera.source_stats()
+    return CameraStats(
+        upstream_connected=source.connected,
+        upstream_open=camera.pipeline.upstream_open,
+        viewers={kind.value: n for kind, n in camera.viewers.items()},
+        frames_in=pipe.frames_in,
+        frames_detected=pipe.frames_detected,
+        frames_out=pipe.frames_out,
+        frames_sent=serve.frames_sent,
+        bytes_sent=serve.bytes_sent,
+        dropped=pipe.dropped,
+        viewer_skipped=serve.viewer_skipped,
+        low_quality_frames=serve.low_quality_frames,
+        reconnects=source.reconnects,
+        stalls=source.stalls,
+        corrupt=source.corrupt,
+        oversize=source.oversize,
+        length_mismatch=source.length_mismatch,
+        garbage_bytes=source.garbage_bytes,
+        connect_failures=source.connect_failures,
+        upstream_opens=pipe.upstream_opens,
+        decode_errors=pipe.decode_errors,
+        detector_errors=pipe.detector_errors,
+        viewers_served=serve.viewers_served,
+        viewers_rejected=serve.viewers_rejected,
+        viewer_timeouts=serve.viewer_timeouts,
+        fps=FrameCounts._make(camera.rates.rates(now, camera.counts())),
+        inference_ms=pipe.inference_ms.percentiles(),
+        detect_ms=pipe.detect_ms.percentiles(),
+        latency_ms=serve.latency_ms.percentiles(),
+        raw_latency_ms=serve.raw_latency_ms.percentiles(),
+    )
+
+
+class _CpuMeter:
+    """Process CPU % over the last >= 0.5 s, so clients polling /stats often do not skew it."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self._process = process
+        self._wall = time.monotonic()
+        self._cpu = self._cpu_seconds()
+        self.percent = 0.0
+
+    def _cpu_seconds(self) -> float:
+        t = self._process.cpu_times()
+        return float(t.user + t.system)
+
+    def sample(self) -> float:
+        now = time.monotonic()
+        if now - self._wall >= 0.5:
+            cpu = self._cpu_seconds()
+            self.percent = 100.0 * (cpu - self._cpu) / (now - self._wall)
+            self._wall, self._cpu = now, cpu
+        return self.percent
+
+
+_PROCESS: Final = psutil.Process(os.getpid())
+_CPU: Final = _CpuMeter(_PROCESS)
+
+
+def process_stats() -> ProcessStats:
+    """Resource use of this process; ``tasks`` counts the running loop's asyncio tasks (0 outside one)."""
+    try:
+        tasks = len(asyncio.all_tasks())
+    except RuntimeError:
+        tasks = 0
+    try:
+        fds = _PROCESS.num_fds()
+    except (AttributeError, psutil.Error):  # not on Windows
+        fds = -1
+    rss = int(_PROCESS.memory_info().rss)
+    return ProcessStats(
+        pid=_PROCESS.pid,
+        cpu_percent=round(_CPU.sample(), 1),
+        rss_bytes=rss,
+        rss_mb=round(rss / 2**20, 1),
+        fds=fds,
+        threads=threading.active_count(),
+        tasks=tasks,
+    )
+
+
+def hub_stats(hub: CameraHub) -> HubStats:
+    """Statistics of every camera, server-wide viewer counts and process resources (``/stats``)."""
+    now = time.monotonic()
+    return HubStats(
+        viewers_total=hub.total_viewers,
+        max_viewers_total=hub.settings.viewers.max_viewers_total,
+        cameras={cam_id: camera_stats(cam, now) for cam_id, cam in hub.cameras.items()},
+        process=process_stats(),
+    )
