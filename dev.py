@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Set-up and task runner: the only thing a fresh clone needs is Python 3.10+.
 
-    python3 dev.py demo     # create .venv, install espdetect, run the browser demo
-    python3 dev.py test     # create .venv, install espdetect[dev], run the test suite
-    python3 dev.py check    # ruff + mypy
+    python3 dev.py demo       # create .venv, install espdetect, run the browser demo
+    python3 dev.py test       # create .venv, install espdetect[dev], run the test suite
+    python3 dev.py test-core  # the test suite in .venv-core: the core install only (no torch,
+                              # no pandas); tests that need an extra skip and say which
+    python3 dev.py lab        # JupyterLab on notebooks/ (installs espdetect[notebook])
+    python3 dev.py check      # ruff + mypy
 
 Extra arguments are passed on (``python3 dev.py test -k parser``, ``python3 dev.py demo --port 9000``).
 """
@@ -19,8 +22,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
-BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-PY = BIN / ("python.exe" if os.name == "nt" else "python")
+#: The core install plus the test tools: what `pip install espdetect` users have.
+CORE_VENV = ROOT / ".venv-core"
+
+
+def _bin(venv: Path) -> Path:
+    return venv / ("Scripts" if os.name == "nt" else "bin")
+
+
+def _python(venv: Path) -> Path:
+    return _bin(venv) / ("python.exe" if os.name == "nt" else "python")
+
+
+BIN = _bin(VENV)
+PY = _python(VENV)
 
 
 def _stamp(extras: str) -> str:
@@ -28,21 +43,22 @@ def _stamp(extras: str) -> str:
     return f"{digest}:{extras}"
 
 
-def ensure_env(extras: str) -> None:
+def ensure_env(extras: str, venv_dir: Path = VENV) -> None:
     """Create the virtual environment and (re)install the project when pyproject.toml changed."""
     if sys.version_info < (3, 10):
         sys.exit(f"espdetect needs Python 3.10 or newer, this is {sys.version.split()[0]}")
-    if not PY.exists():
-        print(f"[dev] creating virtual environment in {VENV.name}/", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
-    stamp_file = VENV / ".espdetect-installed"
+    py = _python(venv_dir)
+    if not py.exists():
+        print(f"[dev] creating virtual environment in {venv_dir.name}/", flush=True)
+        venv.EnvBuilder(with_pip=True).create(venv_dir)
+    stamp_file = venv_dir / ".espdetect-installed"
     wanted = _stamp(extras)
     if stamp_file.exists() and wanted in stamp_file.read_text().split():
         return
     target = f".[{extras}]" if extras else "."
     print(f"[dev] installing espdetect{'[' + extras + ']' if extras else ''} (first run takes a few minutes)", flush=True)
-    subprocess.run([str(PY), "-m", "pip", "install", "--upgrade", "pip"], check=True, cwd=ROOT)
-    subprocess.run([str(PY), "-m", "pip", "install", "-e", target], check=True, cwd=ROOT)
+    subprocess.run([str(py), "-m", "pip", "install", "--upgrade", "pip"], check=True, cwd=ROOT)
+    subprocess.run([str(py), "-m", "pip", "install", "-e", target], check=True, cwd=ROOT)
     previous = stamp_file.read_text().split() if stamp_file.exists() else []
     stamp_file.write_text("\n".join([s for s in previous if s.split(":")[0] == wanted.split(":")[0]] + [wanted]))
 
@@ -61,16 +77,23 @@ def main(argv: list[str]) -> int:
     if task == "test":
         ensure_env("dev")
         return subprocess.call([str(PY), "-m", "pytest", *rest], cwd=ROOT, env=env)
+    if task == "test-core":
+        ensure_env("test", CORE_VENV)
+        return subprocess.call([str(_python(CORE_VENV)), "-m", "pytest", *rest], cwd=ROOT, env=env)
+    if task == "lab":
+        ensure_env("notebook")
+        return subprocess.call([str(BIN / "jupyter"), "lab", "notebooks", *rest], cwd=ROOT, env=env)
     if task == "check":
         ensure_env("dev")
-        rc = subprocess.call([str(PY), "-m", "ruff", "check", "espdetect", "tests", "benchmarks"], cwd=ROOT)
-        rc |= subprocess.call([str(PY), "-m", "ruff", "format", "--check", "espdetect", "tests"], cwd=ROOT)
+        paths = ["espdetect", "tests", "benchmarks"]
+        rc = subprocess.call([str(PY), "-m", "ruff", "check", *paths], cwd=ROOT)
+        rc |= subprocess.call([str(PY), "-m", "ruff", "format", "--check", *paths], cwd=ROOT)
         rc |= subprocess.call([str(PY), "-m", "mypy"], cwd=ROOT)
         return rc
     if task == "run":
         ensure_env("")
         return subprocess.call([str(BIN / "espdetect"), *rest], cwd=ROOT, env=env)
-    print(f"unknown task {task!r}; expected demo, test, check or run", file=sys.stderr)
+    print(f"unknown task {task!r}; expected demo, test, test-core, lab, check or run", file=sys.stderr)
     return 2
 
 

@@ -1,6 +1,6 @@
 """The per-viewer design: a detection server written the way hand-rolled FastAPI scripts are.
 
-This is the baseline of ``bench_server.py``. It serves annotated MJPEG the way the common
+This is the baseline of `benchmarks.bench_server`. It serves annotated MJPEG the way the common
 recipe does (see docs/peers.md, section 5): every ``GET /detect`` returns a
 ``StreamingResponse`` over a generator that
 
@@ -9,10 +9,11 @@ recipe does (see docs/peers.md, section 5): every ``GET /detect`` returns a
 2. decodes each frame, runs the detector, draws and encodes **for this viewer alone**,
 3. yields one multipart part per frame.
 
-It uses the very classes the espdetect server uses (`UltralyticsDetector`, `Annotator`,
-`OpenCVJpegEncoder`, `MjpegStreamSource`, `mjpeg_part`), one model loaded at start-up and
-shared by all viewers (as a module-level ``model = YOLO(...)`` would be), so the only
-difference from espdetect is the architecture.
+It uses the very classes the espdetect server uses (the detector from `open_detector`, so an
+``.onnx`` model runs on ONNX Runtime as in the server; `Annotator`, `OpenCVJpegEncoder`,
+`MjpegStreamSource`, `mjpeg_part`), one model loaded at start-up and shared by all viewers (as a
+module-level ``model = YOLO(...)`` would be), so the only difference from espdetect is the
+architecture.
 
 Three generator flavours exist, as in the wild:
 
@@ -25,15 +26,15 @@ Three generator flavours exist, as in the wild:
   ``send`` then returns at once), the generator never suspends, so Starlette's cancellation is
   never delivered: it keeps calling the model for nobody and starves the event loop;
 * ``sync``: a plain generator that Starlette runs in its thread pool (``iterate_in_threadpool``),
-  reading its camera through ``FrameSource.iter_frames``; inferences are then serialised by the
-  detector's lock but the loop stays free.
+  reading its camera through ``FrameSource.iter_frames``; the loop stays free, and viewers'
+  inferences run in worker threads at once (ONNX Runtime allows concurrent calls).
 
 ``GET /stats`` returns counters (viewers now, model calls, frames read and sent, camera
 connections opened): something the scripts lack, added only so the benchmark can observe them.
 
 Usage::
 
-    python benchmarks/baseline_per_viewer.py --camera http://127.0.0.1:8081/stream [--generator sync]
+    python -m benchmarks.baseline_per_viewer --camera http://127.0.0.1:8081/stream [--generator sync]
 
 prints ``READY {"url": "http://127.0.0.1:PORT"}`` once it listens.
 """
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import socket
 import sys
 import threading
@@ -52,12 +52,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
+from benchmarks._harness.procs import emit, on_stdin_eof
 from espdetect.annotate import Annotator
-from espdetect.detectors.ultralytics import UltralyticsDetector
+from espdetect.detectors import open_detector
 from espdetect.encoders.jpeg import OpenCVJpegEncoder
 from espdetect.mjpeg import mjpeg_part
 from espdetect.sources.mjpeg_stream import MjpegStreamSource
@@ -115,14 +117,14 @@ def create_baseline_app(
         >>> app = create_baseline_app("http://127.0.0.1:8081/stream")  # doctest: +SKIP
         >>> uvicorn.run(app, port=8000)  # doctest: +SKIP
     """
-    detector = UltralyticsDetector(model)
+    detector = open_detector(model)
     annotator = Annotator()
     encoder = OpenCVJpegEncoder(quality)
     counters = BaselineCounters()
     yield_to_loop = generator == "async"
     app = FastAPI(title="per-viewer baseline")
 
-    def render(frame_image: Any) -> bytes:
+    def render(frame_image: np.ndarray) -> bytes:
         detections = detector.detect(frame_image)
         counters.add("model_calls")
         if detections.timings is not None:
@@ -185,13 +187,6 @@ def create_baseline_app(
     return app
 
 
-def _stop_on_stdin_eof(server: uvicorn.Server) -> None:
-    # The benchmark holds our stdin: when it goes away, so do we.
-    for _ in sys.stdin:
-        pass
-    server.should_exit = True
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,9 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     sock.listen(256)
     config = uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
-    threading.Thread(target=_stop_on_stdin_eof, args=(server,), daemon=True).start()
+
+    def stop() -> None:
+        server.should_exit = True
+
+    # The benchmark holds our stdin: when it goes away, so do we.
+    on_stdin_eof(stop)
     port = sock.getsockname()[1]
-    print("READY " + json.dumps({"url": f"http://127.0.0.1:{port}"}), flush=True)
+    emit("READY", {"url": f"http://127.0.0.1:{port}"})
     server.run(sockets=[sock])
     return 0
 

@@ -19,20 +19,17 @@ Writes ``reliability.json`` and ``reliability.md`` to ``--out``.
 
 Usage::
 
-    python benchmarks/bench_reliability.py [--model M] [--out benchmarks/results/reliability]
+    python -m benchmarks.bench_reliability [--model M] [--repeats N] [--out benchmarks/results/reliability]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import socket
-import statistics
 import struct
 import subprocess
 import sys
@@ -41,16 +38,17 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).parent))
-from soak import Probe, ServerProcess, request, watch
-
+from benchmarks._harness.report import jsonable, load_average, machine, markdown_table, utc_now, write_json
+from benchmarks._harness.server import CliServer
+from benchmarks._harness.viewers import Probe, open_response, request, watch
 from espdetect.emulator import EmulatorConfig, EmulatorThread, Fault, FaultKind
+from espdetect.stats import percentile
 
-logger = logging.getLogger("bench_reliability")
+logger = logging.getLogger(__name__)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, step: float = 0.01) -> float:
@@ -81,15 +79,26 @@ def stats(client: httpx.Client) -> dict[str, Any]:
     return cam
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "n": len(values),
-        "min": round(ordered[0], 3),
-        "median": round(statistics.median(ordered), 3),
-        "p99": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3),
-        "max": round(ordered[-1], 3),
-    }
+class Timing(NamedTuple):
+    """How long something took over several trials (seconds or ms, as the key says)."""
+
+    n: int
+    min: float
+    median: float
+    p99: float
+    max: float
+
+
+def summary(values: list[float]) -> Timing:
+    """`Timing` of at least one value.
+
+    Example:
+        >>> summary([1.0, 2.0, 4.0])
+        Timing(n=3, min=1.0, median=2.0, p99=3.96, max=4.0)
+    """
+    median, p99 = percentile(values, 50), percentile(values, 99)
+    assert median is not None and p99 is not None, "expected at least one value"
+    return Timing(len(values), round(min(values), 3), median, p99, round(max(values), 3))
 
 
 class Session:
@@ -102,9 +111,7 @@ class Session:
             EmulatorConfig(fps=15.0, size=(320, 240), loop_frames=30, prerender=True)
         )
         self.camera.start()
-        self.server = ServerProcess(
-            self.camera.stream_url, [*model_args, *extra], log_dir / f"{name}.log", env
-        )
+        self.server = CliServer(self.camera.stream_url, [*model_args, *extra], log_dir / f"{name}.log", env)
         self.client = httpx.Client(base_url=self.server.url, timeout=30.0)
         self.closing = threading.Event()
 
@@ -162,7 +169,7 @@ def recovery(model_args: list[str], log_dir: Path, repeats: int) -> dict[str, An
     return out
 
 
-def busy_camera(model_args: list[str], log_dir: Path, repeats: int) -> dict[str, float]:
+def busy_camera(model_args: list[str], log_dir: Path, repeats: int) -> Timing:
     """Another client holds the camera's only stream; it leaves after a while."""
     s = Session(model_args, ["--grace-period", "0.5"], {}, log_dir, "busy")
     results = []
@@ -188,19 +195,11 @@ def busy_camera(model_args: list[str], log_dir: Path, repeats: int) -> dict[str,
 
 
 async def _storm(port: int, n: int) -> tuple[list[int], list[str], list[asyncio.StreamWriter]]:
+    """``n`` viewers at once; each one's status, Retry-After, and its connection (left open)."""
+
     async def one() -> tuple[int, str, asyncio.StreamWriter]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request("/cameras/cam/stream"))
-        head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60.0)).decode("latin-1")
-        retry = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in head.split("\r\n")
-                if line.lower().startswith("retry-after:")
-            ),
-            "",
-        )
-        return int(head.split()[1]), retry, writer
+        _, writer, head = await open_response(f"http://127.0.0.1:{port}", "/cameras/cam/stream", 60.0)
+        return head.status, head.headers.get("retry-after", ""), writer
 
     results = await asyncio.gather(*(one() for _ in range(n)))
     return [r[0] for r in results], [r[1] for r in results], [r[2] for r in results]
@@ -395,7 +394,8 @@ def _abrupt_rounds(model_args: list[str], log_dir: Path, rounds: int, env: dict[
         wait_for(lambda: s.client.get("/health").json()["viewers"] == 0, 60.0, step=0.1)
         s.camera.wait_stream_clients(0, timeout=60.0)
         time.sleep(1.0)
-        return {**s.server.resources(), "tasks": float(s.client.get("/stats").json()["process"]["tasks"])}
+        tasks = float(s.client.get("/stats").json()["process"]["tasks"])
+        return {**s.server.resources()._asdict(), "tasks": tasks}
 
     async def batches(count: int, batch: int) -> None:
         for first in range(0, count, batch):
@@ -427,102 +427,121 @@ def _abrupt_rounds(model_args: list[str], log_dir: Path, rounds: int, env: dict[
         s.close()
 
 
-def _targets(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
-    """(what, target, measured, met) rows."""
-    rec = r["recovery"]
-    storm = r["storm"]
-    slow = r["slow"]
-    term = r["sigterm"]
-    rows = []
-    for key, what in (
-        ("reboot_recovery_s", "recovery after a reboot (refused connections)"),
-        ("html_error_recovery_s", "recovery after HTML error pages"),
-        ("busy_camera_recovery_s", "recovery when the other client leaves a busy camera"),
-        ("stall_recovery_s", "recovery after a stall ends"),
-    ):
-        rows.append(
-            (
-                what,
-                "<= 2 s",
-                f"max {rec[key]['max']} s, median {rec[key]['median']} s",
-                rec[key]["max"] <= 2.0,
-            )
+class Row(NamedTuple):
+    """One line of reliability.md."""
+
+    what: str
+    target: str
+    measured: str
+    met: bool
+
+
+def _recovery_rows(rec: dict[str, Any]) -> list[Row]:
+    rows = [
+        Row(what, "<= 2 s", f"max {rec[key]['max']} s, median {rec[key]['median']} s", rec[key]["max"] <= 2.0)
+        for key, what in (
+            ("reboot_recovery_s", "recovery after a reboot (refused connections)"),
+            ("html_error_recovery_s", "recovery after HTML error pages"),
+            ("busy_camera_recovery_s", "recovery when the other client leaves a busy camera"),
+            ("stall_recovery_s", "recovery after a stall ends"),
         )
+    ]
     detect = rec["stall_detection_s"]
+    # 0.5 s of slack: the watchdog checks twice a second.
     rows.append(
-        (
+        Row(
             "stall detected after the last frame",
             "<= 5 s (watchdog)",
             f"max {detect['max']} s",
             detect["max"] <= 5.5,
         )
     )
+    return rows
+
+
+def _storm_rows(storm: dict[str, Any]) -> list[Row]:
+    rows = []
     for phase, label in (
         ("cold", "200 viewers at once on an idle server"),
         ("full", "195 more on a full one"),
     ):
         during = storm[phase]["health_ms_during"]
         measured = f"max {during['max']} ms, p99 {during['p99']} ms ({during['n']} requests)"
-        rows.append((f"/health while {label} (limit 5)", "<= 100 ms", measured, during["max"] <= 100.0))
+        rows.append(Row(f"/health while {label} (limit 5)", "<= 100 ms", measured, during["max"] <= 100.0))
     cold = storm["cold"]
-    rows.append((
-        "streams / 503 (with Retry-After) of 200 viewers", "5 / 195",
-        f"{cold['streams_200']} / {cold['refused_503']}, Retry-After {cold['retry_after_values']}",
-        cold["streams_200"] == 5 and cold["refused_503"] == 195,
-    ))  # fmt: skip
     rows.append(
-        (
+        Row(
+            "streams / 503 (with Retry-After) of 200 viewers",
+            "5 / 195",
+            f"{cold['streams_200']} / {cold['refused_503']}, Retry-After {cold['retry_after_values']}",
+            cold["streams_200"] == 5 and cold["refused_503"] == 195,
+        )
+    )
+    return rows
+
+
+def _viewer_rows(slow: dict[str, Any], term: dict[str, Any]) -> list[Row]:
+    return [
+        Row(
             "others' frames (vs. the camera's) next to a 1 KB/s viewer",
             ">= 95 %",
             f"min {100 * slow['min_ratio']:.1f} %",
             slow["min_ratio"] >= 0.95,
-        )
-    )
-    rows.append(
-        (
+        ),
+        Row(
             "1 KB/s viewer dropped",
             "after the viewer timeout (10 s)",
             f"after {slow['slow_viewer_dropped_after_s']} s",
             True,
-        )
+        ),
+        Row(
+            "SIGTERM with 20 viewers: process gone",
+            "<= 2 s, camera closed",
+            f"max {term['exit_s']['max']} s, camera closed: {term['camera_closed']}",
+            term["exit_s"]["max"] <= 2.0 and term["camera_closed"],
+        ),
+    ]
+
+
+def _abrupt_row(ab: dict[str, Any], label: str) -> Row:
+    before, after = ab["before"], ab["after"]
+    measured = (
+        f"first 1000: {ab['rss_growth_first_round_mb']} MB, all: {ab['rss_growth_mb']} MB "
+        f"(RSS after each: {ab['rss_mb_after_each_round']}); "
+        f"fds {before['fds']:.0f} -> {after['fds']:.0f}; "
+        f"tasks {before['tasks']:.0f} -> {after['tasks']:.0f}"
     )
-    rows.append((
-        "SIGTERM with 20 viewers: process gone", "<= 2 s, camera closed",
-        f"max {term['exit_s']['max']} s, camera closed: {term['camera_closed']}",
-        term["exit_s"]["max"] <= 2.0 and term["camera_closed"],
-    ))  # fmt: skip
-    for variant, label in (("default", "default allocator"), ("tune_malloc", "tune_malloc = true")):
-        ab = r["abrupt"][variant]
-        before, after = ab["before"], ab["after"]
-        rounds = len(ab["seconds_per_round"])
-        measured = (
-            f"first 1000: {ab['rss_growth_first_round_mb']} MB, all: {ab['rss_growth_mb']} MB "
-            f"(RSS after each: {ab['rss_mb_after_each_round']}); "
-            f"fds {before['fds']:.0f} -> {after['fds']:.0f}; "
-            f"tasks {before['tasks']:.0f} -> {after['tasks']:.0f}"
-        )
-        met = (
-            ab["rss_growth_first_round_mb"] <= 20.0
-            and ab["rss_growth_mb"] <= 20.0
-            and after["fds"] <= before["fds"]
-            and after["tasks"] <= before["tasks"]
-        )
-        what = f"RSS growth over {rounds} x 1000 abrupt viewers ({label})"
-        rows.append((what, "<= 20 MB, fds and tasks back", measured, met))
-    return rows
+    met = (
+        ab["rss_growth_first_round_mb"] <= 20.0
+        and ab["rss_growth_mb"] <= 20.0
+        and after["fds"] <= before["fds"]
+        and after["tasks"] <= before["tasks"]
+    )
+    what = f"RSS growth over {len(ab['seconds_per_round'])} x 1000 abrupt viewers ({label})"
+    return Row(what, "<= 20 MB, fds and tasks back", measured, met)
+
+
+def _targets(r: dict[str, Any]) -> list[Row]:
+    """The rows of reliability.md, from the JSON-ready results."""
+    return [
+        *_recovery_rows(r["recovery"]),
+        *_storm_rows(r["storm"]),
+        *_viewer_rows(r["slow"], r["sigterm"]),
+        _abrupt_row(r["abrupt"]["default"], "default allocator"),
+        _abrupt_row(r["abrupt"]["tune_malloc"], "tune_malloc = true"),
+    ]
 
 
 def markdown(r: dict[str, Any]) -> str:
+    rows = [[row.what, row.target, row.measured, "yes" if row.met else "NO"] for row in _targets(r)]
     lines = [
         "# Reliability timings",
         "",
         f"{r['when']} on {r['machine']}; model {r['model']}; load average {r['load_before']} before, "
         f"{r['load_after']} after (other jobs share this machine). Raw figures: reliability.json.",
         "",
-        "| what | target | measured | met |",
-        "| --- | --- | --- | --- |",
+        markdown_table(["what", "target", "measured", "met"], rows),
     ]
-    lines += [f"| {a} | {b} | {c} | {'yes' if d else 'NO'} |" for a, b, c, d in _targets(r)]
     return "\n".join(lines) + "\n"
 
 
@@ -540,18 +559,18 @@ def main(argv: list[str] | None = None) -> int:
         "--slow-window", type=float, default=15.0, help="seconds of baseline fps before the slow viewer"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/reliability"))
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     model_args = ["--model", args.model] if args.model else ["--model", "yolov8n.yaml", "--imgsz", "160"]
     log_dir = Path(tempfile.mkdtemp(prefix="espdetect-reliability-"))
     result: dict[str, Any] = {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
+        "when": utc_now(),
+        "machine": machine(),
         "model": Path(args.model).name if args.model else "yolov8n.yaml (untrained) at 160",
-        "load_before": round(os.getloadavg()[0], 2),
+        "load_before": load_average(),
     }
-    steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+    steps: list[tuple[str, Callable[[], Any]]] = [
         ("recovery", lambda: recovery(model_args, log_dir, args.repeats)),
         ("storm", lambda: viewer_storm(model_args, log_dir)),
         ("slow", lambda: slow_viewer(model_args, log_dir, args.slow_window)),
@@ -560,11 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for name, step in steps:
         logger.info("%s ...", name)
-        result[name] = step()
+        result[name] = jsonable(step())
         logger.info("%s: %s", name, json.dumps(result[name]))
-    result["load_after"] = round(os.getloadavg()[0], 2)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "reliability.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["load_after"] = load_average()
+    write_json(args.out / "reliability.json", result)
     (args.out / "reliability.md").write_text(markdown(result))
     print(markdown(result))
     return 0

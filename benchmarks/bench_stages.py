@@ -7,23 +7,22 @@ Measures, on Ultralytics' sample pictures (bus.jpg, zidane.jpg) resized to 640x4
 * **encode**: each JPEG encoder backend at a few qualities, plus simplejpeg's encoder as a
   reference (to check that a second libjpeg-turbo encoder backend still would not pay);
 * **annotate**: drawing the detections (and the stats overlay);
-* **inference**: ``UltralyticsDetector.detect`` at imgsz 320/480/640 with ``yolov8n.yaml``
-  (an *untrained* YOLOv8n: same network and cost, meaningless boxes, dynamic input size) and
-  with the real model (``--model`` / ``$ESPDETECT_MODEL``) at its own size; the shared ONNX file
-  is fixed at 640, which is why the sweep uses the untrained network.
+* **inference**: ``Detector.detect`` of the detector `open_detector` builds, as the server does:
+  at imgsz 320/480/640 with ``yolov8n.yaml`` (an *untrained* YOLOv8n on Ultralytics: same network
+  and cost, meaningless boxes, dynamic input size) and with the real model (``--model`` /
+  ``$ESPDETECT_MODEL``; an ``.onnx`` file runs on ONNX Runtime) at its own size; the shared ONNX
+  file is fixed at 640, which is why the sweep uses the untrained network.
 
 Writes the figures as JSON to ``--out`` and the same as a Markdown table next to it (``.md``).
 
 Usage::
 
-    python benchmarks/bench_stages.py --out benchmarks/results/stages.json [--model M] [--frames N]
+    python -m benchmarks.bench_stages --out benchmarks/results/stages.json [--model M] [--frames N]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import logging
 import os
 import platform
@@ -31,19 +30,22 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 
+from benchmarks._harness.report import load_average, markdown_table, utc_now, versions, write_json
 from espdetect.annotate import Annotator
 from espdetect.detections import Detections, StageTimings
+from espdetect.detectors.base import Detector
 from espdetect.encoders.jpeg import OpenCVJpegEncoder
 from espdetect.frame import Reduce, decode_jpeg
+from espdetect.stats import Percentiles, percentile
 
-logger = logging.getLogger("bench_stages")
+logger = logging.getLogger(__name__)
 
 FRAME_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (320, 240))
 QUALITIES: tuple[int, ...] = (40, 60, 80)
@@ -66,15 +68,16 @@ class Row:
 
 
 def summarise(stage: str, variant: str, frame: str, samples_ms: Sequence[float], **extra: Any) -> Row:
-    arr = np.asarray(samples_ms, dtype=np.float64)
+    p = Percentiles.of(samples_ms)
+    assert p.p50 is not None and p.p95 is not None, "expected at least one sample"
     return Row(
         stage=stage,
         variant=variant,
         frame=frame,
-        n=len(arr),
-        mean_ms=round(float(arr.mean()), 3),
-        p50_ms=round(float(np.percentile(arr, 50)), 3),
-        p95_ms=round(float(np.percentile(arr, 95)), 3),
+        n=len(samples_ms),
+        mean_ms=round(statistics.fmean(samples_ms), 3),
+        p50_ms=p.p50,
+        p95_ms=p.p95,
         extra=extra,
     )
 
@@ -241,78 +244,77 @@ def bench_annotate(
     return rows
 
 
+def _time_detector(
+    detector: Detector, variant: str, label: str, images: list[np.ndarray], n: int, warmup: int
+) -> Row:
+    timings: list[StageTimings | None] = []
+
+    def run(i: int) -> None:
+        timings.append(detector.detect(images[i % len(images)]).timings)
+
+    samples = time_calls(run, n, warmup)
+    stages = [t for t in timings[warmup:] if t is not None]
+    info = detector.info
+    return summarise(
+        "inference",
+        variant,
+        label,
+        samples,
+        preprocess_ms=round(statistics.mean(t.preprocess_ms for t in stages), 3),
+        inference_ms=round(statistics.mean(t.inference_ms for t in stages), 3),
+        postprocess_ms=round(statistics.mean(t.postprocess_ms for t in stages), 3),
+        inference_p95_ms=percentile([t.inference_ms for t in stages], 95),
+        backend=info.backend,
+        device=info.device,
+        trained=info.trained,
+    )
+
+
 def bench_inference(
     frames: dict[str, list[np.ndarray]], model: str | None, n: int, warmup: int
 ) -> tuple[list[Row], dict[str, list[Detections]] | None]:
-    from espdetect.detectors.ultralytics import UltralyticsDetector
-    from espdetect.exceptions import ModelLoadError
+    """The untrained sweep, then the real model; also the real model's detections (for `bench_annotate`)."""
+    from espdetect.detectors import open_detector
+    from espdetect.exceptions import EspdetectError
 
     configs: list[tuple[str, str, int | None]] = [
-        (UNTRAINED, f"yolov8n.yaml (untrained) imgsz {s}", s) for s in SWEEP_IMGSZ
+        (UNTRAINED, "yolov8n.yaml (untrained)", s) for s in SWEEP_IMGSZ
     ]
     if model is not None:
-        configs.append((model, f"{Path(model).name} imgsz native", None))
+        configs.append((model, Path(model).name, None))
     rows = []
     real_detections: dict[str, list[Detections]] | None = None
-    for source, variant, imgsz in configs:
+    for source, name, imgsz in configs:
         try:
-            detector = UltralyticsDetector(source, imgsz=imgsz)
-        except ModelLoadError as exc:
-            logger.warning("skipping %s: %s", variant, exc)
+            detector = open_detector(source, imgsz=imgsz)
+        except (EspdetectError, ImportError) as exc:
+            logger.warning("skipping %s at imgsz %s: %s", name, imgsz, exc)
             continue
-        variant = variant.replace("native", str(detector.imgsz))
+        variant = f"{name} imgsz {detector.params.imgsz}"
         if source != UNTRAINED:
             real_detections = {
                 label: [detector.detect(img) for img in imgs] for label, imgs in frames.items()
             }
         for label, images in frames.items():
-            timings: list[StageTimings | None] = []
-
-            def run(
-                i: int,
-                d: UltralyticsDetector = detector,
-                im: list[np.ndarray] = images,
-                out: list[StageTimings | None] = timings,
-            ) -> None:
-                out.append(d.detect(im[i % len(im)]).timings)
-
-            samples = time_calls(run, n, warmup)
-            stages = [t for t in timings[warmup:] if t is not None]
-            rows.append(
-                summarise(
-                    "inference",
-                    variant,
-                    label,
-                    samples,
-                    preprocess_ms=round(statistics.mean(t.preprocess_ms for t in stages), 3),
-                    inference_ms=round(statistics.mean(t.inference_ms for t in stages), 3),
-                    postprocess_ms=round(statistics.mean(t.postprocess_ms for t in stages), 3),
-                    inference_p95_ms=round(float(np.percentile([t.inference_ms for t in stages], 95)), 3),
-                    device=detector.device,
-                    trained=detector.trained,
-                )
-            )
+            rows.append(_time_detector(detector, variant, label, images, n, warmup))
             logger.info("%s on %s: %.1f ms mean", variant, label, rows[-1].mean_ms)
+        detector.close()
     return rows, real_detections
 
 
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         # Other work on the machine inflates the means; p50 is the more robust figure then.
-        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "loadavg_1m": load_average(),
         "python": platform.python_version(),
         "opencv": cv2.__version__,
         "numpy": np.__version__,
+        **versions("ultralytics", "torch", "onnxruntime", "simplejpeg"),
     }
-    for module in ("ultralytics", "torch", "onnxruntime", "simplejpeg"):
-        try:
-            info[module] = __import__(module).__version__
-        except ImportError:
-            info[module] = None
     try:
         import torch
 
@@ -332,19 +334,19 @@ def markdown(rows: Sequence[Row], meta: dict[str, Any]) -> str:
         f"({meta.get('torch_threads')} threads), ONNX Runtime {meta['onnxruntime']}; "
         f"load average {meta['loadavg_start']} at start, {meta['loadavg_1m']} at the end.",
         "",
-        "Times in ms per frame. Inference rows: wall time of `UltralyticsDetector.detect`, with the "
-        "mean of Ultralytics' own pre/inference/post split; `yolov8n.yaml` rows are an untrained "
-        "network of the same cost (speed only).",
+        "Times in ms per frame. Inference rows: wall time of `Detector.detect` (the detector "
+        "`open_detector` builds, as the server does: `backend` in the notes), with the mean of the "
+        "detector's own pre/inference/post split; `yolov8n.yaml` rows are an untrained network of the "
+        "same cost (speed only).",
         "",
-        "| stage | variant | frame | n | mean | p50 | p95 | notes |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for r in rows:
-        notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
-        lines.append(
-            f"| {r.stage} | {r.variant} | {r.frame} | {r.n} | {r.mean_ms:.2f} | {r.p50_ms:.2f} | "
-            f"{r.p95_ms:.2f} | {notes} |"
-        )
+    table = [
+        [r.stage, r.variant, r.frame, r.n, f"{r.mean_ms:.2f}", f"{r.p50_ms:.2f}", f"{r.p95_ms:.2f}",
+         ", ".join(f"{k}={v}" for k, v in r.extra.items())]
+        for r in rows
+    ]  # fmt: skip
+    header = ["stage", "variant", "frame", "n", "mean", "p50", "p95", "notes"]
+    lines.append(markdown_table(header, table, align="lllrrrrl"))
     return "\n".join(lines) + "\n"
 
 
@@ -364,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     model = args.model or os.environ.get("ESPDETECT_MODEL") or None
 
-    loadavg_start = round(os.getloadavg()[0], 2)
+    loadavg_start = load_average()
     frames = load_frames()
     rows: list[Row] = []
     rows += bench_decode(frames, max(args.frames, 200))
@@ -375,8 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     meta = machine_info()
     meta.update({"model": model and Path(model).name, "frames": args.frames, "loadavg_start": loadavg_start})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in rows]}, indent=2) + "\n")
+    write_json(args.out, {"meta": meta, "results": rows})
     table = markdown(rows, meta)
     args.out.with_suffix(".md").write_text(table)
     print(table)

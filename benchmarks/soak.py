@@ -23,238 +23,37 @@ SIGTERM with the viewers attached (exit time measured). Writes ``soak.csv``, ``s
 
 Usage::
 
-    python benchmarks/soak.py --minutes 10 [--model M] [--out benchmarks/results/soak]
+    python -m benchmarks.soak --minutes 10 [--model M] [--out benchmarks/results/soak]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
-import datetime as dt
+import itertools
 import json
 import logging
 import os
-import platform
 import random
 import re
-import signal
-import socket
-import struct
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-import psutil
-from bench_server_viewers import ChunkDecoder
 
+from benchmarks._harness.report import jsonable, load_average, machine, pyplot, utc_now, write_json
+from benchmarks._harness.server import CliServer
+from benchmarks._harness.viewers import Probe, reset, watch
 from espdetect.emulator import EmulatorConfig, EmulatorThread, Fault, FaultKind
-from espdetect.mjpeg import MultipartParser
-from espdetect.server.streaming import MJPEG_BOUNDARY
+from espdetect.stats import percentile
 
-logger = logging.getLogger("soak")
-
-_URL_LINE = re.compile(r"espdetect server: (http://127\.0\.0\.1:\d+)/")
-_SERVE = "import sys; from espdetect.cli import main; sys.exit(main())"
-
-# -- the server process ------------------------------------------------------------------------
-
-
-class ServerProcess:
-    """``espdetect serve`` in a child process; stderr (its log) goes to ``log_path``."""
-
-    def __init__(
-        self, camera_url: str, args: list[str], log_path: Path, env: dict[str, str] | None = None
-    ) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        full_env = {**os.environ, "YOLO_OFFLINE": "True", "YOLO_AUTOINSTALL": "False", **(env or {})}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVE, "serve", "--camera", f"cam={camera_url}", "--port", "0", *args],
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            text=True,
-            env=full_env,
-        )
-        assert self.proc.stdout is not None
-        self.url = ""
-        for line in self.proc.stdout:
-            match = _URL_LINE.search(line)
-            if match:
-                self.url = match.group(1)
-                break
-        if not self.url:
-            self.proc.wait(10)
-            raise RuntimeError(f"the server exited with {self.proc.returncode}; see {log_path}")
-        self.port = int(self.url.rsplit(":", 1)[1])
-        self.ps = psutil.Process(self.proc.pid)
-        # Keep reading stdout so the child never blocks on a full pipe.
-        threading.Thread(target=lambda: [None for _ in self.proc.stdout or ()], daemon=True).start()
-
-    def resources(self) -> dict[str, float]:
-        with self.ps.oneshot():
-            return {
-                "rss_mb": self.ps.memory_info().rss / 2**20,
-                "fds": float(self.ps.num_fds()),
-                "threads": float(self.ps.num_threads()),
-                "cpu_percent": self.ps.cpu_percent(None),
-            }
-
-    def terminate(self, timeout: float = 30.0) -> float:
-        """SIGTERM; the seconds until the process is gone."""
-        start = time.perf_counter()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        took = time.perf_counter() - start
-        self._log.close()
-        return took
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-
-
-# -- viewers ------------------------------------------------------------------------------------
-
-
-def request(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-
-
-def reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0), the way a crashed client leaves."""
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
-
-
-@dataclass
-class Watch:
-    """What one viewing session saw."""
-
-    status: int = 0
-    parts: int = 0
-    #: (receive time, latency ms from the part's X-Timestamp) per part.
-    frames: list[tuple[float, float]] = field(default_factory=list)
-    retry_after: str = ""
-
-
-def watch(
-    port: int,
-    path: str,
-    until: Callable[[], bool],
-    *,
-    on_frame: Callable[[float, float], None] | None = None,
-    rate: int | None = None,
-    timeout: float = 10.0,
-) -> tuple[Watch, socket.socket]:
-    """Open ``path`` and read parts until ``until()`` is true or the stream ends; the socket stays open."""
-    result = Watch()
-    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    sock.sendall(request(path))
-    sock.settimeout(0.25)
-    head = b""
-    dechunk = ChunkDecoder()
-    parser = MultipartParser(MJPEG_BOUNDARY)
-    step = 65536 if rate is None else max(1, rate // 10)
-    while not until():
-        try:
-            data = sock.recv(step)
-        except TimeoutError:
-            continue
-        except OSError:
-            break
-        if not data:
-            break
-        if not result.status:
-            head += data
-            if b"\r\n\r\n" not in head:
-                continue
-            head_bytes, _, data = head.partition(b"\r\n\r\n")
-            text = head_bytes.decode("latin-1")
-            result.status = int(text.split()[1])
-            match = re.search(r"(?im)^retry-after: *(\d+)", text)
-            result.retry_after = match.group(1) if match else ""
-            if result.status != 200:
-                break
-        if path.endswith("detections"):
-            continue
-        for part in parser.feed(dechunk.feed(data)):
-            now = time.time()
-            stamp = part.timestamp
-            latency = (now - stamp) * 1000.0 if stamp is not None else float("nan")
-            result.parts += 1
-            result.frames.append((time.monotonic(), latency))
-            if on_frame is not None:
-                on_frame(time.monotonic(), latency)
-        if rate is not None:
-            time.sleep(len(data) / rate)
-    return result, sock
-
-
-class Probe:
-    """A viewer that stays connected for the whole run (reconnecting if the server ends it)."""
-
-    def __init__(
-        self, port: int, path: str, closing: threading.Event, leave: threading.Event | None = None
-    ) -> None:
-        self.port = port
-        self.path = path
-        #: Set: do not reconnect any more. ``leave`` set: also close the current stream.
-        self.closing = closing
-        self.leave = leave
-        self.lock = threading.Lock()
-        self.times: list[float] = []
-        self.latencies: list[float] = []
-        self.reconnects = 0
-        self.thread = threading.Thread(target=self._run, daemon=True, name=f"probe {path}")
-        self.thread.start()
-
-    def _frame(self, t: float, latency: float) -> None:
-        with self.lock:
-            self.times.append(t)
-            self.latencies.append(latency)
-
-    def _run(self) -> None:
-        while not self.closing.is_set():
-            try:
-                # Without ``leave``, reads until the stream ends: at the latest when the server stops.
-                until = self.leave.is_set if self.leave is not None else lambda: False
-                _, sock = watch(self.port, self.path, until, on_frame=self._frame)
-                sock.close()
-            except OSError as exc:
-                if not self.closing.is_set():
-                    logger.warning("probe %s: %r", self.path, exc)
-            if not self.closing.is_set():
-                self.reconnects += 1
-                self.closing.wait(0.5)
-
-    def window(self, start: float, end: float) -> tuple[list[float], list[float]]:
-        with self.lock:
-            pairs = [(t, lat) for t, lat in zip(self.times, self.latencies, strict=True) if start <= t < end]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    def first_after(self, t0: float) -> float | None:
-        with self.lock:
-            for t in self.times:
-                if t >= t0:
-                    return t
-        return None
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -338,33 +137,50 @@ def fault_cycle(outage: float, damage: float) -> list[tuple[str, list[Fault], fl
     ]
 
 
-def inject(
-    camera: EmulatorThread, name: str, faults: list[Fault], hold: float, stop: threading.Event
-) -> FaultRun:
-    run = FaultRun(name, time.monotonic())
-    camera.set_faults(faults)
-    if name == "reboot":
-        camera.wait_until(lambda s: s.refusing, timeout=10.0)
-        camera.wait_until(lambda s: not s.refusing, timeout=60.0)
-        camera.set_faults([])
-    else:
-        stop.wait(hold)
-        camera.set_faults([])
-    run.healthy = time.monotonic()
-    return run
+class FaultInjector(threading.Thread):
+    """Every ``every`` seconds the next fault of the cycle, until ``stop`` or 15 s before ``end``."""
+
+    def __init__(
+        self, camera: EmulatorThread, cycle: list[tuple[str, list[Fault], float]], every: float,
+        end: float, stop: threading.Event,
+    ) -> None:  # fmt: skip
+        super().__init__(name="faults", daemon=True)
+        self.camera, self.cycle, self.every, self.end, self.stop = camera, cycle, every, end, stop
+        self.runs: list[FaultRun] = []
+        #: The fault active now ("" when none), for the sample rows.
+        self.current = ""
+
+    def run(self) -> None:
+        next_fault = time.monotonic() + self.every
+        for index in itertools.count():
+            if self.stop.wait(max(0.0, next_fault - time.monotonic())) or time.monotonic() > self.end - 15.0:
+                return
+            name, faults, hold = self.cycle[index % len(self.cycle)]
+            self.current = name
+            logger.info("fault: %s", name)
+            self.runs.append(self.inject(name, faults, hold))
+            self.current = ""
+            next_fault += self.every
+
+    def inject(self, name: str, faults: list[Fault], hold: float) -> FaultRun:
+        run = FaultRun(name, time.monotonic())
+        self.camera.set_faults(faults)
+        if name == "reboot":
+            self.camera.wait_until(lambda s: s.refusing, timeout=10.0)
+            self.camera.wait_until(lambda s: not s.refusing, timeout=60.0)
+        else:
+            self.stop.wait(hold)
+        self.camera.set_faults([])
+        run.healthy = time.monotonic()
+        return run
 
 
 # -- sampling and output ------------------------------------------------------------------------
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    clean = [v for v in values if v == v]
-    return round(float(np.percentile(clean, q)), 1) if clean else None
-
-
 def max_gap(times: list[float], start: float, end: float) -> float:
     points = [start, *[t for t in times if start <= t <= end], end]
-    return max(b - a for a, b in pairwise(points)) if len(points) > 1 else end - start
+    return max(b - a for a, b in itertools.pairwise(points)) if len(points) > 1 else end - start
 
 
 COLUMNS = [
@@ -374,17 +190,22 @@ COLUMNS = [
     "health_ms", "stats_ms", "reconnects", "stalls", "corrupt", "oversize", "length_mismatch",
     "connect_failures", "viewers_served", "viewers_rejected", "viewer_timeouts", "fault",
 ]  # fmt: skip
+_COUNTERS = (
+    "reconnects", "stalls", "corrupt", "oversize", "length_mismatch", "connect_failures", "viewers_served",
+    "viewers_rejected", "viewer_timeouts",
+)  # fmt: skip
 
 
 def sample(
     t0: float,
     last: float,
-    server: ServerProcess,
+    server: CliServer,
     client: httpx.Client,
     camera: EmulatorThread,
     probes: dict[str, Probe],
     fault: str,
 ) -> dict[str, Any]:
+    """One row of soak.csv (see `COLUMNS`): the server's resources and counters, the probes' figures."""
     now = time.monotonic()
     started = time.perf_counter()
     health = client.get("/health")
@@ -396,65 +217,46 @@ def sample(
     cam = stats["cameras"]["cam"]
     row: dict[str, Any] = {
         "t_s": round(now - t0, 1),
-        **{k: round(v, 1) for k, v in server.resources().items()},
+        **{k: round(v, 1) for k, v in server.resources()._asdict().items()},
+        "tasks": stats["process"]["tasks"],
+        "viewers": stats["viewers_total"],
+        "camera_connections": camera.stats.stream_clients,
     }
-    row["tasks"] = stats["process"]["tasks"]
-    row["viewers"] = stats["viewers_total"]
-    row["camera_connections"] = camera.stats.stream_clients
     for key in ("in", "detect", "out", "sent"):
         row[f"fps_{key}"] = cam["fps"][key]
     for name, probe in probes.items():
         times, latencies = probe.window(last, now)
         row[f"probe_{name}_fps"] = round(len(times) / max(1e-6, now - last), 2)
-        row[f"latency_{name}_p50_ms"] = percentile(latencies, 50)
-        row[f"latency_{name}_p99_ms"] = percentile(latencies, 99)
+        row[f"latency_{name}_p50_ms"] = percentile(latencies, 50, digits=1)
+        row[f"latency_{name}_p99_ms"] = percentile(latencies, 99, digits=1)
     row["health_ms"] = round(health_ms, 2)
     row["stats_ms"] = round(stats_ms, 2)
-    for key in ("reconnects", "stalls", "corrupt", "oversize", "length_mismatch", "connect_failures",
-                "viewers_served", "viewers_rejected", "viewer_timeouts"):  # fmt: skip
-        row[key] = cam[key]
+    row.update({key: cam[key] for key in _COUNTERS})
     row["fault"] = fault
     return row
 
 
+_PANELS: list[tuple[str, list[tuple[str, str]]]] = [
+    ("server RSS (MB)", [("rss_mb", "RSS")]),
+    ("fds / threads / asyncio tasks", [("fds", "fds"), ("threads", "threads"), ("tasks", "tasks")]),
+    ("fps", [
+        ("fps_in", "camera in"), ("fps_detect", "detected"), ("fps_out", "annotated out"),
+        ("probe_raw_fps", "raw probe"), ("probe_annotated_fps", "annotated probe"),
+    ]),
+    ("probe latency (ms)", [
+        ("latency_raw_p50_ms", "raw p50"), ("latency_raw_p99_ms", "raw p99"),
+        ("latency_annotated_p50_ms", "annotated p50"), ("latency_annotated_p99_ms", "annotated p99"),
+    ]),
+    ("viewers / camera connections", [("viewers", "viewers"), ("camera_connections", "camera")]),
+    ("/health answer time (ms)", [("health_ms", "/health")]),
+]  # fmt: skip
+
+
 def plot(rows: list[dict[str, Any]], faults: list[FaultRun], t0: float, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     t = [r["t_s"] / 60.0 for r in rows]
     fig, axes = plt.subplots(3, 2, figsize=(13, 10), sharex=True)
-    fps_series = [
-        ("fps_in", "camera in"),
-        ("fps_detect", "detected"),
-        ("fps_out", "annotated out"),
-        ("probe_raw_fps", "raw probe"),
-        ("probe_annotated_fps", "annotated probe"),
-    ]
-    latency_series = [
-        ("latency_raw_p50_ms", "raw p50"),
-        ("latency_raw_p99_ms", "raw p99"),
-        ("latency_annotated_p50_ms", "annotated p50"),
-        ("latency_annotated_p99_ms", "annotated p99"),
-    ]
-    panels: list[tuple[Any, str, list[tuple[str, str]]]] = [
-        (axes[0][0], "server RSS (MB)", [("rss_mb", "RSS")]),
-        (
-            axes[0][1],
-            "fds / threads / asyncio tasks",
-            [("fds", "fds"), ("threads", "threads"), ("tasks", "tasks")],
-        ),
-        (axes[1][0], "fps", fps_series),
-        (axes[1][1], "probe latency (ms)", latency_series),
-        (
-            axes[2][0],
-            "viewers / camera connections",
-            [("viewers", "viewers"), ("camera_connections", "camera")],
-        ),
-        (axes[2][1], "/health answer time (ms)", [("health_ms", "/health")]),
-    ]
-    for ax, title, series in panels:
+    for ax, (title, series) in zip(axes.flat, _PANELS, strict=True):
         for key, label in series:
             ax.plot(t, [r[key] if r[key] is not None else float("nan") for r in rows], label=label, lw=1.2)
         for run in faults:
@@ -512,6 +314,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per sample request otherwise
     if not args.model:
         print("soak: needs --model or $ESPDETECT_MODEL (real weights)", file=sys.stderr)
         return 2
@@ -521,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="espdetect-soak-"))
     config = EmulatorConfig(fps=args.fps, size=(width, height), loop_frames=60, prerender=True)
     with EmulatorThread(config) as camera:
-        server = ServerProcess(
+        server = CliServer(
             camera.stream_url,
             ["--model", args.model, "--max-viewers", str(args.viewers + 10), "--max-viewers-total",
              str(args.viewers + 10), "--grace-period", "2"],
@@ -534,106 +337,107 @@ def main(argv: list[str] | None = None) -> int:
             server.kill()
 
 
-def run(
-    args: argparse.Namespace, rng: random.Random, camera: EmulatorThread, server: ServerProcess, log_dir: Path
-) -> int:
-    client = httpx.Client(base_url=server.url, timeout=30.0)
-    idle_start = {**server.resources(), "tasks": client.get("/stats").json()["process"]["tasks"]}
-    stop = threading.Event()
-    probes = {
-        "raw": Probe(server.port, "/cameras/cam/stream", stop),
-        "annotated": Probe(server.port, "/cameras/cam/detect", stop),
-    }
+def _start_churn(
+    args: argparse.Namespace, rng: random.Random, port: int, stop: threading.Event
+) -> tuple[ChurnStats, list[threading.Thread]]:
     churn_stats = ChurnStats()
     churn_s = (args.churn[0], args.churn[1])
     churners = [
         threading.Thread(
-            target=churn,
-            args=(server.port, stop, random.Random(rng.random()), churn_stats, churn_s),
-            daemon=True,
+            target=churn, args=(port, stop, random.Random(rng.random()), churn_stats, churn_s), daemon=True
         )
         for _ in range(args.viewers)
     ]
     for thread in churners:
         thread.start()
-    t0 = time.monotonic()
-    end = t0 + args.minutes * 60.0
-    cycle = fault_cycle(args.outage, args.damage)
-    faults: list[FaultRun] = []
-    current = {"name": ""}
-    next_fault = t0 + args.fault_every
+    return churn_stats, churners
 
-    def injector() -> None:
-        nonlocal next_fault
-        index = 0
-        while not stop.is_set():
-            if stop.wait(max(0.0, next_fault - time.monotonic())):
-                return
-            if time.monotonic() > end - 15.0:
-                return
-            name, spec, hold = cycle[index % len(cycle)]
-            index += 1
-            current["name"] = name
-            logger.info("fault: %s", name)
-            faults.append(inject(camera, name, spec, hold, stop))
-            current["name"] = ""
-            next_fault += args.fault_every
 
-    injecting = threading.Thread(target=injector, daemon=True)
-    injecting.start()
+def _sample_until(
+    args: argparse.Namespace, end: float, t0: float, server: CliServer, client: httpx.Client,
+    camera: EmulatorThread, probes: dict[str, Probe], faults: FaultInjector,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """A row every ``--sample-every`` seconds until ``end``, each written to soak.csv at once."""
     rows: list[dict[str, Any]] = []
-    path_csv = args.out / "soak.csv"
-    with path_csv.open("w", newline="") as f:
+    with (args.out / "soak.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         last = t0
         while time.monotonic() < end:
             time.sleep(max(0.0, min(args.sample_every, end - time.monotonic())))
-            row = sample(t0, last, server, client, camera, probes, current["name"])
+            row = sample(t0, last, server, client, camera, probes, faults.current)
             last = time.monotonic()
             rows.append(row)
             writer.writerow(row)
             f.flush()
             logger.info("t=%5.0fs %s", row["t_s"], _progress(row))
-    # Recovery: the first raw-probe frame once the camera is healthy again.
+    return rows
+
+
+def _recovery(faults: list[FaultRun], probe: Probe) -> None:
+    """Each fault's recovery: the first raw-probe frame once the camera is healthy again."""
     for fault in faults:
-        probe = probes["raw"]
         first = probe.first_after(fault.healthy)
         fault.recovery_s = None if first is None else round(first - fault.healthy, 3)
         fault.max_gap_s = round(max_gap(probe.times, fault.started, fault.healthy + 5.0), 3)
         times, _ = probe.window(fault.started, fault.healthy)
         fault.probe_fps = round(len(times) / max(1e-6, fault.healthy - fault.started), 2)
-    # SIGTERM with the viewers still attached (they stop coming back, but stay until the end).
-    stop.set()
+
+
+@dataclass(frozen=True)
+class Sigterm:
+    viewers_attached: int
+    exit_s: float
+    camera_closed: bool
+
+
+def _sigterm(server: CliServer, client: httpx.Client, camera: EmulatorThread) -> Sigterm:
+    """SIGTERM with the viewers still attached (they stop coming back, but stay until the end)."""
     viewers_at_exit = client.get("/health").json()["viewers"]
     exit_s = server.terminate()
-    camera_closed = True
     try:
         camera.wait_stream_clients(0, timeout=10.0)
     except TimeoutError:
-        camera_closed = False
-    for thread in [*churners, injecting, *(p.thread for p in probes.values())]:
+        return Sigterm(viewers_at_exit, round(exit_s, 3), False)
+    return Sigterm(viewers_at_exit, round(exit_s, 3), True)
+
+
+def run(
+    args: argparse.Namespace, rng: random.Random, camera: EmulatorThread, server: CliServer, log_dir: Path
+) -> int:
+    client = httpx.Client(base_url=server.url, timeout=30.0)
+    idle_start = {**server.resources()._asdict(), "tasks": client.get("/stats").json()["process"]["tasks"]}
+    stop = threading.Event()
+    probes = {
+        "raw": Probe(server.port, "/cameras/cam/stream", stop),
+        "annotated": Probe(server.port, "/cameras/cam/detect", stop),
+    }
+    churn_stats, churners = _start_churn(args, rng, server.port, stop)
+    t0 = time.monotonic()
+    end = t0 + args.minutes * 60.0
+    faults = FaultInjector(camera, fault_cycle(args.outage, args.damage), args.fault_every, end, stop)
+    faults.start()
+    rows = _sample_until(args, end, t0, server, client, camera, probes, faults)
+    _recovery(faults.runs, probes["raw"])
+    stop.set()
+    sigterm = _sigterm(server, client, camera)
+    for thread in [*churners, faults, *(p.thread for p in probes.values())]:
         thread.join(10.0)
     client.close()
-    plot(rows, faults, t0, args.out / "soak.png")
-    summary = summarize(
-        args, rows, faults, probes, churn_stats, idle_start, viewers_at_exit, exit_s, camera_closed, log_dir
-    )
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(
-        json.dumps(
-            {
-                k: summary[k]
-                for k in ("start", "end", "drift_per_hour", "latency_ms", "recovery_s", "sigterm")
-            },
-            indent=2,
-        )
-    )
+    plot(rows, faults.runs, t0, args.out / "soak.png")
+    summary = summarize(args, rows, faults.runs, probes, churn_stats, idle_start, sigterm, log_dir)
+    write_json(args.out / "summary.json", summary)
+    keys = ("start", "end", "drift_per_hour", "latency_ms", "recovery_s", "sigterm")
+    print(json.dumps(jsonable({k: summary[k] for k in keys}), indent=2))
     return 0
 
 
 def _stats(values: list[float]) -> dict[str, float | None]:
-    return {"p50": percentile(values, 50), "p99": percentile(values, 99), "max": percentile(values, 100)}
+    return {
+        "p50": percentile(values, 50, digits=1),
+        "p99": percentile(values, 99, digits=1),
+        "max": percentile(values, 100, digits=1),
+    }
 
 
 def _progress(row: dict[str, Any]) -> str:
@@ -649,10 +453,13 @@ _KEEP = (
     "rss_mb", "fds", "threads", "tasks", "viewers", "fps_in", "fps_detect", "fps_out", "probe_raw_fps",
     "probe_annotated_fps",
 )  # fmt: skip
-_COUNTERS = (
-    "reconnects", "stalls", "corrupt", "oversize", "length_mismatch", "connect_failures", "viewers_served",
-    "viewers_rejected", "viewer_timeouts",
-)  # fmt: skip
+
+
+def _server_log(log_dir: Path) -> dict[str, Any]:
+    log = (log_dir / "server.log").read_text(errors="replace").splitlines()
+    warnings = [line for line in log if " WARNING " in line or " ERROR " in line]
+    distinct = sorted({re.sub(r"\d+(\.\d+)?", "N", w.split(": ", 1)[-1]) for w in warnings})
+    return {"lines": len(log), "warnings_and_errors": len(warnings), "distinct_warnings": distinct[:30]}
 
 
 def summarize(
@@ -662,20 +469,16 @@ def summarize(
     probes: dict[str, Probe],
     churned: ChurnStats,
     idle_start: dict[str, float],
-    viewers_at_exit: int,
-    exit_s: float,
-    camera_closed: bool,
+    sigterm: Sigterm,
     log_dir: Path,
 ) -> dict[str, Any]:
+    # One literal: the summary.json document, key by key (it is long, not complicated).
     first, last = rows[min(1, len(rows) - 1)], rows[-1]
-    log = (log_dir / "server.log").read_text(errors="replace").splitlines()
-    warnings = [line for line in log if " WARNING " in line or " ERROR " in line]
-    distinct = sorted({re.sub(r"\d+(\.\d+)?", "N", w.split(": ", 1)[-1]) for w in warnings})
     quiet = [r for r in rows if not r["fault"]]
     return {
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.platform()}, {os.cpu_count()} CPUs",
-        "load_average_at_end": round(os.getloadavg()[0], 2),
+        "when": utc_now(),
+        "machine": machine(),
+        "load_average_at_end": load_average(),
         "settings": {
             "minutes": args.minutes,
             "viewers": args.viewers,
@@ -717,16 +520,8 @@ def summarize(
             "connect_errors": churned.errors,
         },
         "probe_reconnects": {name: p.reconnects for name, p in probes.items()},
-        "sigterm": {
-            "viewers_attached": viewers_at_exit,
-            "exit_s": round(exit_s, 3),
-            "camera_closed": camera_closed,
-        },
-        "server_log": {
-            "lines": len(log),
-            "warnings_and_errors": len(warnings),
-            "distinct_warnings": distinct[:30],
-        },
+        "sigterm": sigterm,
+        "server_log": _server_log(log_dir),
     }
 
 

@@ -12,6 +12,8 @@ __all__ = [
     "DetectorError",
     "EndOfStream",
     "EspdetectError",
+    "ExportFailed",
+    "MissingDependency",
     "ModelLoadError",
     "SlotClosed",
     "SourceUnavailable",
@@ -95,6 +97,36 @@ class ConfigurationError(EspdetectError, ValueError):
 
     def __repr__(self) -> str:
         return f"ConfigurationError({self.message!r}, field={self.field!r})"
+
+
+class MissingDependency(EspdetectError, ImportError):
+    """An optional package is not installed; the message names the extra that brings it.
+
+    Example:
+        >>> str(MissingDependency("pandas", "profile", "a profiling sweep"))
+        "a profiling sweep needs pandas: pip install 'espdetect[profile]'"
+    """
+
+    def __init__(self, package: str, extra: str, feature: str) -> None:
+        super().__init__(f"{feature} needs {package}: pip install 'espdetect[{extra}]'")
+        self.package = package
+        self.extra = extra
+        self.feature = feature
+
+
+class ExportFailed(EspdetectError):
+    """A model could not be exported; ``reason`` says why (the first line of Ultralytics' error).
+
+    Example:
+        >>> str(ExportFailed("best.pt", "onnx", "no such file"))
+        "cannot export 'best.pt' to onnx: no such file"
+    """
+
+    def __init__(self, model: str, fmt: str, reason: str) -> None:
+        super().__init__(f"cannot export {model!r} to {fmt}: {reason}")
+        self.model = model
+        self.format = fmt
+        self.reason = reason
 
 
 class SlotClosed(EspdetectError):

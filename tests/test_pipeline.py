@@ -762,9 +762,9 @@ async def test_update_validates_and_applies(upstream: Upstream, detector: StandI
 async def test_real_model_finds_people_on_bus_frames(
     upstream: Upstream, model_path: str, sample_images: dict[str, Path]
 ) -> None:
-    from espdetect.detectors.ultralytics import UltralyticsDetector
+    from espdetect.detectors.factory import open_detector
 
-    det = await asyncio.to_thread(UltralyticsDetector, model_path)
+    det = await asyncio.to_thread(open_detector, model_path)
     bus = sample_images["bus"].read_bytes()
     async with pipeline(upstream, det) as pipe:
         (viewer,) = await start_viewers(pipe)

@@ -6,9 +6,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from espdetect.cli._command import Command, import_ultralytics
+from espdetect.detectors.factory import DetectorBackend
 
 __all__ = ["COMMAND", "run"]
 
@@ -21,14 +22,21 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=None,
-        help="weights (.pt, .onnx, OpenVINO folder, .yaml); default $ESPDETECT_MODEL, else the bundled model",
+        help="model (.onnx, OpenVINO folder; .pt or .yaml with espdetect[ultralytics]); "
+        "default $ESPDETECT_MODEL, else the bundled COCO model",
     )
     parser.add_argument("--conf", type=float, default=0.25, help="minimum confidence (default 0.25)")
     parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     parser.add_argument(
         "--imgsz", type=int, default=None, help="inference size (default: the model's own, 640 if dynamic)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument(
+        "--backend",
+        choices=get_args(DetectorBackend),
+        default="auto",
+        help="runtime: auto (by the model's file type), onnxruntime, openvino or ultralytics",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the runtime's CPU)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="write annotated images here")
 
@@ -56,13 +64,15 @@ def run(args: argparse.Namespace) -> int:
     import cv2
 
     from espdetect.annotate import Annotator
-    from espdetect.detectors.ultralytics import UltralyticsDetector
+    from espdetect.detectors.factory import choose_backend, open_detector
+    from espdetect.detectors.models import resolve_model
 
-    # Before loading, so that --json output stays free of Ultralytics' log lines. When it is
-    # missing the detector says how to install it.
-    import_ultralytics()
-    detector = UltralyticsDetector(
-        args.model, conf=args.conf, iou=args.iou, imgsz=args.imgsz, device=args.device
+    model = resolve_model(args.model)
+    if args.backend == "ultralytics" or (args.backend == "auto" and choose_backend(model) == "ultralytics"):
+        # Before loading, so that --json output stays free of Ultralytics' log lines.
+        import_ultralytics()
+    detector = open_detector(
+        model, backend=args.backend, device=args.device, conf=args.conf, iou=args.iou, imgsz=args.imgsz
     )
 
     annotator = Annotator() if args.out is not None else None

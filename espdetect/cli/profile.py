@@ -13,8 +13,8 @@ from espdetect.exceptions import ConfigurationError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from espdetect.profiling import ReferenceChoice
     from espdetect.profiling.config import ProfileConfig
-    from espdetect.profiling.sweep import ReferenceChoice
 
 __all__ = ["COMMAND", "run"]
 
@@ -97,7 +97,7 @@ def _reference(text: str) -> ReferenceChoice:
 
 
 def _print_table(results: pd.DataFrame) -> None:
-    from espdetect.profiling.results import summarize
+    from espdetect.profiling import summarize
 
     summary = summarize(results)
     cols = ["config_key", "fps_output", "fps_processed", "latency_ms_p95", "displayed_recall", "status"]
@@ -112,10 +112,7 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         EspdetectError: a bad grid, reference or clip, or a model that cannot load.
     """
-    from espdetect.profiling.recommend import recommend
-    from espdetect.profiling.report import report
-    from espdetect.profiling.server_config import write_server_config
-    from espdetect.profiling.sweep import sweep
+    from espdetect.profiling import recommend, report, sweep, write_server_config
 
     if args.write_config is not None and not args.camera_url:
         raise ConfigurationError("expected --camera-url with --write-config, got none", field="camera_url")

@@ -24,7 +24,7 @@ from espdetect.detectors.base import DetectKwargs, Detector, DetectParams, Model
 from espdetect.detectors.models import resolve_model
 from espdetect.exceptions import ConfigurationError, DetectorError, ModelLoadError
 
-__all__ = ["UltralyticsDetector"]
+__all__ = ["UltralyticsDetector", "import_ultralytics"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,12 @@ _TRUTHY: Final = {"1", "true", "yes", "on", "y", "t"}
 os.environ.setdefault(_AUTOINSTALL_ENV, "False")
 
 
-def _import_ultralytics(model: str) -> ModuleType:
+def import_ultralytics(model: str) -> ModuleType:
+    """Ultralytics, never allowed to ``pip install`` anything unless ``YOLO_AUTOINSTALL`` says so.
+
+    Raises:
+        ModelLoadError: Ultralytics is not installed (``model`` is named in the message).
+    """
     try:
         import ultralytics
         from ultralytics.utils import checks
@@ -150,7 +155,7 @@ class UltralyticsDetector(Detector):
         requested = DetectParams(**params)
         device_arg = _resolve_device(device)
         self._infer_lock = threading.Lock()
-        ultralytics = _import_ultralytics(name)
+        ultralytics = import_ultralytics(name)
         _check_loadable(name)
         trained = Path(name).suffix.lower() not in _YAML_SUFFIXES
         if not trained:

@@ -1,5 +1,10 @@
 """Profiling harness: record a clip, sweep configurations over it, report and recommend.
 
+Part of every install: recording clips, configurations and replays need nothing more. The
+sweep, its tables, plots and reports need ``pip install 'espdetect[profile]'`` (pandas,
+matplotlib); without them ``import espdetect.profiling`` still works and those names raise
+`MissingDependency` saying what to install.
+
 Example:
     >>> from espdetect.profiling import grid, record, recommend, report, sweep
     >>> clip = record("http://192.168.4.1:81/stream", 10, "clips/desk")  # doctest: +SKIP
@@ -11,6 +16,9 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
+from espdetect.exceptions import MissingDependency
 from espdetect.profiling.accuracy import Reference as Reference
 from espdetect.profiling.accuracy import match_boxes as match_boxes
 from espdetect.profiling.config import ProfileConfig as ProfileConfig
@@ -18,55 +26,72 @@ from espdetect.profiling.config import grid as grid
 from espdetect.profiling.config import grid_from_text as grid_from_text
 from espdetect.profiling.config import parse_grid as parse_grid
 from espdetect.profiling.export import export_model as export_model
-from espdetect.profiling.plots import plot_accuracy_vs_fps as plot_accuracy_vs_fps
-from espdetect.profiling.plots import plot_bandwidth_vs_quality as plot_bandwidth_vs_quality
-from espdetect.profiling.plots import plot_latency as plot_latency
-from espdetect.profiling.plots import plot_stage_times as plot_stage_times
-from espdetect.profiling.plots import save_figure as save_figure
-from espdetect.profiling.recommend import NoConfigurationMeets as NoConfigurationMeets
-from espdetect.profiling.recommend import Recommendation as Recommendation
-from espdetect.profiling.recommend import recommend as recommend
 from espdetect.profiling.record import arecord as arecord
 from espdetect.profiling.record import record as record
 from espdetect.profiling.replay import ClipData as ClipData
 from espdetect.profiling.replay import load_clip as load_clip
-from espdetect.profiling.report import report as report
-from espdetect.profiling.results import COLUMNS as COLUMNS
-from espdetect.profiling.results import ResultsStore as ResultsStore
-from espdetect.profiling.results import load_results as load_results
-from espdetect.profiling.results import summarize as summarize
-from espdetect.profiling.server_config import write_server_config as write_server_config
-from espdetect.profiling.sweep import DetectorFactory as DetectorFactory
-from espdetect.profiling.sweep import default_factory as default_factory
-from espdetect.profiling.sweep import sweep as sweep
 
-__all__ = [
+#: Names that need the [profile] extra (pandas, matplotlib).
+_PROFILE_EXTRA = (
     "COLUMNS",
-    "ClipData",
     "DetectorFactory",
     "NoConfigurationMeets",
-    "ProfileConfig",
     "Recommendation",
-    "Reference",
     "ResultsStore",
-    "arecord",
     "default_factory",
-    "export_model",
-    "grid",
-    "grid_from_text",
-    "load_clip",
     "load_results",
-    "match_boxes",
-    "parse_grid",
     "plot_accuracy_vs_fps",
     "plot_bandwidth_vs_quality",
     "plot_latency",
     "plot_stage_times",
     "recommend",
-    "record",
     "report",
     "save_figure",
     "summarize",
     "sweep",
     "write_server_config",
+)
+
+try:
+    from espdetect.profiling.plots import plot_accuracy_vs_fps as plot_accuracy_vs_fps
+    from espdetect.profiling.plots import plot_bandwidth_vs_quality as plot_bandwidth_vs_quality
+    from espdetect.profiling.plots import plot_latency as plot_latency
+    from espdetect.profiling.plots import plot_stage_times as plot_stage_times
+    from espdetect.profiling.plots import save_figure as save_figure
+    from espdetect.profiling.recommend import NoConfigurationMeets as NoConfigurationMeets
+    from espdetect.profiling.recommend import Recommendation as Recommendation
+    from espdetect.profiling.recommend import recommend as recommend
+    from espdetect.profiling.report import report as report
+    from espdetect.profiling.results import COLUMNS as COLUMNS
+    from espdetect.profiling.results import ResultsStore as ResultsStore
+    from espdetect.profiling.results import load_results as load_results
+    from espdetect.profiling.results import summarize as summarize
+    from espdetect.profiling.server_config import write_server_config as write_server_config
+    from espdetect.profiling.sweep import DetectorFactory as DetectorFactory
+    from espdetect.profiling.sweep import default_factory as default_factory
+    from espdetect.profiling.sweep import sweep as sweep
+except ModuleNotFoundError as exc:
+    if exc.name not in ("pandas", "matplotlib"):
+        raise
+    _missing = exc.name
+
+    def __getattr__(name: str) -> Any:
+        if name in _PROFILE_EXTRA:
+            raise MissingDependency(_missing, "profile", f"espdetect.profiling.{name}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ClipData",
+    "ProfileConfig",
+    "Reference",
+    "arecord",
+    "export_model",
+    "grid",
+    "grid_from_text",
+    "load_clip",
+    "match_boxes",
+    "parse_grid",
+    "record",
+    *_PROFILE_EXTRA,
 ]

@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import shutil
 from pathlib import Path
-from typing import Any, Literal
 
-from espdetect.exceptions import ConfigurationError, ModelLoadError
+from espdetect.detectors import export as detectors_export
+from espdetect.detectors.export import ExportFormat
+from espdetect.exceptions import ConfigurationError
 
 __all__ = ["REQUIRED_PACKAGES", "ExportFormat", "export_model", "missing_packages"]
 
 logger = logging.getLogger(__name__)
-
-ExportFormat = Literal["onnx", "openvino", "torchscript"]
 
 #: Python packages each export format needs besides torch and Ultralytics.
 REQUIRED_PACKAGES: dict[str, tuple[str, ...]] = {
@@ -59,7 +57,8 @@ def export_model(
 
     Raises:
         ConfigurationError: the format's packages are missing (the message names them).
-        ModelLoadError: Ultralytics could not load or export the model.
+        ExportFailed: Ultralytics could not load or export the model.
+        MissingDependency: Ultralytics is not installed.
 
     Example:
         >>> export_model("yolov8n.yaml", "onnx", "models", imgsz=320)  # doctest: +SKIP
@@ -69,7 +68,8 @@ def export_model(
     if missing:
         raise ConfigurationError(
             f"expected the {', '.join(missing)} package(s) to export {fmt}, got none installed "
-            f"(pip install {' '.join(missing)})"
+            f"(pip install {' '.join(missing)})",
+            field="format",
         )
     stem = Path(str(model)).stem
     if Path(str(model)).suffix.lower() in (".yaml", ".yml"):
@@ -80,16 +80,6 @@ def export_model(
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # The detector module, imported first, keeps Ultralytics from pip-installing anything.
-    importlib.import_module("espdetect.detectors.ultralytics")
-    ultralytics: Any = importlib.import_module("ultralytics")
-    try:
-        produced = ultralytics.YOLO(str(model), task="detect").export(
-            format=fmt, imgsz=imgsz, dynamic=dynamic, simplify=False, verbose=False
-        )
-    except Exception as exc:
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise ModelLoadError(str(model), f"{fmt} export failed: {type(exc).__name__}: {first_line}") from exc
-    shutil.move(str(produced), target)
-    logger.info("exported %s to %s", model, target)
-    return target
+    exported = detectors_export.export_model(model, fmt, target, imgsz=imgsz, dynamic=dynamic)
+    logger.info("exported %s to %s", model, exported)
+    return exported

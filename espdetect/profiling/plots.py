@@ -199,7 +199,7 @@ def plot_latency(results: pd.DataFrame, frames: pd.DataFrame | None = None) -> F
     if frames is not None and not frames.empty:
         grouped = {k: g["latency_ms"].dropna().to_numpy(float) for k, g in frames.groupby("config_key")}
         data = [grouped.get(k, np.array([math.nan])) for k in df["config_key"]]
-        ax.boxplot(data, vert=False, tick_labels=labels, showfliers=False, whis=(1, 99))
+        ax.boxplot(data, orientation="horizontal", tick_labels=labels, showfliers=False, whis=(1, 99))
         ax.set_title("Latency per output frame (box: quartiles, whiskers: p1-p99)", fontsize=10)
     else:
         y = np.arange(len(df))

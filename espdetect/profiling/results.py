@@ -12,6 +12,7 @@ A sweep folder holds::
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import logging
 import math
@@ -263,7 +264,14 @@ class ResultsStore:
         return frames[keep].reset_index(drop=True)
 
     def write_parquet(self) -> Path | None:
-        """Rewrite ``results.parquet`` from ``results.csv``; None when there are no rows."""
+        """Rewrite ``results.parquet`` from ``results.csv``; None when there are no rows or no pyarrow.
+
+        Parquet keeps the column types; the CSV holds the same rows, so without pyarrow (an
+        optional package: ``pip install pyarrow``) nothing is lost.
+        """
+        if importlib.util.find_spec("pyarrow") is None:
+            logger.info("results.parquet not written: pyarrow is not installed (results.csv has it all)")
+            return None
         df = self.load()
         if df.empty:
             return None

@@ -9,6 +9,7 @@ password or token hash is configured) and the `ViewerGate` (cheap 503s beyond th
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -287,14 +288,33 @@ class StreamingServer(uvicorn.Server):
         return f"http://{host}:{self.bound_port}"
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        if sockets is None and self.send_buffer:
-            # Linux gives accepted connections the listening socket's buffer size. A small
-            # send buffer keeps a slow viewer from queueing seconds of stale frames in the
-            # kernel, and makes its blocked sends visible to the quality adaptation sooner.
-            sock = self.config.bind_socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
-            sockets = [sock]
-        await super().serve(sockets)
+        # Bound here, before the lifespan loads the model: a port in use fails at once, as an
+        # OSError the command line reports in one line (uvicorn would log it and exit).
+        if sockets is not None:
+            await super().serve(sockets)
+            return
+        with self._bind() as sock:  # closed also when startup fails (a model that cannot load)
+            await super().serve([sock])
+
+    def _bind(self) -> socket.socket:
+        host, port = self.config.host, self.config.port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.send_buffer:
+                # Linux gives accepted connections the listening socket's buffer size. A small
+                # send buffer keeps a slow viewer from queueing seconds of stale frames in the
+                # kernel, and makes its blocked sends visible to the quality adaptation sooner.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(errno.EADDRINUSE, f"address {host}:{port} is already in use") from None
+            raise
+        sock.set_inheritable(True)
+        return sock
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
-from pathlib import Path
+from collections.abc import Iterator
+from typing import IO
+
+from tests.cli.cli_process import espdetect_command
 
 _URL_LINE = re.compile(r"espdetect server: (http://127\.0\.0\.1:\d+)/")
-
-
-def espdetect_command() -> list[str]:
-    script = Path(sys.executable).parent / "espdetect"
-    return (
-        [str(script)] if script.exists() else [sys.executable, "-c", "from espdetect.cli import main; main()"]
-    )
 
 
 def restore_sigint() -> None:
@@ -25,24 +21,40 @@ def restore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_and_wait_for_url(args: list[str]) -> tuple[subprocess.Popen[str], str]:
-    """Start ``espdetect ARGS`` and return it with the server URL it printed once listening."""
-    # Closed with the process object; the log is read only when the process fails.
-    stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115
-    env = {**os.environ, "YOLO_OFFLINE": "True", "YOLO_AUTOINSTALL": "False"}
-    proc = subprocess.Popen(
-        [*espdetect_command(), *args],
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-        env=env,
-        preexec_fn=restore_sigint,
-    )
+@contextlib.contextmanager
+def running(args: list[str], *, unset: tuple[str, ...] = ()) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``espdetect ARGS`` running, with the server URL it printed once listening.
+
+    On exit the process is killed if it still runs, and its pipes and log file are closed.
+    ``unset`` names environment variables the process must not see (``ESPDETECT_MODEL``).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(YOLO_OFFLINE="True", YOLO_AUTOINSTALL="False")
+    with (
+        tempfile.TemporaryFile("w+") as stderr,
+        subprocess.Popen(
+            [*espdetect_command(), *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+            preexec_fn=restore_sigint,
+        ) as proc,
+    ):
+        try:
+            yield proc, _wait_for_url(proc, stderr)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for_url(proc: subprocess.Popen[str], stderr: IO[str]) -> str:
     assert proc.stdout is not None
     for line in proc.stdout:
         match = _URL_LINE.search(line)
         if match:
-            return proc, match.group(1)
+            return match.group(1)
     proc.wait(10)
     stderr.seek(0)
     raise AssertionError(

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import cv2
 import pytest
-from cli_process import run_espdetect
 
 from espdetect.cli import main
+from tests.cli.cli_process import run_espdetect
 
 
 def test_json_lines_from_the_installed_command(model_path: str, sample_images: dict[str, Path]) -> None:
@@ -86,7 +86,7 @@ def test_missing_model_exits_2_with_advice(
 
 
 def test_bad_setting_exits_2(sample_images: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["detect", str(sample_images["bus"]), "--model", "yolov8n.yaml", "--conf", "2"])
+    code = main(["detect", str(sample_images["bus"]), "--conf", "2"])
 
     err = capsys.readouterr().err
     assert code == 2

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_process import one_error_line, run_espdetect
+
+from tests.cli.cli_process import one_error_line, run_espdetect
 
 _HAS_ULTRALYTICS = importlib.util.find_spec("ultralytics") is not None
 

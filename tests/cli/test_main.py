@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pydantic
 import pytest
-from cli_process import one_error_line, run_espdetect
 
 import espdetect.cli.record
 from espdetect.cli import build_parser, main, user_error_message
+from tests.cli.cli_process import one_error_line, run_espdetect
 
 _LISTED_COMMANDS = (
     "demo",
@@ -89,6 +89,16 @@ def test_port_in_use_names_the_address_and_suggests_another(busy_port: int) -> N
     line = one_error_line(proc, "emulate")
     assert f"127.0.0.1:{busy_port}" in line and "in use" in line
     assert line.endswith("--port")
+
+
+def test_serve_on_a_port_in_use_fails_before_loading_the_model(busy_port: int) -> None:
+    proc = run_espdetect(
+        "serve", "--camera", "http://127.0.0.1:9/stream", "--port", str(busy_port), timeout=60
+    )
+
+    line = one_error_line(proc, "serve")
+    assert f"127.0.0.1:{busy_port} is already in use" in line and line.endswith("--port")
+    assert "model" not in proc.stdout
 
 
 def test_validation_error_lists_each_field_on_one_line(

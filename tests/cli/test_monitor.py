@@ -11,8 +11,6 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_process import espdetect_command, restore_sigint
-from server.conftest import PartReader, ServerThread, box_detectors, wait_until
 
 from espdetect.cli import main
 from espdetect.cli.monitor import (
@@ -25,7 +23,10 @@ from espdetect.cli.monitor import (
     render_table,
 )
 from espdetect.emulator import EmulatorConfig, EmulatorThread
-from espdetect.server.settings import CameraConfig, ServerSettings
+from espdetect.server.settings import CameraConfig, load_settings
+from tests.cli.cli_process import espdetect_command
+from tests.cli.serve_process import restore_sigint
+from tests.server.conftest import PartReader, ServerThread, box_detectors, wait_until
 
 
 def canned_stats(process: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -185,7 +186,9 @@ def closed_port() -> Iterator[int]:
 @pytest.fixture
 def live_server() -> Iterator[ServerThread]:
     with EmulatorThread(EmulatorConfig(fps=20.0, size=(320, 240), loop_frames=8)) as cam:
-        settings = ServerSettings(cameras=[CameraConfig(id="front", url=cam.stream_url)], grace_period=0.3)
+        settings = load_settings(
+            None, dict(cameras=[CameraConfig(id="front", url=cam.stream_url)], grace_period=0.3)
+        )
         server = ServerThread(settings, detector_factory=box_detectors([])).start()
         try:
             yield server

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_process import start_and_wait_for_url
 
 from espdetect.cli import build_parser, main
 from espdetect.cli.serve import settings_from_args
 from espdetect.emulator import EmulatorConfig, EmulatorThread
 from espdetect.mjpeg import MultipartParser
 from espdetect.server.streaming import MJPEG_BOUNDARY
+from tests.cli.serve_process import running
 
 
 def first_part(response: httpx.Response) -> bytes:
@@ -33,26 +33,18 @@ def camera() -> Iterator[EmulatorThread]:
 def test_sigterm_with_viewers_attached_stops_the_server_and_the_camera_connection(
     camera: EmulatorThread,
 ) -> None:
-    proc, url = start_and_wait_for_url(
-        ["serve", "--camera", f"front={camera.stream_url}", "--port", "0", "--model", "yolov8n.yaml",
-         "--imgsz", "160", "--grace-period", "30"]
-    )  # fmt: skip
-    try:
-        with httpx.Client(base_url=url, timeout=30.0) as client:
-            assert client.get("/health").json()["cameras"] == 1
-            with (
-                client.stream("GET", "/cameras/front/stream") as raw,
-                client.stream("GET", "/cameras/front/detect") as annotated,
-            ):
-                assert first_part(raw)[:2] == b"\xff\xd8"
-                assert first_part(annotated)[:2] == b"\xff\xd8"
-                assert camera.stats.stream_clients == 1
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=5.0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    args = ["serve", "--camera", f"front={camera.stream_url}", "--port", "0", "--grace-period", "30"]
+    with running(args) as (proc, url), httpx.Client(base_url=url, timeout=30.0) as client:
+        assert client.get("/health").json()["cameras"] == 1
+        with (
+            client.stream("GET", "/cameras/front/stream") as raw,
+            client.stream("GET", "/cameras/front/detect") as annotated,
+        ):
+            assert first_part(raw)[:2] == b"\xff\xd8"
+            assert first_part(annotated)[:2] == b"\xff\xd8"
+            assert camera.stats.stream_clients == 1
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=5.0)
     assert proc.returncode in (0, -signal.SIGTERM)
     camera.wait_stream_clients(0, timeout=5.0)
 

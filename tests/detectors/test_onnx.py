@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -172,11 +173,11 @@ def dynamic_model(fp32_model: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A dynamic-input YOLOv8n export carrying the real model's (dequantized) weights."""
     pytest.importorskip("ultralytics", reason=ULTRALYTICS_REASON)
     import torch
-    from ultralytics import YOLO
+    from ultralytics import YOLO  # type: ignore[attr-defined]
 
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(fp32_model)).graph.initializer}
     yolo = YOLO("yolov8n.yaml")
-    network = yolo.model.fuse()
+    network: Any = cast(Any, yolo.model).fuse()
     state = network.state_dict()
     loaded = {key: torch.from_numpy(np.array(inits[key], np.float32)) for key in state if key in inits}
     # The DFL convolution is a fixed 0..15 ramp, identical in every YOLOv8.

@@ -103,7 +103,8 @@ def constant_ir(folder: Path, output: np.ndarray, input_shape: list[int]) -> Pat
 
 @pytest.fixture(scope="module")
 def ov() -> ModuleType:
-    return pytest.importorskip("openvino", reason=OPENVINO_REASON)
+    module: ModuleType = pytest.importorskip("openvino", reason=OPENVINO_REASON)
+    return module
 
 
 @pytest.fixture(scope="module")

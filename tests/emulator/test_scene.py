@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -118,7 +117,7 @@ async def test_cache_reuses_encoded_frames_and_bounds_variants(photos: PhotoScen
 @pytest.mark.anyio
 @pytest.mark.model
 async def test_emulated_frames_are_detectable_at_qvga(model_path: str) -> None:
-    from ultralytics import YOLO  # type: ignore[attr-defined]
+    from espdetect.detectors.factory import open_detector
 
     async with Emulator(EmulatorConfig(fps=30.0, size=(320, 240))) as emu:
         client = await StreamClient.open(emu.stream_port)
@@ -127,8 +126,6 @@ async def test_emulated_frames_are_detectable_at_qvga(model_path: str) -> None:
         client.close()
     img = decode(part.body)
     assert img.shape == (240, 320, 3)
-    model: Any = YOLO(model_path, task="detect")
-    result = model(img, verbose=False)[0]
-    names = [result.names[int(c)] for c in result.boxes.cls]
+    names = open_detector(model_path).detect(img).labels
     assert names.count("person") >= 1
     assert "bus" in names

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytest.importorskip("pandas", reason="profiling sweeps need pandas: pip install 'espdetect[profile]'")
+
 from espdetect.profiling.accuracy import BoxSet, MatchCounts, Reference, match_boxes
 from espdetect.profiling.config import ProfileConfig, grid
 from espdetect.profiling.replay import load_clip

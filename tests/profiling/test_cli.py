@@ -3,8 +3,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pandas as pd
 import pytest
+
+pytest.importorskip("pandas", reason="profiling sweeps need pandas: pip install 'espdetect[profile]'")
+
+import pandas as pd
 
 from espdetect.cli import main
 from espdetect.profiling.results import COLUMNS, load_results

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import math
 
-import pandas as pd
 import pytest
+
+pytest.importorskip("pandas", reason="profiling sweeps need pandas: pip install 'espdetect[profile]'")
+
+import pandas as pd
 
 from espdetect.profiling.recommend import NoConfigurationMeets, config_from_row, recommend
 

@@ -4,8 +4,11 @@ import base64
 import re
 from pathlib import Path
 
-import pandas as pd
 import pytest
+
+pytest.importorskip("pandas", reason="profiling sweeps need pandas: pip install 'espdetect[profile]'")
+
+import pandas as pd
 from matplotlib.figure import Figure
 
 from espdetect.profiling import plots

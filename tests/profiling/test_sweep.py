@@ -4,8 +4,11 @@ import json
 import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
+
+pytest.importorskip("pandas", reason="profiling sweeps need pandas: pip install 'espdetect[profile]'")
+
+import pandas as pd
 
 from espdetect.detectors.base import Detector
 from espdetect.exceptions import ConfigurationError, ModelLoadError

@@ -11,7 +11,7 @@ from espdetect.detectors.base import Detector
 from espdetect.emulator import EmulatorConfig, EmulatorThread
 from espdetect.exceptions import ModelLoadError
 from espdetect.server.app import create_app
-from espdetect.server.settings import CameraConfig, DetectorSettings, ServerSettings
+from espdetect.server.settings import CameraConfig, DetectorSettings, ServerSettings, load_settings
 
 from .conftest import BoxDetector, PartReader, ServerThread, box_detectors
 
@@ -29,7 +29,9 @@ def test_shutdown_ends_streams_and_closes_the_camera(
     emulator: EmulatorThread, detectors: list[BoxDetector], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="espdetect.server")
-    settings = ServerSettings(cameras=[CameraConfig(id="cam", url=emulator.stream_url)], grace_period=30.0)
+    settings = load_settings(
+        None, dict(cameras=[CameraConfig(id="cam", url=emulator.stream_url)], grace_period=30.0)
+    )
     server = ServerThread(settings, detector_factory=box_detectors(detectors)).start()
     with (
         httpx.Client(base_url=server.url, timeout=10.0) as client,
@@ -61,7 +63,7 @@ def test_failing_model_load_stops_startup(emulator: EmulatorThread) -> None:
     def broken(settings: DetectorSettings) -> Detector:
         raise ModelLoadError("missing.onnx", "expected an existing file")
 
-    settings = ServerSettings(cameras=[CameraConfig(id="cam", url=emulator.stream_url)])
+    settings = load_settings(None, dict(cameras=[CameraConfig(id="cam", url=emulator.stream_url)]))
     server = ServerThread(settings, detector_factory=broken)
     server.thread.start()
     server.thread.join(30.0)
@@ -86,8 +88,13 @@ def photo_emulator() -> Iterator[EmulatorThread]:
 
 @pytest.mark.model
 def test_real_model_finds_people_end_to_end(photo_emulator: EmulatorThread, model_path: str) -> None:
-    settings = ServerSettings(
-        cameras=[CameraConfig(id="cam", url=photo_emulator.stream_url)], model=model_path, grace_period=0.2
+    settings = load_settings(
+        None,
+        dict(
+            cameras=[CameraConfig(id="cam", url=photo_emulator.stream_url)],
+            model=model_path,
+            grace_period=0.2,
+        ),
     )
     server = ServerThread(settings).start()
     try:

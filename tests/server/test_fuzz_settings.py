@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from espdetect.exceptions import ConfigurationError
-from espdetect.server.settings import CameraConfig, ServerSettings
+from espdetect.server.settings import CameraConfig, ServerSettings, load_settings
 
 from .conftest import BoxDetector, ServerThread
 
@@ -72,10 +72,13 @@ def _no_camera(server: ServerSettings, camera: CameraConfig) -> Any:
 @pytest.fixture(scope="module")
 def api() -> Iterator[httpx.Client]:
     """One real server for the whole module (hypothesis runs hundreds of requests against it)."""
-    app_settings = ServerSettings(
-        cameras=[CameraConfig(id="cam", url="http://127.0.0.1:9/stream")],
-        camera_control="on",
-        max_body_size=64 * 1024,
+    app_settings = load_settings(
+        None,
+        dict(
+            cameras=[CameraConfig(id="cam", url="http://127.0.0.1:9/stream")],
+            camera_control="on",
+            max_body_size=64 * 1024,
+        ),
     )
     server = ServerThread(app_settings, detector_factory=lambda s: BoxDetector(), source_factory=_no_camera)
     server.start()

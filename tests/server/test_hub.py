@@ -15,7 +15,7 @@ from espdetect.pipeline import FrameProcessor
 from espdetect.server.camera import Camera, ViewerKind
 from espdetect.server.errors import UnknownCamera, ViewerLimitReached
 from espdetect.server.hub import CameraHub
-from espdetect.server.settings import CameraConfig, DetectorSettings, ServerSettings
+from espdetect.server.settings import CameraConfig, DetectorSettings, ServerSettings, load_settings
 from espdetect.sources.base import FrameSource
 from espdetect.sources.synthetic import SyntheticSource
 from espdetect.workers import Workers
@@ -160,9 +160,12 @@ async def test_source_counters_add_up_over_connections() -> None:
 
 @pytest.mark.anyio
 async def test_open_gives_every_camera_the_same_model_and_workers() -> None:
-    server = ServerSettings(
-        cameras=[CameraConfig(id=c, url=f"http://h/{c}") for c in "abc"],  # type: ignore[list-item]
-        detect_slots=2,
+    server = load_settings(
+        None,
+        dict(
+            cameras=[CameraConfig(id=c, url=f"http://h/{c}") for c in "abc"],  # type: ignore[list-item]
+            detect_slots=2,
+        ),
     )
     loaded: list[BoxDetector] = []
 

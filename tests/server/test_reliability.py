@@ -35,8 +35,9 @@ from espdetect.mjpeg import (
     esp32_part_pieces,
     http_chunk,
 )
-from espdetect.server.settings import CameraConfig, ServerSettings
+from espdetect.server.settings import CameraConfig, ServerSettings, load_settings
 from espdetect.server.streaming import MJPEG_BOUNDARY
+from tests.cli.serve_process import running
 
 from .conftest import BoxDetector, ServerThread, box_detectors, camera_stats, viewer_total, wait_until
 
@@ -617,22 +618,12 @@ def test_a_viewer_reading_one_kilobyte_per_second_is_dropped_alone(
         assert stats["viewer_timeouts"] == 1
 
 
-_URL_LINE = re.compile(r"espdetect server: (http://127\.0\.0\.1:\d+)/")
-
-
 def test_sigterm_with_twenty_viewers_stops_and_closes_the_camera(emulator: EmulatorThread) -> None:
-    command = [sys.executable, "-c", "import sys; from espdetect.cli import main; sys.exit(main())"]
     args = [
-        "serve", "--camera", f"cam={emulator.stream_url}", "--port", "0", "--model", "yolov8n.yaml",
-        "--imgsz", "160", "--max-viewers", "20", "--max-viewers-total", "20", "--grace-period", "30",
+        "serve", "--camera", f"cam={emulator.stream_url}", "--port", "0",
+        "--max-viewers", "20", "--max-viewers-total", "20", "--grace-period", "30",
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_quiet_env()
-    )
-    try:
-        assert proc.stdout is not None
-        url = next((m.group(1) for line in proc.stdout if (m := _URL_LINE.search(line))), None)
-        assert url is not None, "the server did not start"
+    with running(args) as (proc, url):
         port = int(url.rsplit(":", 1)[1])
         paths = ["/cameras/cam/stream", "/cameras/cam/detect"] * 10
         with viewers(port, paths) as watching:
@@ -643,18 +634,8 @@ def test_sigterm_with_twenty_viewers_stops_and_closes_the_camera(emulator: Emula
             proc.wait(timeout=30.0)
             for viewer in watching:
                 viewer.wait(lambda v: v.ended, 10.0, "stream ended")
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode in (0, -signal.SIGTERM)
     emulator.wait_stream_clients(0, timeout=10.0)
-
-
-def _quiet_env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, "YOLO_OFFLINE": "True", "YOLO_AUTOINSTALL": "False", "YOLO_VERBOSE": "False"}
 
 
 def test_stall_watchdog_default_is_at_most_five_seconds() -> None:
@@ -665,11 +646,14 @@ def test_new_settings_reach_the_camera_source() -> None:
     from espdetect.server.app import default_source
     from espdetect.sources.mjpeg_stream import MjpegStreamSource
 
-    settings = ServerSettings(
-        cameras=[CameraConfig(id="cam", url="http://127.0.0.1:9/stream")],
-        connect_timeout=0.7,
-        backoff_max=0.4,
-        max_part_size=100_000,
+    settings = load_settings(
+        None,
+        dict(
+            cameras=[CameraConfig(id="cam", url="http://127.0.0.1:9/stream")],
+            connect_timeout=0.7,
+            backoff_max=0.4,
+            max_part_size=100_000,
+        ),
     )
     source = default_source(settings, settings.camera_settings()[0])
     assert isinstance(source, MjpegStreamSource)

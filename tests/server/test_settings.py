@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -112,20 +113,26 @@ def test_every_option_has_a_description() -> None:
 
 
 def test_options_may_be_written_flat_or_in_their_section() -> None:
-    flat = ServerSettings(conf=0.4, max_viewers_total=3, model="m.onnx", stall_timeout=2.0)
-    nested = ServerSettings(
-        defaults={"conf": 0.4},
-        viewers={"max_viewers_total": 3},
-        detector={"model": "m.onnx"},
-        upstream={"stall_timeout": 2.0},
+    flat: dict[str, Any] = {"conf": 0.4, "max_viewers_total": 3, "model": "m.onnx", "stall_timeout": 2.0}
+    nested: dict[str, Any] = {
+        "defaults": {"conf": 0.4},
+        "viewers": {"max_viewers_total": 3},
+        "detector": {"model": "m.onnx"},
+        "upstream": {"stall_timeout": 2.0},
+    }
+    assert ServerSettings(**flat) == ServerSettings(**nested) == load_settings(None, flat)
+    assert load_settings(None, flat) == load_settings(None, nested)
+    loaded = load_settings(None, flat)
+    assert (loaded.defaults.conf, loaded.viewers.max_viewers_total, loaded.detector.model) == (
+        0.4,
+        3,
+        "m.onnx",
     )
-    assert flat == nested
-    assert (flat.defaults.conf, flat.viewers.max_viewers_total, flat.detector.model) == (0.4, 3, "m.onnx")
 
 
 def test_an_option_given_flat_and_in_its_section_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="expected conf once, got it at the top level") as info:
-        ServerSettings(conf=0.4, defaults={"conf": 0.5})
+        load_settings(None, dict(conf=0.4, defaults={"conf": 0.5}))
     assert info.value.field == "conf"
 
 
@@ -217,18 +224,21 @@ def test_unreadable_config_files(tmp_path: Path) -> None:
     [("auto", "auto"), (1, 1), ("4", 4), (" 2 ", 2)],
 )
 def test_skip_values(value: object, expected: object) -> None:
-    assert CameraOptions(skip=value).skip == expected
+    assert CameraOptions.model_validate({"skip": value}).skip == expected
 
 
 @pytest.mark.parametrize("value", [0, -1, True, 1.5, "x", None, 10_001])
 def test_bad_skip_values(value: object) -> None:
     with pytest.raises(ValidationError, match="expected skip to be an integer from 1 to 10000 or 'auto'"):
-        CameraOptions(skip=value)
+        CameraOptions.model_validate({"skip": value})
 
 
 def test_cameras_take_what_they_do_not_set_from_the_defaults() -> None:
-    s = ServerSettings(
-        conf=0.3, quality=70, cameras=[CameraConfig(id="a", url="http://h/s", conf=0.5), "b=http://h/t"]
+    s = load_settings(
+        None,
+        dict(
+            conf=0.3, quality=70, cameras=[CameraConfig(id="a", url="http://h/s", conf=0.5), "b=http://h/t"]
+        ),
     )
     a, b = s.camera_settings()
     assert (a.conf, a.quality, b.conf, b.quality) == (0.5, 70, 0.3, 70)

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from espdetect.emulator import EmulatorConfig, EmulatorThread
-from espdetect.server.settings import CameraConfig, ServerSettings
+from espdetect.server.settings import CameraConfig, load_settings
 from espdetect.server.streaming import MJPEG_BOUNDARY, _behind
 
 from .conftest import (
@@ -176,7 +176,7 @@ def test_raw_stream_forwards_the_camera_jpeg_bytes_unchanged(
     still_emulator: EmulatorThread, detectors: list[BoxDetector]
 ) -> None:
     camera = CameraConfig(id="cam", url=still_emulator.stream_url)
-    settings = ServerSettings(cameras=[camera], grace_period=0.2)
+    settings = load_settings(None, dict(cameras=[camera], grace_period=0.2))
     server = ServerThread(settings, detector_factory=box_detectors(detectors)).start()
     try:
         camera_jpeg = httpx.get(still_emulator.capture_url, timeout=10.0).content
@@ -233,7 +233,7 @@ def test_viewer_that_stops_reading_is_disconnected(
     big_frame_emulator: EmulatorThread, detectors: list[BoxDetector]
 ) -> None:
     camera = CameraConfig(id="cam", url=big_frame_emulator.stream_url)
-    settings = ServerSettings(cameras=[camera], grace_period=0.2, viewer_timeout=0.5)
+    settings = load_settings(None, dict(cameras=[camera], grace_period=0.2, viewer_timeout=0.5))
     server = ServerThread(settings, detector_factory=box_detectors(detectors)).start()
     stuck = socket.socket()
     try:
@@ -254,7 +254,7 @@ def test_slow_annotated_viewer_moves_to_the_lower_jpeg_quality(
     big_frame_emulator: EmulatorThread, detectors: list[BoxDetector]
 ) -> None:
     camera = CameraConfig(id="cam", url=big_frame_emulator.stream_url)
-    settings = ServerSettings(cameras=[camera], grace_period=0.2, quality=90, low_quality=30)
+    settings = load_settings(None, dict(cameras=[camera], grace_period=0.2, quality=90, low_quality=30))
     server = ServerThread(settings, detector_factory=box_detectors(detectors)).start()
     slow = socket.socket()
     stop = threading.Event()
