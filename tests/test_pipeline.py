@@ -739,6 +739,9 @@ async def test_update_validates_and_applies(upstream: Upstream, detector: StandI
         with pytest.raises(ConfigurationError, match="expected skip to be") as bad_skip:
             pipe.update(skip=0, conf=0.9)
         assert bad_skip.value.field == "skip"
+        with pytest.raises(ConfigurationError, match="expected settings among") as unknown:
+            pipe.update(colour="red", conf=0.9)  # type: ignore[call-arg]
+        assert unknown.value.field == "colour"
         with pytest.raises(
             ConfigurationError, match=r"between 0 and 1 for this model, got \[2\]"
         ) as bad_class:

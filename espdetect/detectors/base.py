@@ -14,32 +14,16 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Final, TypedDict
 
 import numpy as np
+from typing_extensions import Unpack
 
 from espdetect.constraints import IMGSZ, MAX_DET, UNIT, check_bgr_image, check_class_ids
 from espdetect.detections import Detections
 from espdetect.exceptions import ConfigurationError
 
-__all__ = ["UNSET", "DetectKwargs", "DetectParams", "Detector", "ModelInfo", "Unset"]
+__all__ = ["DetectKwargs", "DetectParams", "Detector", "ModelInfo"]
 
 #: Input size of a model that takes any size and says nothing about its own.
 DEFAULT_IMGSZ: Final = 640
-
-
-class Unset:
-    """Marks an argument the caller did not pass, where None has a meaning of its own."""
-
-    _instance: Unset | None = None
-
-    def __new__(cls) -> Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Final = Unset()
 
 
 @dataclass(frozen=True)
@@ -191,15 +175,7 @@ class Detector(ABC):
                 )
         return params if imgsz == params.imgsz else replace(params, imgsz=imgsz)
 
-    def update(
-        self,
-        *,
-        conf: float | Unset = UNSET,
-        iou: float | Unset = UNSET,
-        max_det: int | Unset = UNSET,
-        imgsz: int | Unset | None = UNSET,
-        classes: Sequence[int] | Unset | None = UNSET,
-    ) -> DetectParams:
+    def update(self, **changes: Unpack[DetectKwargs]) -> DetectParams:
         """Change the default params; every value is checked before any is applied.
 
         Leave an argument out to keep its value; ``imgsz=None`` is the model's own size and
@@ -211,7 +187,7 @@ class Detector(ABC):
         Example:
             >>> detector.update(conf=0.5, classes=[0, 2])  # doctest: +SKIP
         """
-        self.params = self.check(merge_params(self.params, conf, iou, max_det, imgsz, classes))
+        self.params = self.check(replace(self.params, **changes))
         return self.params
 
     def detect(self, image: np.ndarray, params: DetectParams | None = None) -> Detections:
@@ -235,21 +211,3 @@ class Detector(ABC):
 
     def close(self) -> None:  # noqa: B027  (optional: most runtimes free themselves)
         """Release the runtime's resources; the detector is unusable afterwards."""
-
-
-def merge_params(
-    params: DetectParams,
-    conf: float | Unset = UNSET,
-    iou: float | Unset = UNSET,
-    max_det: int | Unset = UNSET,
-    imgsz: int | Unset | None = UNSET,
-    classes: Sequence[int] | Unset | None = UNSET,
-) -> DetectParams:
-    """``params`` with the given values replaced (validated); `UNSET` keeps a value."""
-    changes: dict[str, Any] = {}
-    for name, value in (("conf", conf), ("iou", iou), ("max_det", max_det), ("imgsz", imgsz)):
-        if not isinstance(value, Unset):
-            changes[name] = value
-    if not isinstance(classes, Unset):
-        changes["classes"] = classes
-    return replace(params, **changes) if changes else params

@@ -25,20 +25,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
-from dataclasses import replace
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import fields, replace
+from typing import Any, Final, Literal
 
 import anyio
 from anyio.abc import TaskGroup
+from typing_extensions import Unpack
 
 from espdetect._async import CLEANUP_TIMEOUT, Stage, first_completed
 from espdetect.annotate import Annotator
 from espdetect.constraints import DecodeReduce, Skip
-from espdetect.detectors.base import UNSET, Detector, DetectParams, Unset, merge_params
+from espdetect.detectors.base import DetectKwargs, Detector, DetectParams
 from espdetect.encoders.base import Encoder
 from espdetect.encoders.jpeg import OpenCVJpegEncoder
-from espdetect.exceptions import DecodeError, DetectorError, EndOfStream, EspdetectError, SlotClosed
+from espdetect.exceptions import (
+    ConfigurationError,
+    DecodeError,
+    DetectorError,
+    EndOfStream,
+    EspdetectError,
+    SlotClosed,
+)
 from espdetect.frame import Frame
 from espdetect.latest import Latest
 from espdetect.pipeline.config import PipelineConfig, StaleMode
@@ -47,11 +55,24 @@ from espdetect.pipeline.stats import PipelineStats
 from espdetect.sources.base import FrameSource
 from espdetect.workers import Workers
 
-__all__ = ["CameraPipeline", "SubscriptionKind"]
+__all__ = ["CameraPipeline", "PipelineChanges", "SubscriptionKind"]
 
 logger = logging.getLogger(__name__)
 
 SubscriptionKind = Literal["raw", "annotated", "detections"]
+
+
+class PipelineChanges(DetectKwargs, total=False):
+    """What `CameraPipeline.update` may change: detection params and these."""
+
+    skip: Skip
+    stale: StaleMode | str
+    decode_reduce: DecodeReduce
+    quality: int
+
+
+_CONFIG_KEYS: Final = frozenset({f.name for f in fields(PipelineConfig)} - {"grace_period"})
+_PARAM_KEYS: Final = frozenset(f.name for f in fields(DetectParams))
 
 
 class CameraPipeline:
@@ -150,39 +171,30 @@ class CameraPipeline:
         """A finite source ran out of frames."""
         return self._ended
 
-    def update(
-        self,
-        *,
-        skip: Skip | Unset = UNSET,
-        stale: StaleMode | str | Unset = UNSET,
-        decode_reduce: DecodeReduce | Unset = UNSET,
-        conf: float | Unset = UNSET,
-        iou: float | Unset = UNSET,
-        max_det: int | Unset = UNSET,
-        imgsz: int | Unset | None = UNSET,
-        classes: Sequence[int] | Unset | None = UNSET,
-        quality: int | Unset = UNSET,
-    ) -> None:
+    def update(self, **changes: Unpack[PipelineChanges]) -> None:
         """Change settings; all are checked before any applies, from the next frame on.
 
         Leave an argument out to keep its value; ``imgsz=None`` is the model's own input size
         and ``classes=None`` all classes.
 
         Raises:
-            ConfigurationError: a value out of range or one the model cannot take (its
-                ``field`` names it); nothing is changed then.
+            ConfigurationError: a value out of range, one the model cannot take, or a name that
+                is not a setting (its ``field`` names it); nothing is changed then.
 
         Example:
             >>> pipe.update(conf=0.5, classes=[0], skip=2, quality=60)  # doctest: +SKIP
         """
-        config_changes: dict[str, Any] = {
-            name: value
-            for name, value in (("skip", skip), ("stale", stale), ("decode_reduce", decode_reduce))
-            if not isinstance(value, Unset)
-        }
-        config = replace(self.config, **config_changes) if config_changes else self.config
-        params = self.detector.check(merge_params(self.params, conf, iou, max_det, imgsz, classes))
-        encoder = self.encoder if isinstance(quality, Unset) else self.encoder.with_quality(quality)
+        given: dict[str, Any] = dict(changes)
+        unknown = sorted(set(given) - _CONFIG_KEYS - _PARAM_KEYS - {"quality"})
+        if unknown:
+            known = sorted(_CONFIG_KEYS | _PARAM_KEYS | {"quality"})
+            raise ConfigurationError(f"expected settings among {known}, got {unknown}", field=unknown[0])
+        config = replace(self.config, **{k: v for k, v in given.items() if k in _CONFIG_KEYS})
+        params = self.detector.check(
+            replace(self.params, **{k: v for k, v in given.items() if k in _PARAM_KEYS})
+        )
+        quality = changes.get("quality")
+        encoder = self.encoder if quality is None else self.encoder.with_quality(quality)
         self.config = config
         self.processor.decode_reduce = config.decode_reduce
         self.processor.params = params

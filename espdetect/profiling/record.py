@@ -10,13 +10,16 @@ import asyncio
 import concurrent.futures
 import logging
 from pathlib import Path
+from typing import TypedDict
+
+from typing_extensions import Unpack
 
 from espdetect.exceptions import EndOfStream, SourceUnavailable
 from espdetect.sources.base import FrameSource
 from espdetect.sources.clip import ClipWriter
 from espdetect.sources.factory import open_source
 
-__all__ = ["arecord", "record"]
+__all__ = ["RecordOptions", "arecord", "record"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +29,15 @@ def _describe(source: str | FrameSource) -> str:
         return source
     url = getattr(source, "url", None)
     return str(url) if url else f"{type(source).__name__}({source.source_id})"
+
+
+class RecordOptions(TypedDict, total=False):
+    """The keyword arguments of `arecord` that `record` passes on."""
+
+    progress: bool
+    overwrite: bool
+    first_frame_timeout: float
+    stall_timeout: float
 
 
 async def arecord(
@@ -92,14 +104,7 @@ async def arecord(
 
 
 def record(
-    source: str | FrameSource,
-    seconds: float,
-    out_dir: str | Path,
-    *,
-    progress: bool = True,
-    overwrite: bool = False,
-    first_frame_timeout: float = 15.0,
-    stall_timeout: float = 10.0,
+    source: str | FrameSource, seconds: float, out_dir: str | Path, **options: Unpack[RecordOptions]
 ) -> Path:
     """Record ``seconds`` of ``source`` (a URL/path for `open_source`, or a `FrameSource`) into ``out_dir``.
 
@@ -116,14 +121,6 @@ def record(
         >>> record("http://192.168.4.1:81/stream", 10, "clips/desk")  # doctest: +SKIP
         PosixPath('clips/desk')
     """
-    coro = arecord(
-        source,
-        seconds,
-        out_dir,
-        progress=progress,
-        overwrite=overwrite,
-        first_frame_timeout=first_frame_timeout,
-        stall_timeout=stall_timeout,
-    )
+    coro = arecord(source, seconds, out_dir, **options)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="espdetect-record") as pool:
         return pool.submit(asyncio.run, coro).result()

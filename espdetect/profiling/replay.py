@@ -182,18 +182,16 @@ class RenderSample(NamedTuple):
 
 
 class RecordingProcessor(FrameProcessor):
-    """A `FrameProcessor` that keeps a compact sample of every detect and render call."""
+    """``processor``'s work, keeping a compact sample of every detect and render call."""
 
-    def __init__(
-        self,
-        detector: Detector,
-        annotator: Annotator | None,
-        encoder: Encoder,
-        *,
-        params: DetectParams | None = None,
-        decode_reduce: DecodeReduce = "auto",
-    ) -> None:
-        super().__init__(detector, annotator, encoder, params=params, decode_reduce=decode_reduce)
+    def __init__(self, processor: FrameProcessor) -> None:
+        super().__init__(
+            processor.detector,
+            processor.annotator,
+            processor.encoder,
+            params=processor.params,
+            decode_reduce=processor.decode_reduce,
+        )
         self.detections: list[DetectionSample] = []
         self.renders: list[RenderSample] = []
 
@@ -351,7 +349,9 @@ def replay(
     if warmup < 0:
         raise ValueError(f"expected warmup >= 0 frames, got {warmup}")
     drawer = annotator if annotator is not None else Annotator()
-    processor = RecordingProcessor(detector, drawer, encoder, params=params, decode_reduce=decode_reduce)
+    processor = RecordingProcessor(
+        FrameProcessor(detector, drawer, encoder, params=params, decode_reduce=decode_reduce)
+    )
     warm_up(clip, processor, warmup)
     processor.clear()
     if mode == "fast":
