@@ -23,7 +23,6 @@ from espdetect.detections import Detections, StageTimings
 from espdetect.detectors.base import Detector, DetectParams, ModelInfo
 from espdetect.exceptions import (
     ConfigurationError,
-    DetectorError,
     EndOfStream,
     EspdetectError,
     SourceUnavailable,
@@ -165,7 +164,7 @@ class StandInDetector(Detector):
         if self.gated and not self._gate.acquire(timeout=TIMEOUT):
             raise TimeoutError("test never released the detector")
         if n in self.fail_calls:
-            raise DetectorError("stand-in", f"model failure on call {n}")
+            raise RuntimeError(f"model failure on call {n}")  # as a runtime would: not an espdetect error
         h, w = image.shape[:2]
         return Detections(
             xyxy=np.array([[w * 0.25, h * 0.25, w * 0.75, h * 0.75]], np.float32),
@@ -633,6 +632,23 @@ async def test_detector_exception_is_counted_and_the_frame_still_rendered(upstre
         ok = await viewer.until_seq(2)
         assert ok.fresh and ok.detection is not None and ok.detection.frame is ok.frame
         assert pipe.stats.frames_detected == 2
+
+
+async def test_an_unexpected_error_stops_the_stages_and_the_next_subscriber_restarts_them(
+    upstream: Upstream, detector: StandInDetector, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with pipeline(upstream, detector) as pipe:
+        (viewer,) = await start_viewers(pipe)
+        await upstream.push(make_frame(0))
+        await viewer.until_seq(0)
+        await upstream.push(ValueError("a third-party source's own error"))
+        await within(viewer.task)  # the consumers end instead of waiting forever
+        assert pipe.stats.stage_errors == 1
+        assert "pipeline stages stopped by an unexpected error" in caplog.text
+        (again,) = await start_viewers(pipe)
+        await upstream.push(make_frame(1), index=1)
+        await again.until_seq(1)
+        assert pipe.stats.upstream_opens == 2
 
 
 async def test_source_error_ends_the_streams_and_a_new_subscriber_reconnects(

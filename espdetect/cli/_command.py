@@ -25,12 +25,6 @@ sub-parser for it, so no module repeats the ``add_parser`` / ``set_defaults`` bo
 `EspdetectError` (``ConfigurationError``, ``ModelLoadError``...), a ``pydantic.ValidationError``
 or a port already in use into one line on stderr, ``espdetect NAME: message``, and exit
 status 2. Anything else is a bug and keeps its traceback.
-
-Converting a module that still has ``register(subparsers)``: move the ``add_argument`` calls
-(argument groups included) into ``_add_arguments(parser)``, pass the ``add_parser`` keywords
-to `Command` (``help``, ``description``, and ``epilog`` if it has one), drop ``set_defaults``,
-replace ``register`` with ``COMMAND`` in ``__all__``, and remove the module's name from
-``_REGISTER_MODULES`` in ``espdetect/cli/__init__.py``.
 """
 
 from __future__ import annotations
@@ -44,7 +38,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TypeAlias
 
-__all__ = ["Command", "Subparsers", "import_ultralytics"]
+__all__ = ["Command", "Subparsers", "ultralytics_logs_to_stderr"]
 
 #: What ``ArgumentParser.add_subparsers`` returns (subscriptable only for type checkers).
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -85,7 +79,7 @@ class Command:
         return parser
 
 
-def import_ultralytics() -> ModuleType | None:
+def ultralytics_logs_to_stderr() -> ModuleType | None:
     """Ultralytics with its log lines moved to stderr, or None when it is not installed.
 
     Ultralytics logs to stdout, which would mix its progress lines into what a command prints

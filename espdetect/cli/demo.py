@@ -8,9 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from espdetect.emulator import EmulatorConfig
+    from espdetect.server.app import StreamingServer
 
 from espdetect.cli._command import Command
-from espdetect.cli.serve import add_server_options, describe, exit_interrupted, settings_from_args
+from espdetect.cli.serve import (
+    add_server_options,
+    describe,
+    exit_interrupted,
+    serve_forever,
+    settings_from_args,
+)
 
 __all__ = ["COMMAND", "run"]
 
@@ -44,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, config: EmulatorConfig) -> int:
     from espdetect.emulator import EmulatorThread
-    from espdetect.server.app import StreamingServer, create_app
 
     with EmulatorThread(config, host="127.0.0.1", port=0) as camera:
         extra: dict[str, Any] = {"cameras": [f"cam={camera.stream_url}"]}
@@ -56,9 +62,8 @@ def _serve(args: argparse.Namespace, config: EmulatorConfig) -> int:
             if args.open:
                 webbrowser.open(f"{server.url}/")
 
-        server = StreamingServer(create_app(settings), settings, on_started=started)
-        server.run()
-    return 0 if server.started else 1
+        started_ok = serve_forever(settings, started)
+    return 0 if started_ok else 1
 
 
 COMMAND = Command(

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, get_args
 
-from espdetect.cli._command import Command, import_ultralytics
+from espdetect.cli._command import Command, ultralytics_logs_to_stderr
 from espdetect.detectors.factory import DetectorBackend
 
 __all__ = ["COMMAND", "run"]
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)
     if args.backend == "ultralytics" or (args.backend == "auto" and choose_backend(model) == "ultralytics"):
         # Before loading, so that --json output stays free of Ultralytics' log lines.
-        import_ultralytics()
+        ultralytics_logs_to_stderr()
     detector = open_detector(
         model, backend=args.backend, device=args.device, conf=args.conf, iou=args.iou, imgsz=args.imgsz
     )

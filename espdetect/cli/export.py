@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from espdetect.cli._command import Command, import_ultralytics
+from espdetect.cli._command import Command, ultralytics_logs_to_stderr
 
 __all__ = ["COMMAND", "run"]
 
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """
     from espdetect.detectors.export import export_model
 
-    import_ultralytics()  # its log lines go to stderr: stdout is the path printed below
+    ultralytics_logs_to_stderr()  # its log lines go to stderr: stdout is the path printed below
     target = export_model(
         args.model,
         args.format,

@@ -13,11 +13,23 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from espdetect.cli._command import Command
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pydantic.fields import FieldInfo
 
+    from espdetect.detectors.base import Detector
+    from espdetect.server.app import StreamingServer
     from espdetect.server.settings import ServerSettings
 
-__all__ = ["COMMAND", "add_server_options", "describe", "exit_interrupted", "run", "settings_from_args"]
+__all__ = [
+    "COMMAND",
+    "add_server_options",
+    "describe",
+    "exit_interrupted",
+    "run",
+    "serve_forever",
+    "settings_from_args",
+]
 
 _EPILOG = """\
 Every option can also be set by an ESPDETECT_<OPTION> environment variable (ESPDETECT_MODEL,
@@ -139,7 +151,6 @@ def describe(settings: ServerSettings, url: str) -> str:
 def run(args: argparse.Namespace) -> int:
     """Load the settings and serve until interrupted."""
     from espdetect.exceptions import ConfigurationError
-    from espdetect.server.app import StreamingServer, create_app
     from espdetect.server.settings import parse_camera_spec
 
     config_file = args.config or os.environ.get("ESPDETECT_CONFIG") or None
@@ -151,14 +162,29 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             "expected at least one camera (--camera [ID=]URL, ESPDETECT_CAMERAS or --config)", field="cameras"
         )
-    server = StreamingServer(
-        create_app(settings), settings, on_started=lambda s: print(describe(settings, s.url), flush=True)
-    )
     try:
-        server.run()
+        started = serve_forever(settings, lambda s: print(describe(settings, s.url), flush=True))
     except KeyboardInterrupt:
         exit_interrupted()
-    return 0 if server.started else 1
+    return 0 if started else 1
+
+
+def serve_forever(settings: ServerSettings, on_started: Callable[[StreamingServer], None]) -> bool:
+    """Bind the port, load the model, then serve until stopped; whether the server started.
+
+    The port and the model are checked before anything else happens, so a port in use or a model
+    that cannot load (or cannot take a camera's settings) is one clear error, raised here.
+    """
+    from espdetect.server.app import StreamingServer, create_app, load_detector
+
+    loaded: list[Detector] = []
+    server = StreamingServer(
+        create_app(settings, detector_factory=lambda _: loaded[0]), settings, on_started=on_started
+    )
+    with server.bind() as sock:
+        loaded.append(load_detector(settings))
+        server.run(sockets=[sock])
+    return server.started
 
 
 def exit_interrupted() -> NoReturn:

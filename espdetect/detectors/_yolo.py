@@ -124,6 +124,14 @@ def plan_letterbox(
     )
 
 
+def _resized(image: np.ndarray, plan: Letterbox) -> np.ndarray:
+    """``image`` scaled to the plan's size (the same array when it already is), as Ultralytics does."""
+    new_h, new_w = plan.resized_hw
+    if (new_h, new_w) == image.shape[:2]:
+        return image
+    return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+
+
 def letterbox(image: np.ndarray, plan: Letterbox) -> np.ndarray:
     """``image`` (H, W, 3 uint8) resized and padded per ``plan``, still BGR uint8.
 
@@ -132,9 +140,7 @@ def letterbox(image: np.ndarray, plan: Letterbox) -> np.ndarray:
         >>> letterbox(image, plan_letterbox(image.shape[:2], (640, 640))).shape
         (640, 640, 3)
     """
-    new_h, new_w = plan.resized_hw
-    if (new_h, new_w) != image.shape[:2]:
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+    image = _resized(image, plan)
     if plan.top or plan.bottom or plan.left or plan.right:
         image = cv2.copyMakeBorder(
             image, plan.top, plan.bottom, plan.left, plan.right, cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3
@@ -182,9 +188,8 @@ def preprocess(image: np.ndarray, spec: InputSpec, imgsz: int) -> tuple[np.ndarr
         (1, 3, 640, 480)
     """
     plan = spec.plan((image.shape[0], image.shape[1]), imgsz)
+    image = _resized(image, plan)
     new_h, new_w = plan.resized_hw
-    if (new_h, new_w) != image.shape[:2]:
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     ph, pw = plan.padded_hw
     # Dividing the resized pixels straight into a grey-filled tensor skips a padded uint8 copy
     # and a transpose copy; float32 x / 255 is what Ultralytics computes, bit for bit.

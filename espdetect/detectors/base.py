@@ -18,7 +18,7 @@ from typing_extensions import Unpack
 
 from espdetect.constraints import IMGSZ, MAX_DET, UNIT, check_bgr_image, check_class_ids
 from espdetect.detections import Detections
-from espdetect.exceptions import ConfigurationError
+from espdetect.exceptions import ConfigurationError, DetectorError, EspdetectError
 
 __all__ = ["DetectKwargs", "DetectParams", "Detector", "ModelInfo"]
 
@@ -98,7 +98,7 @@ class ModelInfo:
     fixed_imgsz: int | None = None
     #: Input sizes must be multiples of this.
     stride: int = 32
-    #: Whether inference really runs in fp16 (never on a CPU).
+    #: Whether inference really runs in fp16 (an fp16 ONNX export does, even on a CPU).
     half: bool = False
     #: False for a randomly initialised architecture (.yaml): right cost, meaningless boxes.
     trained: bool = True
@@ -131,6 +131,7 @@ class Detector(ABC):
 
     #: The params ``detect`` uses when the caller passes none (resolved for the model).
     params: DetectParams
+    _last_checked: tuple[DetectParams, DetectParams] | None = None
 
     @property
     @abstractmethod
@@ -198,7 +199,20 @@ class Detector(ABC):
             ConfigurationError: ``params`` do not fit the model (see `check`).
             DetectorError: the runtime failed on this image.
         """
-        return self._detect(check_bgr_image(image), self.params if params is None else self.check(params))
+        if params is None:
+            resolved = self.params
+        else:
+            # FrameProcessor passes the same checked params every frame: check each object once.
+            last = self._last_checked
+            resolved = last[1] if last is not None and last[0] is params else self.check(params)
+            self._last_checked = (params, resolved)
+        checked = check_bgr_image(image)
+        try:
+            return self._detect(checked, resolved)
+        except EspdetectError:
+            raise
+        except Exception as exc:  # a backend's runtime raises its own types: this image failed, not the model
+            raise DetectorError(self.info.model, f"{type(exc).__name__}: {exc}") from exc
 
     def warmup(self, n: int = 1) -> None:
         """Run ``n`` detections on a blank frame so later calls see steady-state timings."""

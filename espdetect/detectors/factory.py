@@ -59,7 +59,8 @@ def open_detector(
         backend: Which runtime runs it.
         device: Where it runs, in the backend's terms ("cpu", "cuda:0", "tensorrt" for ONNX
             Runtime; "CPU", "GPU", "AUTO" for OpenVINO; "cpu", "cuda:N" for Ultralytics).
-            None: the backend's default, the CPU.
+            None: the CPU for ONNX Runtime and OpenVINO; for Ultralytics the first CUDA GPU when
+            torch sees one, else the CPU (Ultralytics' own choice).
         threads: Inference threads for ONNX Runtime and OpenVINO on the CPU (None: the
             runtime's default). Ultralytics has no such setting and ignores it with a warning.
         half: fp16 inference. It only takes effect for Ultralytics on a CUDA device, and for
@@ -100,4 +101,4 @@ def open_detector(
 
     if threads is not None:
         logger.warning("threads=%d is ignored by the Ultralytics backend", threads)
-    return UltralyticsDetector(name, device=device or "cpu", half=half, **params)
+    return UltralyticsDetector(name, device=device, half=half, **params)

@@ -191,7 +191,7 @@ class OnnxDetector(NativeYoloDetector):
             half=self._input.dtype == np.float16,
             trained=True,
         )
-        logger.info("loaded %r on ONNX Runtime %s (%s)", name, ort.__version__, used)
+        logger.debug("loaded %r on ONNX Runtime %s (%s)", name, ort.__version__, used)
         self.params = self.check(requested)
 
     def _input_spec(self, meta: ModelMetadata) -> InputSpec:

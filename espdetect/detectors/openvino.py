@@ -226,7 +226,7 @@ class OpenVinoDetector(NativeYoloDetector):
             half=self._runs_half(ov, hints, half),
             trained=True,
         )
-        logger.info("loaded %r on OpenVINO %s (%s)", name, ov.get_version(), device_name)
+        logger.debug("loaded %r on OpenVINO %s (%s)", name, ov.get_version(), device_name)
         self.params = self.check(requested)
 
     def _input_spec(self, ov: ModuleType, ov_model: Any, meta: ModelMetadata) -> InputSpec:

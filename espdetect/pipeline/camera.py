@@ -240,7 +240,9 @@ class CameraPipeline:
         """
         if self._closed:
             raise EspdetectError(f"pipeline {self.name!r} is closed")
-        if self._host is None:
+        if self._host is None or (self._host.done() and self._group is None):
+            # First use, or the stages stopped on an unexpected error (logged): start afresh.
+            self._detecting = None
             self._started = anyio.Event()
             self._stopping = anyio.Event()
             # The one task the pipeline manages by hand: it hosts the task group, so the stages
@@ -255,11 +257,7 @@ class CameraPipeline:
         return self._group
 
     async def aclose(self) -> None:
-        """Stop every stage and close the source.
-
-        Raises:
-            ExceptionGroup: a stage failed with an unexpected error (a bug) earlier.
-        """
+        """Stop every stage and close the source."""
         self._closed = True
         for slot in (self.raw, self.detections, self.output):
             slot.close()
@@ -289,9 +287,11 @@ class CameraPipeline:
                 await self._stopping.wait()
                 group.cancel_scope.cancel()
         except Exception:
-            # Logged now (aclose re-raises it, maybe much later), never swallowed.
-            logger.exception("%s: pipeline stopped by an unexpected error", self.name)
-            raise
+            # The pipeline supervises its stages: an unexpected error (a bug, or a third-party
+            # source raising something of its own) is logged with its traceback and counted;
+            # its consumers end, and the next subscriber starts the stages afresh.
+            self.stats.stage_errors += 1
+            logger.exception("%s: pipeline stages stopped by an unexpected error", self.name)
         finally:
             self._group = None
             started.set()

@@ -93,6 +93,12 @@ class Rendered:
         """Frame arrival to output bytes ready."""
         return (self.ready_mono - self.frame.arrival_mono) * 1000.0
 
+    def cached(self, quality: int) -> bytes | None:
+        """The frame at JPEG ``quality`` if it is already encoded (never blocks), else None."""
+        if quality == self.quality or self.image is None or self.encoder is None:
+            return self.jpeg
+        return self._variants.get(quality)
+
     def encoded(self, quality: int) -> bytes:
         """The frame at JPEG ``quality`` (blocking: call from a worker thread)."""
         if quality == self.quality or self.image is None or self.encoder is None:

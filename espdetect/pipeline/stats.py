@@ -36,6 +36,8 @@ class PipelineStats:
     source_errors: int = 0
     #: Times the source was opened.
     upstream_opens: int = 0
+    #: Times the stages stopped on an unexpected error (logged with its traceback; restarted).
+    stage_errors: int = 0
     #: The model's own time per call.
     inference_ms: SampleWindow = field(default_factory=SampleWindow)
     #: Decode + model call + box scaling per detected frame.

@@ -1,42 +1,21 @@
-"""`export_model`: make ONNX / OpenVINO / TorchScript copies of a model for a format sweep.
+"""`export_model`: ONNX / OpenVINO / TorchScript copies of a model for a format sweep, named by
+their size and kept, so a sweep run again reuses them.
 
-Exports go through Ultralytics, which needs an extra package per format (``onnx`` for ONNX,
-``openvino`` for OpenVINO). Nothing is installed at run time: a missing package is reported
-with what to install, so a sweep can list the formats this machine can run.
+The export itself is `espdetect.detectors.export.export_model` (Ultralytics; a missing package
+is reported with what to install, nothing is installed at run time).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
 from espdetect.detectors import export as detectors_export
 from espdetect.detectors.export import ExportFormat
-from espdetect.exceptions import ConfigurationError
 
-__all__ = ["REQUIRED_PACKAGES", "ExportFormat", "export_model", "missing_packages"]
+__all__ = ["ExportFormat", "export_model"]
 
 logger = logging.getLogger(__name__)
-
-#: Python packages each export format needs besides torch and Ultralytics.
-REQUIRED_PACKAGES: dict[str, tuple[str, ...]] = {
-    "onnx": ("onnx",),
-    "openvino": ("openvino",),
-    "torchscript": (),
-}
-
-
-def missing_packages(fmt: ExportFormat) -> list[str]:
-    """The packages ``fmt`` needs that are not installed (empty when it can be exported).
-
-    Example:
-        >>> missing_packages("torchscript")
-        []
-    """
-    if fmt not in REQUIRED_PACKAGES:
-        raise ConfigurationError(f"format must be one of {', '.join(REQUIRED_PACKAGES)}, got {fmt!r}")
-    return [p for p in REQUIRED_PACKAGES[fmt] if importlib.util.find_spec(p) is None]
 
 
 def export_model(
@@ -56,21 +35,13 @@ def export_model(
     file of that name is returned as is.
 
     Raises:
-        ConfigurationError: the format's packages are missing (the message names them).
+        MissingDependency: Ultralytics or the format's package is not installed.
         ExportFailed: Ultralytics could not load or export the model.
-        MissingDependency: Ultralytics is not installed.
 
     Example:
         >>> export_model("yolov8n.yaml", "onnx", "models", imgsz=320)  # doctest: +SKIP
         PosixPath('models/yolov8n-untrained-320.onnx')
     """
-    missing = missing_packages(fmt)
-    if missing:
-        raise ConfigurationError(
-            f"expected the {', '.join(missing)} package(s) to export {fmt}, got none installed "
-            f"(pip install {' '.join(missing)})",
-            field="format",
-        )
     stem = Path(str(model)).stem
     if Path(str(model)).suffix.lower() in (".yaml", ".yml"):
         stem += "-untrained"  # random weights: the name must not pass for a real model

@@ -424,6 +424,12 @@ def _run(
     """Measure one run into ``row``; its trace, or None when it could not run (``row`` says why)."""
     try:
         detector = cache.get(cfg)
+        if cfg.half and not detector.info.half:
+            # The backend ran it in full precision (an .onnx file keeps its own): not an fp16 run.
+            raise ConfigurationError(
+                f"half precision is not applied by {detector.info.backend} on {detector.info.device}",
+                field="half",
+            )
         trace, monitor, attempts = _measure(data, detector, cfg, mode, warmup, busy_threshold, busy_retries)
     except Exception as exc:  # a failed run is a row of the table, not the end of the sweep
         status = _status_of_error(exc)

@@ -32,7 +32,7 @@ from espdetect.exceptions import ConfigurationError
 from espdetect.server import control
 from espdetect.server._malloc import tune_malloc
 from espdetect.server.auth import Authenticator, AuthMiddleware, login_router, session_router
-from espdetect.server.camera import EncoderFactory, SourceFactory
+from espdetect.server.camera import EncoderFactory, SourceFactory, camera_params
 from espdetect.server.errors import NoFrameAvailable, UnknownCamera, ViewerLimitReached
 from espdetect.server.gate import ViewerGate
 from espdetect.server.guard import RequestGuard
@@ -51,6 +51,7 @@ __all__ = [
     "default_encoder",
     "default_source",
     "end_streams",
+    "load_detector",
 ]
 
 logger = logging.getLogger(__name__)
@@ -75,6 +76,26 @@ def default_detector(settings: DetectorSettings) -> Detector:
         threads=settings.threads,
         half=settings.half,
     )
+
+
+def load_detector(settings: ServerSettings, factory: DetectorFactory = default_detector) -> Detector:
+    """The model every camera shares, loaded and checked against each camera's params.
+
+    A command line calls this before starting the server, so a model that cannot load or a size
+    it cannot take is one clear error instead of a failed start-up.
+
+    Raises:
+        ModelLoadError: the model cannot be loaded.
+        ConfigurationError: a camera's settings do not fit the model (``field`` says which).
+    """
+    detector = factory(settings.detector)
+    try:
+        for camera in settings.camera_settings():
+            detector.check(camera_params(camera))
+    except ConfigurationError:
+        detector.close()
+        raise
+    return detector
 
 
 def default_source(server: ServerSettings, camera: CameraConfig) -> FrameSource:
@@ -293,10 +314,15 @@ class StreamingServer(uvicorn.Server):
         if sockets is not None:
             await super().serve(sockets)
             return
-        with self._bind() as sock:  # closed also when startup fails (a model that cannot load)
+        with self.bind() as sock:  # closed also when startup fails (a model that cannot load)
             await super().serve([sock])
 
-    def _bind(self) -> socket.socket:
+    def bind(self) -> socket.socket:
+        """The listening socket on the configured host and port, with the viewers' send buffer.
+
+        Raises:
+            OSError: the address is in use (errno EADDRINUSE, saying which) or cannot be bound.
+        """
         host, port = self.config.host, self.config.port
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)

@@ -20,7 +20,15 @@ from espdetect.sources.base import FrameSource, SourceStats
 from espdetect.stats import RateWindow, SampleWindow
 from espdetect.workers import Workers
 
-__all__ = ["Camera", "EncoderFactory", "FrameCounts", "ServeStats", "SourceFactory", "ViewerKind"]
+__all__ = [
+    "Camera",
+    "EncoderFactory",
+    "FrameCounts",
+    "ServeStats",
+    "SourceFactory",
+    "ViewerKind",
+    "camera_params",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +108,11 @@ def _add_source_stats(a: SourceStats, b: SourceStats) -> SourceStats:
     return out
 
 
+def camera_params(settings: CameraConfig) -> DetectParams:
+    """The detection params a camera's settings ask for (not yet checked against a model)."""
+    return DetectParams(conf=settings.conf, iou=settings.iou, imgsz=settings.imgsz, classes=settings.classes)
+
+
 class Camera:
     """One configured camera: pipeline, settings, viewer counts and serving counters.
 
@@ -130,9 +143,9 @@ class Camera:
         self.viewers: dict[ViewerKind, int] = dict.fromkeys(ViewerKind, 0)
         self.serve = ServeStats()
         self.rates = RateWindow(server.serving.stats_window)
-        params = DetectParams(
-            conf=settings.conf, iou=settings.iou, imgsz=settings.imgsz, classes=settings.classes
-        )
+        #: Lower-quality encodes in progress, by (frame, quality): later viewers wait for them.
+        self._encoding: dict[tuple[int, int], anyio.Event] = {}
+        params = camera_params(settings)
         self.pipeline = CameraPipeline(
             self._open_source,
             detector,
@@ -216,11 +229,27 @@ class Camera:
 
     async def encoded(self, rendered: Rendered, quality: int) -> bytes:
         """``rendered`` at another JPEG quality, encoded once per frame and quality in a worker
-        thread and shared by every viewer that asks (`Rendered.encoded` caches it)."""
-        # Shielded: the encode serves every viewer of this tier; one leaving waits the ~1 ms out.
-        with anyio.CancelScope(shield=True):
-            data = await self.pipeline.workers.render(rendered.encoded, quality)
-        return data
+        thread and shared by every viewer that asks: the first starts the encode, the others wait
+        for it without holding a render thread."""
+        data = rendered.cached(quality)
+        if data is not None:
+            return data
+        key = (id(rendered), quality)
+        pending = self._encoding.get(key)
+        if pending is not None:
+            await pending.wait()
+            data = rendered.cached(quality)
+            if data is not None:
+                return data
+        done = self._encoding[key] = anyio.Event()
+        try:
+            # Shielded: the encode serves every viewer of this tier; one leaving waits the ~1 ms out.
+            with anyio.CancelScope(shield=True):
+                fresh = await self.pipeline.workers.render(rendered.encoded, quality)
+        finally:
+            del self._encoding[key]
+            done.set()
+        return fresh
 
     def counts(self) -> FrameCounts:
         stats = self.pipeline.stats

@@ -8,14 +8,14 @@ out a `ViewerTicket` whose ``release`` must run when the stream ends, whatever t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import anyio
-from anyio.abc import TaskGroup
 
 from espdetect.detectors.base import Detector
 from espdetect.server.camera import Camera, EncoderFactory, SourceFactory, ViewerKind
@@ -103,7 +103,7 @@ class CameraHub:
         #: Set when the server stops: every stream ends at once.
         self.shutdown = anyio.Event()
         self._ticket_ids = itertools.count(1)
-        self._group: TaskGroup | None = None
+        self._running: contextlib.AbstractAsyncContextManager[CameraHub] | None = None
 
     @classmethod
     async def open(
@@ -121,27 +121,51 @@ class CameraHub:
         # drawing waits for another's; model calls take turns on detect_slots threads.
         workers = Workers(settings.detector.detect_slots, len(all_settings) + 1, name="espdetect")
         cameras = []
-        for cam_settings in all_settings:
-            cameras.append(
-                Camera(
-                    settings,
-                    cam_settings,
-                    detector,
-                    source_factory=source_factory,
-                    encoder_factory=encoder_factory,
-                    workers=workers,
+        try:
+            for cam_settings in all_settings:
+                cameras.append(
+                    Camera(
+                        settings,
+                        cam_settings,
+                        detector,
+                        source_factory=source_factory,
+                        encoder_factory=encoder_factory,
+                        workers=workers,
+                    )
                 )
-            )
-            logger.info("camera %s: %s", cam_settings.id, redact_url(cam_settings.url))
+                logger.info("camera %s: %s", cam_settings.id, redact_url(cam_settings.url))
+        except BaseException:  # a camera the model cannot serve: nothing is left loaded
+            workers.close()
+            detector.close()
+            raise
         return cls(settings, cameras, detector, workers)
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CameraHub]:
+        """Sample the rates of /stats while the hub serves; close everything on the way out.
+
+        Example:
+            >>> async with hub.running():  # doctest: +SKIP
+            ...     ...  # serve
+        """
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._sample_rates, name="espdetect-rate-sampler")
+                try:
+                    yield self
+                finally:
+                    group.cancel_scope.cancel()
+        finally:
+            await self.aclose()
+
     async def __aenter__(self) -> CameraHub:
-        self._group = await anyio.create_task_group().__aenter__()
-        self._group.start_soon(self._sample_rates, name="espdetect-rate-sampler")
-        return self
+        self._running = self.running()
+        return await self._running.__aenter__()
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        if self._running is not None:
+            running, self._running = self._running, None
+            await running.__aexit__(None, None, None)
 
     @property
     def total_viewers(self) -> int:
@@ -205,10 +229,6 @@ class CameraHub:
                 for cam in self.cameras.values():
                     group.start_soon(cam.pipeline.aclose, name=f"{cam.id}-close")
         finally:
-            if self._group is not None:
-                group, self._group = self._group, None
-                group.cancel_scope.cancel()
-                await group.__aexit__(None, None, None)
             self.workers.close()
             self.detector.close()
 

@@ -1,7 +1,7 @@
 """`ServerSettings`: the one schema of every server option, in sections.
 
 One schema gives the TOML keys, the ``ESPDETECT_*`` environment variables, the command-line
-flags of ``espdetect serve`` (`espdetect.server.options`) and the settings API:
+flags of ``espdetect serve`` (`espdetect.cli.serve.add_server_options`) and the settings API:
 
 * In TOML, options live in sections (``[detector]``, ``[defaults]``, ``[upstream]``, ``[viewers]``,
   ``[serving]``, ``[auth]``) and cameras in ``[[cameras]]`` tables; a section's key may also be
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -108,6 +109,13 @@ def _skip(value: object) -> Skip:
         raise ValueError(exc.message) from None
 
 
+def _imgsz(value: int) -> int:
+    try:
+        return IMGSZ.check("imgsz", value)
+    except ConfigurationError as exc:
+        raise ValueError(exc.message) from None
+
+
 def _http_url(value: object) -> str:
     try:
         return check_http_url(value)
@@ -117,7 +125,11 @@ def _http_url(value: object) -> str:
 
 Conf = Annotated[float, Field(ge=UNIT.low, le=UNIT.high)]
 Quality = Annotated[int, Field(ge=JPEG_QUALITY.low, le=JPEG_QUALITY.high)]
-Imgsz = Annotated[int, Field(ge=IMGSZ.low, le=IMGSZ.high, multiple_of=IMGSZ.step)]
+Imgsz = Annotated[
+    int,
+    AfterValidator(_imgsz),
+    Field(json_schema_extra={"minimum": IMGSZ.low, "maximum": IMGSZ.high, "multipleOf": IMGSZ.step}),
+]
 ClassIds = Annotated[
     list[Annotated[int, Field(ge=CLASS_ID.low, le=CLASS_ID.high)]],
     Field(min_length=1, max_length=MAX_CLASSES),
@@ -658,4 +670,5 @@ def load_settings(
     # Environment values beat the file, explicit values beat both.
     data = merge(data, _FlatEnvironment(ServerSettings)())
     data = merge(data, nest(overrides or {}))
-    return ServerSettings(**data)
+    # The environment is merged above already: validate the values as they are, without sources.
+    return ServerSettings.model_validate(data)

@@ -148,6 +148,9 @@ class CameraStats:
     upstream_opens: int
     decode_errors: int = field(metadata=counter("Frames that failed to decode."))
     detector_errors: int = field(metadata=counter("Model calls that failed."))
+    stage_errors: int = field(
+        metadata=counter("Times the camera's pipeline stopped on an unexpected error (then restarted).")
+    )
     #: Viewers admitted over the camera's life.
     viewers_served: int
     viewers_rejected: int = field(metadata=counter("Viewers turned away by a limit."))
@@ -232,6 +235,7 @@ def camera_stats(camera: Camera, now: float | None = None) -> CameraStats:
         upstream_opens=pipe.upstream_opens,
         decode_errors=pipe.decode_errors,
         detector_errors=pipe.detector_errors,
+        stage_errors=pipe.stage_errors,
         viewers_served=serve.viewers_served,
         viewers_rejected=serve.viewers_rejected,
         viewer_timeouts=serve.viewer_timeouts,

@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from espdetect.encoders.adaptive import AdaptiveQuality
-from espdetect.exceptions import SlotClosed
+from espdetect.exceptions import EspdetectError, SlotClosed
 from espdetect.mjpeg import mjpeg_part
 from espdetect.server.camera import Camera
 from espdetect.server.errors import ViewerTimedOut
@@ -154,6 +154,9 @@ class ViewerStream(Response):
                     finish("send timeout", False)
                 except OSError:  # the transport failed under a send: the viewer is gone
                     finish("client disconnected", False)
+                except EspdetectError as exc:  # the camera's pipeline is closed or stopped
+                    logger.error("viewer %d: stream failed: %s", self.ticket.id, exc)
+                    finish(f"error: {exc}", False)
                 else:
                     finish("stream ended", True)
 

@@ -101,6 +101,24 @@ def test_serve_on_a_port_in_use_fails_before_loading_the_model(busy_port: int) -
     assert "model" not in proc.stdout
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["--model", "/nonexistent.onnx"], "could not load model '/nonexistent.onnx'", id="model"
+        ),
+        pytest.param(["--imgsz", "320"], "expected imgsz 640", id="size-the-model-cannot-take"),
+    ],
+)
+def test_serve_with_a_model_it_cannot_use_is_one_line(args: list[str], message: str) -> None:
+    proc = run_espdetect(
+        "serve", "--camera", "http://127.0.0.1:9/stream", "--port", "0", *args,
+        env={"ESPDETECT_MODEL": ""}, timeout=60,
+    )  # fmt: skip
+
+    assert message in one_error_line(proc, "serve")
+
+
 def test_validation_error_lists_each_field_on_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from espdetect.detections import Detections
 from espdetect.detectors.base import Detector, DetectParams, ModelInfo
-from espdetect.exceptions import ConfigurationError
+from espdetect.exceptions import ConfigurationError, DetectorError
 
 
 class EchoDetector(Detector):
@@ -119,3 +119,28 @@ def test_warmup_runs_at_the_model_size() -> None:
     assert len(det.seen) == 2
     with pytest.raises(ValueError, match="expected n >= 0"):
         det.warmup(-1)
+
+
+class BrokenDetector(EchoDetector):
+    """A backend whose runtime raises its own error type."""
+
+    def _detect(self, image: np.ndarray, params: DetectParams) -> Detections:
+        raise RuntimeError("CUDA out of memory")
+
+
+def test_a_runtime_failure_is_a_detector_error_for_this_image() -> None:
+    det = BrokenDetector(ModelInfo("m", NAMES))
+    with pytest.raises(DetectorError, match="model 'm' failed: RuntimeError: CUDA out of memory") as info:
+        det.detect(IMAGE)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(ValueError, match="BGR image"):  # a caller's mistake stays what it is
+        det.detect(np.zeros((4, 4), np.uint8))
+
+
+def test_params_are_checked_once_per_object() -> None:
+    det = EchoDetector(ModelInfo("m", NAMES, fixed_imgsz=320))
+    params = DetectParams(conf=0.6)
+    for _ in range(3):
+        det.detect(IMAGE, params)
+    assert [p.imgsz for p in det.seen] == [320, 320, 320]
+    assert det.seen[0] is det.seen[2]  # the resolved params were reused, not rebuilt each call

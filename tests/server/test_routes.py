@@ -97,8 +97,18 @@ def test_settings_get_and_patch(server: ServerThread, client: httpx.Client) -> N
         pytest.param({"skip": 0}, "skip", "from 1 to 10000 or 'auto', got 0", id="skip-zero"),
         pytest.param({"skip": "fast"}, "skip", "from 1 to 10000 or 'auto', got 'fast'", id="skip-text"),
         pytest.param({"quality": 101}, "quality", "less than or equal to 100", id="quality-high"),
-        pytest.param({"imgsz": 300}, "imgsz", "Input should be a multiple of 32", id="imgsz-odd"),
-        pytest.param({"imgsz": 1312}, "imgsz", "Input should be less than or equal to 1280", id="imgsz-big"),
+        pytest.param(
+            {"imgsz": 300},
+            "imgsz",
+            "expected imgsz to be a multiple of 32 from 32 to 1280, got 300",
+            id="imgsz-odd",
+        ),
+        pytest.param(
+            {"imgsz": 1312},
+            "imgsz",
+            "expected imgsz to be a multiple of 32 from 32 to 1280, got 1312",
+            id="imgsz-big",
+        ),
         pytest.param(
             {"classes": [0, 3]}, "classes", "between 0 and 2 for this model, got [3]", id="class-id"
         ),

@@ -190,7 +190,9 @@ def test_precedence_is_overrides_then_environment_then_file(
     [
         pytest.param("conf = 2.0\n", "less than or equal to 1", id="range"),
         pytest.param("colour = 'red'\n", "Extra inputs are not permitted", id="unknown-key"),
-        pytest.param("imgsz = 100\n", "multiple of 32", id="imgsz"),
+        pytest.param(
+            "imgsz = 100\n", "expected imgsz to be a multiple of 32 from 32 to 1280, got 100", id="imgsz"
+        ),
         pytest.param("[viewers]\nconf = 0.3\n", "Extra inputs are not permitted", id="wrong-section"),
         pytest.param(
             "[[cameras]]\nid='a'\nurl='http://h/s'\n[[cameras]]\nid='a'\nurl='http://h/t'\n",
