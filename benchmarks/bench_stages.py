@@ -7,6 +7,9 @@ Measures, on Ultralytics' sample pictures (bus.jpg, zidane.jpg) resized to 640x4
 * **encode**: each JPEG encoder backend at a few qualities, plus simplejpeg's encoder as a
   reference (to check that a second libjpeg-turbo encoder backend still would not pay);
 * **annotate**: drawing the detections (and the stats overlay);
+* **motion**: `MotionDetector.detect` (reduced grayscale decode, blur, background difference,
+  boxes) at its decode scales, on frames with sensor noise and a moving figure, so every call
+  does the whole test (issue 10's target: at most 1 ms per VGA frame);
 * **inference**: ``Detector.detect`` of the detector `open_detector` builds, as the server does:
   at imgsz 320/480/640 with ``yolov8n.yaml`` (an *untrained* YOLOv8n on Ultralytics: same network
   and cost, meaningless boxes, dynamic input size) and with the real model (``--model`` /
@@ -18,6 +21,7 @@ Writes the figures as JSON to ``--out`` and the same as a Markdown table next to
 Usage::
 
     python -m benchmarks.bench_stages --out benchmarks/results/stages.json [--model M] [--frames N]
+    python -m benchmarks.bench_stages --only motion --out benchmarks/results/motion/stage.json
 """
 
 from __future__ import annotations
@@ -41,8 +45,11 @@ from benchmarks._harness.report import load_average, markdown_table, utc_now, ve
 from espdetect.annotate import Annotator
 from espdetect.detections import Detections, StageTimings
 from espdetect.detectors.base import Detector
+from espdetect.emulator.cache import jpeg_quality
+from espdetect.emulator.scene import sample_photo
 from espdetect.encoders.jpeg import OpenCVJpegEncoder
-from espdetect.frame import Reduce, decode_jpeg
+from espdetect.frame import Frame, Reduce, decode_jpeg
+from espdetect.motion import MotionConfig, MotionDetector
 from espdetect.stats import Percentiles, percentile
 
 logger = logging.getLogger(__name__)
@@ -51,6 +58,7 @@ FRAME_SIZES: tuple[tuple[int, int], ...] = ((640, 480), (320, 240))
 QUALITIES: tuple[int, ...] = (40, 60, 80)
 SWEEP_IMGSZ: tuple[int, ...] = (320, 480, 640)
 UNTRAINED = "yolov8n.yaml"
+STAGES = ("decode", "encode", "motion", "annotate", "inference")
 
 
 @dataclass
@@ -95,14 +103,11 @@ def time_calls(fn: Callable[[int], object], n: int, warmup: int) -> list[float]:
 
 
 def load_frames() -> dict[str, list[np.ndarray]]:
-    import ultralytics
-
-    assets = Path(ultralytics.__file__).parent / "assets"
     originals = []
     for name in ("bus.jpg", "zidane.jpg"):
-        image = cv2.imread(str(assets / name))
+        image = cv2.imread(str(sample_photo(name)))
         if image is None:
-            raise SystemExit(f"expected the Ultralytics sample image {assets / name}, got nothing readable")
+            raise SystemExit(f"expected the sample photo {name} to be readable, got nothing")
         originals.append(image)
     return {
         f"{w}x{h}": [cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA) for img in originals]
@@ -133,6 +138,51 @@ def bench_decode(frames: dict[str, list[np.ndarray]], n: int) -> list[Row]:
                     jpeg_bytes=round(statistics.mean(len(j) for j in jpegs)),
                 )
             )
+    return rows
+
+
+def bench_motion(frames: dict[str, list[np.ndarray]], n: int) -> list[Row]:
+    """The motion test per frame: a still picture with sensor noise and a dark figure walking
+    across it, so the background difference always has something to find and box.
+
+    Frames are encoded as an ESP32-CAM at its default quality 12 sends them (the emulator's
+    mapping) and, heavier, at libjpeg quality 80: the reduced decode's cost follows the bytes.
+    """
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, images in frames.items():
+        base = images[0].astype(np.int16)
+        h, w = base.shape[:2]
+        pictures = []
+        for i in range(60):
+            noisy = np.clip(base + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
+            x = (i * w) // 60
+            cv2.rectangle(noisy, (x, h // 4), (x + w // 10, h // 4 + h // 3), (20, 20, 20), -1)
+            pictures.append(noisy)
+        for quality_label, quality in (("esp32 quality 12", jpeg_quality(12)), ("libjpeg q80", 80)):
+            encoder = OpenCVJpegEncoder(quality)
+            jpegs = [encoder.encode(p) for p in pictures]
+            reductions: tuple[Reduce, ...] = (8, 4)
+            for reduce in reductions:
+                motion = MotionDetector(MotionConfig(reduce=reduce))
+                moving: list[bool] = []
+
+                def test(
+                    i: int, m: MotionDetector = motion, data: list[bytes] = jpegs, out: list[bool] = moving
+                ) -> None:
+                    out.append(m.detect(Frame(seq=i, source_id="bench", jpeg=data[i % len(data)])).moving)
+
+                samples = time_calls(test, n, 10)
+                rows.append(
+                    summarise(
+                        "motion",
+                        f"reduce 1/{reduce}, {quality_label}",
+                        label,
+                        samples,
+                        moving_share=round(statistics.mean(moving[10:]), 3),
+                        jpeg_bytes=round(statistics.mean(len(j) for j in jpegs)),
+                    )
+                )
     return rows
 
 
@@ -360,7 +410,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--frames", type=int, default=50, help="timed frames per variant (default 50)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed detections per model (default 3)")
+    parser.add_argument(
+        "--only",
+        type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
+        default=list(STAGES),
+        help=f"comma-separated stages to measure (default all: {','.join(STAGES)})",
+    )
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.only) - set(STAGES))
+    if unknown or not args.only:
+        parser.error(f"--only takes stages among {', '.join(STAGES)}, got {args.only}")
     if args.frames < 1:
         parser.error(f"--frames must be at least 1, got {args.frames}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
@@ -368,12 +427,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     loadavg_start = load_average()
     frames = load_frames()
+    only = set(args.only)
     rows: list[Row] = []
-    rows += bench_decode(frames, max(args.frames, 200))
-    rows += bench_encode(frames, max(args.frames, 200))
-    inference_rows, real_detections = bench_inference(frames, model, args.frames, args.warmup)
-    rows += bench_annotate(frames, real_detections, max(args.frames, 200))
-    rows += inference_rows
+    many = max(args.frames, 200)
+    if "decode" in only:
+        rows += bench_decode(frames, many)
+    if "encode" in only:
+        rows += bench_encode(frames, many)
+    if "motion" in only:
+        rows += bench_motion(frames, many)
+    inference_rows: list[Row] = []
+    real_detections = None
+    if "inference" in only or "annotate" in only:
+        inference_rows, real_detections = bench_inference(frames, model, args.frames, args.warmup)
+    if "annotate" in only:
+        rows += bench_annotate(frames, real_detections, many)
+    if "inference" in only:
+        rows += inference_rows
 
     meta = machine_info()
     meta.update({"model": model and Path(model).name, "frames": args.frames, "loadavg_start": loadavg_start})

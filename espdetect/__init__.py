@@ -40,6 +40,8 @@ _EXPORTS: dict[str, str] = {
     "ImageFolderSource": "espdetect.sources",
     "MjpegStreamSource": "espdetect.sources",
     "ModelInfo": "espdetect.detectors",
+    "MotionConfig": "espdetect.motion",
+    "MotionDetector": "espdetect.motion",
     "OnnxDetector": "espdetect.detectors",
     "OpenCVJpegEncoder": "espdetect.encoders",
     "OpenCVSource": "espdetect.sources",
@@ -49,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "StaleMode": "espdetect.pipeline",
     "StageTimings": "espdetect.detections",
     "SyntheticSource": "espdetect.sources",
+    "Tracker": "espdetect.tracking",
+    "TrackerConfig": "espdetect.tracking",
     "UltralyticsDetector": "espdetect.detectors",
     "VideoFileSource": "espdetect.sources",
     "open_detector": "espdetect.detectors",
@@ -76,6 +80,8 @@ if TYPE_CHECKING:
     from espdetect.encoders import Encoder as Encoder
     from espdetect.encoders import OpenCVJpegEncoder as OpenCVJpegEncoder
     from espdetect.frame import Frame as Frame
+    from espdetect.motion import MotionConfig as MotionConfig
+    from espdetect.motion import MotionDetector as MotionDetector
     from espdetect.pipeline import CameraPipeline as CameraPipeline
     from espdetect.pipeline import DetectionResult as DetectionResult
     from espdetect.pipeline import FrameProcessor as FrameProcessor
@@ -92,6 +98,8 @@ if TYPE_CHECKING:
     from espdetect.sources import SyntheticSource as SyntheticSource
     from espdetect.sources import VideoFileSource as VideoFileSource
     from espdetect.sources import open_source as open_source
+    from espdetect.tracking import Tracker as Tracker
+    from espdetect.tracking import TrackerConfig as TrackerConfig
 
 
 __getattr__ = lazy_getattr(__name__, _EXPORTS, globals())

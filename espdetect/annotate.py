@@ -130,6 +130,10 @@ class Annotator:
             canvas = image
         h, w = canvas.shape[:2]
         labels = detections.labels
+        if detections.tracker_id is not None:
+            labels = [
+                f"{label} #{int(track)}" for label, track in zip(labels, detections.tracker_id, strict=True)
+            ]
         for box, conf, cid, label in zip(
             detections.xyxy, detections.confidence, detections.class_id, labels, strict=True
         ):

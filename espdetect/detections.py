@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -30,9 +30,9 @@ class StageTimings(NamedTuple):
 class Detections:
     """Boxes in pixel ``xyxy`` coordinates with their confidence and class id.
 
-    The three arrays are parallel: row ``i`` of each describes detection ``i``.
-    ``names`` maps class ids to labels. Index with a boolean mask or an index array
-    to filter.
+    The arrays are parallel: row ``i`` of each describes detection ``i``. ``tracker_id`` is
+    set once a `espdetect.tracking.Tracker` has matched the boxes to tracks (None before).
+    ``names`` maps class ids to labels. Index with a boolean mask or an index array to filter.
 
     Example:
         >>> d = Detections(xyxy=np.array([[0, 0, 10, 10]], np.float32),
@@ -47,6 +47,7 @@ class Detections:
     class_id: np.ndarray
     names: Mapping[int, str] = field(default_factory=dict)
     timings: StageTimings | None = None
+    tracker_id: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         xyxy = np.asarray(self.xyxy, dtype=np.float32)
@@ -60,6 +61,10 @@ class Detections:
             raise ValueError(f"confidence must have shape ({n},), got {self.confidence.shape}")
         if self.class_id.shape != (n,):
             raise ValueError(f"class_id must have shape ({n},), got {self.class_id.shape}")
+        if self.tracker_id is not None:
+            self.tracker_id = np.asarray(self.tracker_id, dtype=np.int64)
+            if self.tracker_id.shape != (n,):
+                raise ValueError(f"tracker_id must have shape ({n},), got {self.tracker_id.shape}")
 
     @classmethod
     def empty(cls, names: Mapping[int, str] | None = None) -> Detections:
@@ -84,6 +89,7 @@ class Detections:
             class_id=self.class_id[index],
             names=self.names,
             timings=self.timings,
+            tracker_id=None if self.tracker_id is None else self.tracker_id[index],
         )
 
     @property
@@ -106,7 +112,11 @@ class Detections:
         """The same detections with coordinates multiplied by ``factor`` (reduced-scale decoding)."""
         if factor == 1:
             return self
-        return Detections(self.xyxy * factor, self.confidence, self.class_id, self.names, self.timings)
+        return replace(self, xyxy=self.xyxy * factor)
+
+    def with_tracker_ids(self, ids: np.ndarray) -> Detections:
+        """The same detections carrying track ids (one per box)."""
+        return replace(self, tracker_id=ids)
 
     def count_by_label(self) -> dict[str, int]:
         """How many detections of each label."""
@@ -117,7 +127,7 @@ class Detections:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable form: a list of boxes plus the timings."""
-        boxes = [
+        boxes: list[dict[str, Any]] = [
             {
                 "xyxy": [round(float(v), 1) for v in box],
                 "confidence": round(float(conf), 4),
@@ -128,6 +138,9 @@ class Detections:
                 self.xyxy, self.confidence, self.class_id, self.labels, strict=True
             )
         ]
+        if self.tracker_id is not None:
+            for box_json, track in zip(boxes, self.tracker_id, strict=True):
+                box_json["track_id"] = int(track)
         out: dict[str, Any] = {"detections": boxes}
         if self.timings is not None:
             out["timings_ms"] = {k: round(float(v), 3) for k, v in self.timings._asdict().items()}

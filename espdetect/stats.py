@@ -79,6 +79,10 @@ class SampleWindow:
     def percentiles(self) -> Percentiles:
         return Percentiles.of(self._values)
 
+    def mean(self) -> float | None:
+        """The mean of the samples (None when there are none)."""
+        return round(sum(self._values) / len(self._values), 4) if self._values else None
+
     def __iter__(self) -> Iterator[float]:
         return iter(tuple(self._values))
 

@@ -70,6 +70,11 @@ class Workers:
         async with self._turns:
             yield
 
+    @property
+    def turn_free(self) -> bool:
+        """Whether `detection_turn` would be granted without waiting."""
+        return self._turns is None or not self._turns.locked()
+
     async def detect(self, fn: Callable[..., T], /, *args: object, **kwargs: object) -> T:
         """Run a model call ``fn(*args, **kwargs)`` on a detection thread."""
         return await self._run(self._detect_pool, functools.partial(fn, *args, **kwargs))

@@ -9,8 +9,8 @@ closes, so nothing outlives a benchmark that died):
   number of streams a camera serves changes (``t`` taken the moment the emulator counts it), and
   ``STATS {"t": unix, "cameras": {name: EmulatorStats fields}}`` in answer to ``stats`` on stdin.
 * ``serve SETTINGS_JSON``: the espdetect server (`create_app` + `StreamingServer`) on an
-  ephemeral port; ``READY {"url": ..., "pid": ...}`` comes after the lifespan, i.e. with the
-  model loaded.
+  ephemeral port; ``READY {"url": ..., "pid": ..., "modules": {"torch": bool, ...}}`` comes
+  after the lifespan, i.e. with the model loaded (``modules``: heavy runtimes imported by then).
 
 Usage::
 
@@ -105,7 +105,10 @@ def serve(settings_json: str) -> int:
     settings = ServerSettings(**json.loads(settings_json))
 
     def started(server: StreamingServer) -> None:
-        emit("READY", {"url": server.url, "pid": os.getpid()})
+        # Which heavy runtimes the server imported by now (the model is loaded): extra keys,
+        # read by bench_engine only.
+        modules = {name: name in sys.modules for name in ("torch", "ultralytics", "onnxruntime", "openvino")}
+        emit("READY", {"url": server.url, "pid": os.getpid(), "modules": modules})
 
     server = StreamingServer(create_app(settings), settings, host="127.0.0.1", port=0, on_started=started)
 

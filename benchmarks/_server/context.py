@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 from benchmarks._harness.procs import Child, ProcessGroup
 from benchmarks._harness.server import Cameras
 from benchmarks._server.plan import GRACE, Plan
-from benchmarks._server.results import LatencyFrame, Results, TargetRow
+from benchmarks._server.results import LatencyFrame, Results, add_target
 from benchmarks._server.windows import Env
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,9 +38,7 @@ class Bench:
         self, number: str, name: str, measured: str, goal: str, passed: bool | None, note: str
     ) -> None:
         """Record one target's verdict (``passed`` None: a figure without a goal)."""
-        row = TargetRow(number, name, measured, goal, passed, note)
-        self.results.targets.append(row)
-        logger.info("target %s %s: %s (target %s) -> %s", number, name, measured, goal, row.verdict)
+        add_target(self.results.targets, number, name, measured, goal, passed, note)
 
     def server_settings(self, cameras: list[object]) -> dict[str, object]:
         """`ServerSettings` of an espdetect server under test: defaults, but room for 200 viewers."""

@@ -6,6 +6,7 @@ dictionaries did. Percentile summaries are `Spread` (``n``, ``p50``, ``p95``, ``
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -33,6 +34,17 @@ class TargetRow:
 
     def to_json(self) -> dict[str, Any]:
         return {**self.__dict__, "verdict": self.verdict}
+
+
+def add_target(
+    targets: list[TargetRow], number: str, name: str, measured: str, goal: str, passed: bool | None, note: str
+) -> None:
+    """Record one target's verdict in ``targets`` and log it (``passed`` None: a figure without a goal)."""
+    row = TargetRow(number, name, measured, goal, passed, note)
+    targets.append(row)
+    logging.getLogger("benchmarks").info(
+        "target %s %s: %s (target %s) -> %s", number, name, measured, goal, row.verdict
+    )
 
 
 # -- windows ---------------------------------------------------------------------------------------

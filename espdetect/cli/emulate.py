@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from espdetect.cli._command import Command
 
 if TYPE_CHECKING:
+    from espdetect.emulator.config import EmulatorConfig
     from espdetect.emulator.faults import Fault
 
 __all__ = ["COMMAND", "run"]
@@ -80,18 +81,62 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default="2.x",
         help="firmware generation: framesize numbering, /status keys, stream framing (default 2.x)",
     )
-    parser.add_argument(
-        "--source",
-        type=Path,
-        default=None,
-        help="video file, image folder or image (default: moving sample photos)",
-    )
+    _add_scene_arguments(parser)
     parser.add_argument(
         "--fault", type=_fault, action="append", default=[], metavar="SPEC", help="inject a fault (see below)"
     )
     parser.add_argument(
         "--max-stream-clients", type=int, default=1, help="streams served at once; others wait (default 1)"
     )
+
+
+def _add_scene_arguments(parser: argparse.ArgumentParser) -> None:
+    picture = parser.add_mutually_exclusive_group()
+    picture.add_argument(
+        "--scene",
+        choices=("photos", "yard"),
+        default="photos",
+        help="built-in scene: photos (moving sample photos, the default) or yard (people walking "
+        "across a still yard, after --still-seconds of nothing)",
+    )
+    picture.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="video file, image folder or image instead of a built-in scene",
+    )
+    parser.add_argument(
+        "--still-seconds",
+        type=float,
+        default=12.0,
+        help="yard scene: seconds of empty yard before the first person (default 12)",
+    )
+    parser.add_argument(
+        "--noise",
+        type=int,
+        default=0,
+        metavar="LEVELS",
+        help="sensor noise: the most a pixel moves, in grey levels, 0..127 (default 0: off)",
+    )
+    parser.add_argument(
+        "--brightness-ramp",
+        type=float,
+        default=0.0,
+        metavar="LEVELS",
+        help="brightness drift: grey levels added at mid-loop, back to 0 at the loop's end; "
+        "negative darkens (default 0: off)",
+    )
+
+
+def _describe_scene(config: EmulatorConfig) -> str:
+    text = str(config.scene)
+    if config.scene == "yard":
+        text += f" (first person after {config.still_seconds:g} s)"
+    if config.noise:
+        text += f", noise {config.noise} levels"
+    if config.brightness_ramp:
+        text += f", brightness ramp {config.brightness_ramp:+g}"
+    return text
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,10 +153,13 @@ def run(args: argparse.Namespace) -> int:
         framesize=args.framesize,
         size=args.size,
         quality=args.quality,
-        scene=args.source if args.source is not None else "photos",
+        scene=args.source if args.source is not None else args.scene,
         firmware=args.firmware,
         max_stream_clients=args.max_stream_clients,
         faults=tuple(args.fault),
+        still_seconds=args.still_seconds,
+        noise=args.noise,
+        brightness_ramp=args.brightness_ramp,
         prerender=True,
     )
 
@@ -123,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  control: {emu.control_url}/  status: {emu.status_url}")
             print(f"  stream:  {emu.stream_url}")
             print(f"  capture: {emu.capture_url}")
+            print(f"  scene:   {_describe_scene(config)}")
             for fault in config.faults:
                 print(f"  fault:   {fault}")
             stop = asyncio.Event()

@@ -398,6 +398,7 @@ def monitor(client: httpx.Client, url: str, options: MonitorOptions, out: TextIO
         ...     monitor(client, "http://127.0.0.1:8000", MonitorOptions(count=1), sys.stdout, sys.stderr)
     """
     # A one-shot table is for scripts and pipes: printed plainly even on a terminal.
+    # Long: one polling loop whose branches (table, JSON, errors, the deadline) share its state.
     tty = options.output == "table" and options.count != 1 and _is_tty(out)
     last_table: str | None = None
     status = 1

@@ -22,7 +22,8 @@ _DEFAULT_GRID = "skip=1,2,4,auto quality=50,80"
 
 _EPILOG = """\
 grid syntax: space-separated AXIS=V1,V2,... items; every combination is measured.
-  axes: model, imgsz, half, skip (N or auto), quality (1-100), conf (0-1), reduce (1,2,4,8,auto)
+  axes: model, imgsz, half, skip (N or auto), quality (1-100), conf (0-1), reduce (1,2,4,8,auto),
+        motion (on,off), keepalive (seconds), tracking (on,off)
   give --grid several times to measure the union of several grids, e.g. a fixed-size ONNX
   model at 640 plus an untrained yolov8n.yaml over sizes (speed only):
     espdetect profile clips/desk --out out/desk \\
@@ -100,7 +101,8 @@ def _print_table(results: pd.DataFrame) -> None:
     from espdetect.profiling import summarize
 
     summary = summarize(results)
-    cols = ["config_key", "fps_output", "fps_processed", "latency_ms_p95", "displayed_recall", "status"]
+    cols = ["config_key", "fps_output", "fps_processed", "latency_ms_p95", "model_calls_per_min",
+            "displayed_recall", "displayed_iou", "status"]  # fmt: skip
     cols = [c for c in cols if c in summary.columns]
     with_fps = summary.sort_values("fps_output", ascending=False, na_position="last")
     print(with_fps[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="n/a"))

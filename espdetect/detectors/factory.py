@@ -78,6 +78,7 @@ def open_detector(
         >>> detector.info.backend  # doctest: +SKIP
         'onnxruntime'
     """
+    # Long: mostly the docstring; the code is one branch per backend.
     if backend not in _BACKENDS:
         raise ConfigurationError(
             f"expected backend to be one of {list(_BACKENDS)}, got {backend!r}", field="backend"

@@ -153,9 +153,11 @@ class UltralyticsDetector(Detector):
     ) -> None:
         name = resolve_model(model)
         requested = DetectParams(**params)
+        # Ultralytics first: without it (the core install) the advice to install it beats a
+        # torch ImportError from the device check.
+        ultralytics = import_ultralytics(name)
         device_arg = _resolve_device(device)
         self._infer_lock = threading.Lock()
-        ultralytics = import_ultralytics(name)
         _check_loadable(name)
         trained = Path(name).suffix.lower() not in _YAML_SUFFIXES
         if not trained:

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from espdetect.emulator.faults import Fault
 from espdetect.emulator.framesizes import FIRMWARE_GENERATIONS, FirmwareGeneration, size_of_framesize
-from espdetect.emulator.scene import SceneSource
+from espdetect.emulator.scene import SCENES, STILL_SECONDS, YARD_FPS, SceneSource, check_sensor_effects
 from espdetect.exceptions import ConfigurationError
 
 __all__ = ["EmulatorConfig"]
 
 _MAX_SIDE = 4096
+_DEFAULT_TIMELINE_FPS = 15.0
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,8 @@ class EmulatorConfig:
         >>> cfg = EmulatorConfig(fps=30.0, framesize=8)   # 640x480 in the 2.x enum
         >>> cfg.frame_size
         (640, 480)
+        >>> EmulatorConfig(scene="yard", noise=4, brightness_ramp=-20.0).timeline_fps
+        15.0
     """
 
     #: Frames per second of each stream; None streams as fast as the client reads.
@@ -34,7 +37,8 @@ class EmulatorConfig:
     size: tuple[int, int] = (320, 240)
     #: Initial JPEG quality, 0..63, lower is better (as the firmware's ``quality``).
     quality: int = 12
-    #: ``"photos"`` (moving sample photos) or a Path to a video file, image folder or image.
+    #: ``"photos"`` (moving sample photos), ``"yard"`` (people crossing a still yard, with ground
+    #: truth: `~espdetect.emulator.scene.YardScene`) or a Path to a video file, image folder or image.
     scene: SceneSource = "photos"
     #: Firmware generation: framesize numbering, ``/status`` keys and stream framing.
     firmware: FirmwareGeneration = "2.x"
@@ -43,7 +47,15 @@ class EmulatorConfig:
     #: Faults active from the start; see :class:`~espdetect.emulator.faults.FaultKind`.
     faults: tuple[Fault, ...] = ()
     #: Frames in one loop of the photo scene; the most frames taken from a video or folder.
+    #: (The yard scene's loop follows from its timeline: ``still_seconds`` + 21.5 s at ``fps``.)
     loop_frames: int = 90
+    #: Yard scene: seconds of empty yard before the first person walks in.
+    still_seconds: float = 12.0
+    #: Sensor noise on every scene: the most a pixel channel moves, in grey levels (0: off).
+    noise: int = 0
+    #: Brightness drift on every scene: grey levels added at mid-loop, rising from and falling back
+    #: to 0 over one loop (negative: darker; 0: off). Slow only if the loop is long.
+    brightness_ramp: float = 0.0
     #: Encode the whole first loop before accepting connections (steady speed from frame one).
     prerender: bool = False
     #: Seconds since "boot" at start: where X-Timestamp begins (a reboot restarts it at 0).
@@ -71,7 +83,7 @@ class EmulatorConfig:
         object.__setattr__(self, "size", size)
         if isinstance(self.quality, bool) or not 0 <= self.quality <= 63:
             raise ConfigurationError(f"expected quality 0..63 (lower is better), got {self.quality!r}")
-        if isinstance(self.scene, str) and self.scene != "photos":
+        if isinstance(self.scene, str) and self.scene not in SCENES:
             object.__setattr__(self, "scene", Path(self.scene))
         if self.max_stream_clients < 1:
             raise ConfigurationError(f"expected max_stream_clients >= 1, got {self.max_stream_clients!r}")
@@ -85,6 +97,11 @@ class EmulatorConfig:
             raise ConfigurationError(f"expected uptime >= 0 seconds, got {self.uptime!r}")
         if not self.send_timeout > 0:
             raise ConfigurationError(f"expected send_timeout > 0 seconds, got {self.send_timeout!r}")
+        object.__setattr__(self, "still_seconds", STILL_SECONDS.check("still_seconds", self.still_seconds))
+        check_sensor_effects(self.noise, self.brightness_ramp)
+        if self.scene == "yard" and self.fps is not None:
+            # The yard's timeline is in seconds: its loop has (still_seconds + 21.5 s) x fps frames.
+            YARD_FPS.check("fps", self.fps)
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -92,6 +109,11 @@ class EmulatorConfig:
         if self.framesize is not None:
             return size_of_framesize(self.framesize, self.firmware)
         return self.size
+
+    @property
+    def timeline_fps(self) -> float:
+        """The frame rate the yard scene's timeline is laid out at: ``fps``, or 15 when unlimited."""
+        return _DEFAULT_TIMELINE_FPS if self.fps is None else self.fps
 
     @property
     def period(self) -> float:

@@ -227,7 +227,16 @@ class Emulator(CameraEndpoints):
         if self._running:
             raise RuntimeError("expected a stopped emulator, got one already running")
         cfg = self.config
-        self._cache = FrameCache(await asyncio.to_thread(load_scene, cfg.scene, cfg.loop_frames))
+        scene = await asyncio.to_thread(
+            load_scene,
+            cfg.scene,
+            cfg.loop_frames,
+            fps=cfg.timeline_fps,
+            still_seconds=cfg.still_seconds,
+            noise=cfg.noise,
+            brightness_ramp=cfg.brightness_ramp,
+        )
+        self._cache = FrameCache(scene)
         self._sensor = Sensor(cfg.firmware, cfg.frame_size, cfg.quality)
         if cfg.prerender:
             await self._cache.prerender(self._sensor.view)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any, Final, Literal
 
@@ -49,7 +49,9 @@ from espdetect.exceptions import (
 )
 from espdetect.frame import Frame
 from espdetect.latest import Latest
+from espdetect.motion import MotionConfig, Polygon
 from espdetect.pipeline.config import PipelineConfig, StaleMode
+from espdetect.pipeline.policy import FramePolicy
 from espdetect.pipeline.processor import DetectionResult, FrameProcessor, Rendered
 from espdetect.pipeline.stats import PipelineStats
 from espdetect.sources.base import FrameSource
@@ -69,10 +71,20 @@ class PipelineChanges(DetectKwargs, total=False):
     stale: StaleMode | str
     decode_reduce: DecodeReduce
     quality: int
+    motion: bool
+    keepalive: float
+    tracking: bool
+    still_refresh: float
+    #: `MotionConfig` fields, prefixed.
+    motion_threshold: int
+    motion_min_area: float
+    motion_masks: Sequence[Polygon]
 
 
-_CONFIG_KEYS: Final = frozenset({f.name for f in fields(PipelineConfig)} - {"grace_period"})
+_CONFIG_KEYS: Final = frozenset({f.name for f in fields(PipelineConfig)} - {"grace_period", "motion_config"})
+_MOTION_KEYS: Final = frozenset(f"motion_{f.name}" for f in fields(MotionConfig))
 _PARAM_KEYS: Final = frozenset(f.name for f in fields(DetectParams))
+_KNOWN: Final = _CONFIG_KEYS | _MOTION_KEYS | _PARAM_KEYS | {"quality"}
 
 
 class CameraPipeline:
@@ -136,7 +148,12 @@ class CameraPipeline:
         self._detecting_done: anyio.Event | None = None
         self._undecodable: Frame | None = None
         self._drawn_detection: DetectionResult | None = None
-        self._last_detected_seq: int | None = None
+        #: ``raw``'s version when the reader last (re)started: frames up to it are from before.
+        self._fresh_from = 0
+        #: The newest frame the motion test found unchanged (its picture may repeat the last one).
+        self._still: Frame | None = None
+        #: Which frames get a model call and what the others show, on the frames' arrival clock.
+        self._policy = FramePolicy(self.config)
         self._ended = False
         self._closed = False
 
@@ -167,6 +184,11 @@ class CameraPipeline:
         return self._reader.running
 
     @property
+    def last_model_call(self) -> float | None:
+        """Arrival (``time.perf_counter()`` clock) of the frame the model last ran on; None before any."""
+        return self._policy.last_call
+
+    @property
     def ended(self) -> bool:
         """A finite source ran out of frames."""
         return self._ended
@@ -185,17 +207,23 @@ class CameraPipeline:
             >>> pipe.update(conf=0.5, classes=[0], skip=2, quality=60)  # doctest: +SKIP
         """
         given: dict[str, Any] = dict(changes)
-        unknown = sorted(set(given) - _CONFIG_KEYS - _PARAM_KEYS - {"quality"})
+        unknown = sorted(set(given) - _KNOWN)
         if unknown:
-            known = sorted(_CONFIG_KEYS | _PARAM_KEYS | {"quality"})
-            raise ConfigurationError(f"expected settings among {known}, got {unknown}", field=unknown[0])
-        config = replace(self.config, **{k: v for k, v in given.items() if k in _CONFIG_KEYS})
+            raise ConfigurationError(
+                f"expected settings among {sorted(_KNOWN)}, got {unknown}", field=unknown[0]
+            )
+        config_changes = {k: v for k, v in given.items() if k in _CONFIG_KEYS}
+        motion_changes = {k.removeprefix("motion_"): v for k, v in given.items() if k in _MOTION_KEYS}
+        if motion_changes:
+            config_changes["motion_config"] = replace(self.config.motion_config, **motion_changes)
+        config = replace(self.config, **config_changes)
         params = self.detector.check(
             replace(self.params, **{k: v for k, v in given.items() if k in _PARAM_KEYS})
         )
         quality = changes.get("quality")
         encoder = self.encoder if quality is None else self.encoder.with_quality(quality)
         self.config = config
+        self._policy.update(config)
         self.processor.decode_reduce = config.decode_reduce
         self.processor.params = params
         self.processor.encoder = encoder
@@ -306,6 +334,9 @@ class CameraPipeline:
             if not self._reader.running and not self._ended:
                 for slot in (self.raw, self.detections, self.output):
                     slot.reopen()
+                # What ``raw`` holds now came over the previous connection: not to be detected or
+                # drawn again (it may be minutes old, and a motion test would take it as the scene).
+                self._fresh_from = self.raw.version
                 self._reader.start(group, self._read_loop)
         elif self._reader.running and not self._closer.running:
             self._closer.start(group, self._close_after_grace)
@@ -334,6 +365,8 @@ class CameraPipeline:
         try:
             source = self.source = self._source_factory()
             self.stats.upstream_opens += 1
+            # A new connection may show another scene (a camera that rebooted or moved).
+            self._policy.reset()
             logger.info("%s: upstream opened (%s)", self.name, type(source).__name__)
             while True:
                 try:
@@ -362,15 +395,16 @@ class CameraPipeline:
                     self.source = None
                 logger.info("%s: upstream closed", self.name)
 
-    def _wants_detection(self, frame: Frame) -> bool:
-        skip = self.config.skip
-        if skip == "auto" or self._last_detected_seq is None:
-            return True
-        return frame.seq - self._last_detected_seq >= skip or frame.seq < self._last_detected_seq
-
     async def _detect_loop(self) -> None:
         version = self.raw.version
-        if self.raw.value is not None and self.raw.value.seq != self._last_detected_seq:
+        newest = self.raw.value
+        policy = self._policy
+        if (
+            newest is not None
+            and version > self._fresh_from
+            and newest.seq != policy.last_detected_seq
+            and policy.offered(newest.seq)
+        ):
             version -= 1  # the newest frame has not been detected yet: take it
         while True:
             try:
@@ -378,28 +412,62 @@ class CameraPipeline:
             except SlotClosed:
                 self.detections.close()
                 return
-            if not self._wants_detection(frame):
+            if not self._policy.offered(frame.seq):
                 continue
-            async with self.workers.detection_turn():
-                # Other cameras' model calls may have run while this one waited: take the newest.
-                newest = self.raw.value
-                if self.raw.version > version and newest is not None:
-                    version, frame = self.raw.version, newest
-                result = await self._detect_one(frame)
-            if result is None:
-                continue
-            self._last_detected_seq = frame.seq
-            self.stats.frames_detected += 1
-            timings = result.detections.timings
-            if timings is not None:
-                self.stats.inference_ms.add(timings.inference_ms)
-            self.stats.detect_ms.add(result.detect_ms)
-            self.detections.publish(result)
+            # From here until its boxes are published (or the frame is let go) the renderer waits
+            # for this frame's verdict, so an object's first frame is drawn with its own boxes.
+            self._detecting = frame
+            done = self._detecting_done = anyio.Event()
+            try:
+                if self.config.motion and not await self._worth_a_model_call(frame):
+                    continue
+                released = not self.workers.turn_free
+                if released:
+                    # Another camera's model call is running: the renderer draws this frame with
+                    # the boxes there are rather than hold it for a whole inference.
+                    self._detecting = None
+                    done.set()
+                async with self.workers.detection_turn():
+                    # Other cameras' model calls may have run while this one waited: take the newest.
+                    newest = self.raw.value
+                    if self.raw.version > version and newest is not None:
+                        version, frame = self.raw.version, newest
+                    self._detecting = frame
+                    if released:
+                        done = self._detecting_done = anyio.Event()
+                    result = await self._detect_one(frame)
+                # On the frames' clock, so keep-alives follow the camera (and a replayed clip's time).
+                result = self._policy.called(frame.seq, frame.arrival_mono, result)
+                if result is None:
+                    continue
+                self.stats.frames_detected += 1
+                timings = result.detections.timings
+                if timings is not None:
+                    self.stats.inference_ms.add(timings.inference_ms)
+                self.stats.detect_ms.add(result.detect_ms)
+                # Published in the same step as the renderer is woken below (no await between),
+                # and the tracker was updated in that step too: no half-done update is seen.
+                self.detections.publish(result)
+            finally:
+                self._detecting = None
+                done.set()
+
+    async def _worth_a_model_call(self, frame: Frame) -> bool:
+        """Whether ``frame`` needs the model (`FramePolicy.decide`); the motion test runs on a
+        render thread (well under a millisecond at 1/8 scale)."""
+        try:
+            motion = await self.workers.render(self._policy.motion.detect, frame)
+        except DecodeError:
+            self._count_decode_error(frame)
+            return False
+        reason = self._policy.decide(motion, frame.arrival_mono)
+        self.stats.count_motion(reason, motion.ms)
+        if not reason.call:
+            self._still = frame
+        return reason.call
 
     async def _detect_one(self, frame: Frame) -> DetectionResult | None:
         """The detections of ``frame``, or None when it cannot be decoded or the model failed."""
-        self._detecting = frame
-        done = self._detecting_done = anyio.Event()
         try:
             return await self.workers.detect(self.processor.detect, frame)
         except DecodeError as exc:
@@ -408,15 +476,12 @@ class CameraPipeline:
         except DetectorError as exc:
             self.stats.detector_errors += 1
             logger.error("%s: detection failed on frame %d: %s", self.name, frame.seq, exc)
-        finally:
-            self._detecting = None
-            # Wakes a renderer waiting for this frame's boxes, also when there are none; on
-            # success the caller publishes in the same step (no await in between).
-            done.set()
         return None
 
     async def _render_loop(self) -> None:
-        version = self.raw.version - 1 if self.raw.value is not None else self.raw.version
+        version = self.raw.version
+        if self.raw.value is not None and version > self._fresh_from:
+            version -= 1  # draw the newest frame at once
         while True:
             try:
                 new_version, frame = await self.raw.next_after(version)
@@ -429,20 +494,29 @@ class CameraPipeline:
             await self._await_own_detection(frame)
             latest = self.detections.value
             fresh = latest is not None and latest is not self._drawn_detection
-            passthrough = self.config.stale is StaleMode.RAW and not fresh
+            t = frame.arrival_mono
+            drawing = self._policy.drawing(latest, fresh, t)
+            previous = self.output.value
+            if self._policy.repeats(previous, latest, drawing, frame is self._still, t):
+                assert previous is not None  # checked by repeats
+                self.stats.frames_out += 1
+                self.output.publish(previous.repeated(frame))
+                continue
             try:
                 rendered = await self.workers.render(
                     self.processor.render,
                     frame,
-                    None if passthrough else latest,
+                    drawing.detection,
                     fresh=fresh,
-                    passthrough=passthrough,
+                    passthrough=drawing.passthrough,
+                    boxes=drawing.boxes,
                 )
             except DecodeError:
                 self._count_decode_error(frame)
                 continue
             if fresh:
                 self._drawn_detection = latest
+            self._policy.drew(t)
             self.stats.frames_out += 1
             self.stats.latency_ms.add(rendered.latency_ms)
             self.stats.render_ms.add(rendered.timings.total_ms)

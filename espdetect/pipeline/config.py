@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from espdetect.constraints import DecodeReduce, FloatRange, Skip, check_decode_reduce, check_skip
 from espdetect.exceptions import ConfigurationError
+from espdetect.motion import MotionConfig
 
-__all__ = ["GRACE_PERIOD", "PipelineConfig", "StaleMode"]
+__all__ = ["GRACE_PERIOD", "KEEPALIVE", "STILL_REFRESH", "PipelineConfig", "StaleMode"]
 
 #: Seconds the source may stay open after the last subscriber leaves.
 GRACE_PERIOD = FloatRange(0.0, 3600.0)
+#: Seconds between keep-alive model calls while nothing moves.
+KEEPALIVE = FloatRange(0.5, 86400.0)
+#: Seconds a still scene's annotated picture may be repeated before it is drawn again.
+STILL_REFRESH = FloatRange(0.0, 3600.0)
 
 
 class StaleMode(str, Enum):
@@ -40,6 +45,21 @@ class PipelineConfig:
     decode_reduce: DecodeReduce = "auto"
     #: Seconds the source stays open after the last subscriber leaves.
     grace_period: float = 1.0
+    #: Run the model only when something moves (or a tracked object needs following), plus a
+    #: keep-alive call every ``keepalive`` seconds; False: on every frame the skip policy takes.
+    #: (The server turns it on for every camera by default.)
+    motion: bool = False
+    #: What counts as motion (thresholds, masks).
+    motion_config: MotionConfig = field(default_factory=MotionConfig)
+    #: Seconds between model calls while nothing moves, so a still object stays confirmed.
+    keepalive: float = 30.0
+    #: Give boxes track ids and move them along their tracks between model calls (else the last
+    #: boxes stay where they were). (The server turns it on for every camera by default.)
+    tracking: bool = False
+    #: With ``motion``: while the motion test finds a frame unchanged and the boxes stay put, the
+    #: annotated stream repeats its last picture (no decode, draw or encode) and draws a new one
+    #: at least every ``still_refresh`` seconds, so slow changes still show. 0: draw every frame.
+    still_refresh: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "skip", check_skip(self.skip))
@@ -52,3 +72,13 @@ class PipelineConfig:
             ) from None
         object.__setattr__(self, "decode_reduce", check_decode_reduce(self.decode_reduce))
         object.__setattr__(self, "grace_period", GRACE_PERIOD.check("grace_period", self.grace_period))
+        object.__setattr__(self, "keepalive", KEEPALIVE.check("keepalive", self.keepalive))
+        object.__setattr__(self, "still_refresh", STILL_REFRESH.check("still_refresh", self.still_refresh))
+        if not isinstance(self.motion, bool):
+            raise ConfigurationError(
+                f"expected motion to be true or false, got {self.motion!r}", field="motion"
+            )
+        if not isinstance(self.tracking, bool):
+            raise ConfigurationError(
+                f"expected tracking to be true or false, got {self.tracking!r}", field="tracking"
+            )

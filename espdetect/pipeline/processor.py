@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import numpy as np
@@ -33,6 +33,9 @@ class RenderTimings(NamedTuple):
     @property
     def total_ms(self) -> float:
         return self.decode_ms + self.annotate_ms + self.encode_ms
+
+
+_NO_TIMINGS = RenderTimings(0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,8 +88,17 @@ class Rendered:
     ready_mono: float
     image: np.ndarray | None = field(default=None, repr=False)
     encoder: Encoder | None = field(default=None, repr=False)
+    #: The boxes drawn (the detections, or the tracks' predicted boxes); None when nothing was.
+    drawn: Detections | None = field(default=None, repr=False)
     _variants: dict[int, bytes] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def repeated(self, frame: Frame) -> Rendered:
+        """This picture again as the output for ``frame`` (a still scene: nothing to redraw).
+
+        The encoded variants are shared, so each quality is still encoded once.
+        """
+        return replace(self, frame=frame, fresh=False, timings=_NO_TIMINGS, ready_mono=time.perf_counter())
 
     @property
     def latency_ms(self) -> float:
@@ -177,16 +189,25 @@ class FrameProcessor:
         return DetectionResult(frame, detections, (decoded - start) * 1000.0, reduce, start, end)
 
     def render(
-        self, frame: Frame, detection: DetectionResult | None, *, fresh: bool, passthrough: bool = False
+        self,
+        frame: Frame,
+        detection: DetectionResult | None,
+        *,
+        fresh: bool,
+        passthrough: bool = False,
+        boxes: Detections | None = None,
     ) -> Rendered:
-        """Draw ``detection`` on ``frame`` and encode; or forward the camera's bytes when asked."""
+        """Draw ``boxes`` (default: ``detection``'s) on ``frame`` and encode, or forward the
+        camera's bytes when asked (``passthrough``: nothing is drawn, ``detection`` is kept as
+        what the frame shows)."""
         start = time.perf_counter()
         if passthrough and frame.jpeg is not None:
-            return Rendered(frame, frame.jpeg, None, None, False, RenderTimings(0.0, 0.0, 0.0), start)
+            return Rendered(frame, frame.jpeg, None, detection, fresh, _NO_TIMINGS, start)
         image = frame.image()
         decoded = time.perf_counter()
-        if detection is not None and self.annotator is not None:
-            image = self.annotator.annotate(image, detection.detections)
+        drawn = boxes if boxes is not None else detection.detections if detection is not None else None
+        if drawn is not None and self.annotator is not None:
+            image = self.annotator.annotate(image, drawn)
         annotated = time.perf_counter()
         encoder = self.encoder
         jpeg = encoder.encode(image)
@@ -194,4 +215,4 @@ class FrameProcessor:
         timings = RenderTimings(
             (decoded - start) * 1000.0, (annotated - decoded) * 1000.0, (end - annotated) * 1000.0
         )
-        return Rendered(frame, jpeg, encoder.quality, detection, fresh, timings, end, image, encoder)
+        return Rendered(frame, jpeg, encoder.quality, detection, fresh, timings, end, image, encoder, drawn)

@@ -7,10 +7,19 @@ IoU >= 0.5 (greedy, most confident first). Two views are measured:
 
 * **detected frames** (``recall``, ``precision``): the boxes a configuration computed, on the
   frames it computed them for — what skipping does not change;
-* **displayed frames** (``displayed_recall``, ``displayed_precision``): the boxes a viewer
-  actually sees on every output frame — including stale boxes drawn on frames that got no
-  detection of their own, compared with the reference boxes *of the frame shown*. The
-  ``stale_*`` columns restrict this to frames showing stale boxes.
+* **displayed frames** (``displayed_recall``, ``displayed_precision``, ``displayed_iou``,
+  ``displayed_false_boxes_per_frame``): the boxes a viewer actually sees on every output frame,
+  as drawn — stale boxes on frames that got no detection of their own, or the tracks' predicted
+  boxes with tracking — compared with the reference boxes *of the frame shown*. The
+  ``stale_*`` columns restrict this to frames showing boxes detected on an earlier frame.
+
+``displayed_iou`` says how well the drawn boxes sit on the objects, not just whether they
+overlap enough to count: on every output frame, each reference box is paired with a displayed
+box of the same class (one-to-one, highest IoU first) and scores that IoU, or 0 when no
+displayed box of its class overlaps it; the column is the mean over all reference boxes of all
+output frames (NaN when the reference has none). Displayed boxes left over, on frames with
+reference boxes or without, do not lower it: ``displayed_false_boxes_per_frame`` counts them
+(displayed boxes matching no reference box at IoU >= 0.5, per output frame).
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from espdetect.detections import box_iou
 from espdetect.detectors.base import Detector, DetectParams
 from espdetect.encoders.jpeg import OpenCVJpegEncoder
 from espdetect.pipeline import FrameProcessor
-from espdetect.profiling.replay import ClipData, DetectionSample, RunTrace
+from espdetect.profiling.replay import ClipData, DetectionSample, RenderSample, RunTrace
 
 __all__ = [
     "ACCURACY_COLUMNS",
@@ -39,6 +48,7 @@ __all__ = [
     "accuracy_metrics",
     "compute_reference",
     "match_boxes",
+    "reference_ious",
 ]
 
 logger = logging.getLogger(__name__)
@@ -49,6 +59,8 @@ ACCURACY_COLUMNS = (
     "precision",
     "displayed_recall",
     "displayed_precision",
+    "displayed_iou",
+    "displayed_false_boxes_per_frame",
     "stale_recall",
     "stale_precision",
     "stale_frames",
@@ -73,6 +85,11 @@ class BoxSet(NamedTuple):
     @classmethod
     def of(cls, sample: DetectionSample) -> BoxSet:
         return cls(sample.xyxy, sample.class_id, sample.confidence)
+
+    @classmethod
+    def drawn(cls, sample: RenderSample) -> BoxSet:
+        """The boxes drawn on an output frame (what its viewer saw)."""
+        return cls(sample.drawn_xyxy, sample.drawn_class_id, sample.drawn_confidence)
 
 
 @dataclass
@@ -113,8 +130,7 @@ def match_boxes(pred: BoxSet, ref: BoxSet, iou_threshold: float = 0.5) -> MatchC
     counts = MatchCounts(0, len(pred.xyxy), len(ref.xyxy))
     if not counts.predicted or not counts.reference:
         return counts
-    iou = box_iou(np.asarray(pred.xyxy, np.float32), np.asarray(ref.xyxy, np.float32))
-    iou[np.asarray(pred.class_id)[:, None] != np.asarray(ref.class_id)[None, :]] = 0.0
+    iou = _same_class_iou(pred, ref)
     taken = np.zeros(counts.reference, dtype=bool)
     for i in np.argsort(-np.asarray(pred.confidence), kind="stable"):
         row = np.where(taken, -1.0, iou[i])
@@ -123,6 +139,42 @@ def match_boxes(pred: BoxSet, ref: BoxSet, iou_threshold: float = 0.5) -> MatchC
             taken[j] = True
             counts.matched += 1
     return counts
+
+
+def _same_class_iou(pred: BoxSet, ref: BoxSet) -> np.ndarray:
+    """(predicted, reference) IoU, 0 between boxes of different classes."""
+    iou = box_iou(np.asarray(pred.xyxy, np.float32), np.asarray(ref.xyxy, np.float32))
+    iou[np.asarray(pred.class_id)[:, None] != np.asarray(ref.class_id)[None, :]] = 0.0
+    return iou
+
+
+def reference_ious(pred: BoxSet, ref: BoxSet) -> np.ndarray:
+    """Each reference box's IoU with the predicted box paired with it, 0 when none is.
+
+    Pairs are one-to-one and of one class, taken highest IoU first, so one large box over two
+    objects scores for one of them only.
+
+    Example:
+        >>> ref = BoxSet(np.array([[0, 0, 10, 10], [20, 0, 30, 10]], np.float32), np.array([0, 0]),
+        ...              np.array([1.0, 1.0]))
+        >>> pred = BoxSet(np.array([[5, 0, 15, 10]], np.float32), np.array([0]), np.array([0.9]))
+        >>> reference_ious(pred, ref).round(3).tolist()
+        [0.333, 0.0]
+    """
+    out = np.zeros(len(ref.xyxy), np.float64)
+    if not len(pred.xyxy) or not len(ref.xyxy):
+        return out
+    iou = _same_class_iou(pred, ref)
+    pred_paired = np.zeros(len(pred.xyxy), dtype=bool)
+    ref_paired = np.zeros(len(ref.xyxy), dtype=bool)
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = divmod(int(flat), iou.shape[1])
+        if iou[i, j] <= 0.0:
+            break
+        if not pred_paired[i] and not ref_paired[j]:
+            pred_paired[i] = ref_paired[j] = True
+            out[j] = iou[i, j]
+    return out
 
 
 @dataclass(frozen=True)
@@ -210,7 +262,7 @@ def _sum(counts: Iterable[MatchCounts]) -> MatchCounts:
 def accuracy_metrics(
     trace: RunTrace, reference: Reference, clip: ClipData, *, iou_threshold: float = 0.5
 ) -> dict[str, float]:
-    """The `ACCURACY_COLUMNS` of one run against ``reference``.
+    """The `ACCURACY_COLUMNS` of one run against ``reference`` (see the module documentation).
 
     Example:
         >>> accuracy_metrics(trace, ref, clip)["displayed_recall"]  # doctest: +SKIP
@@ -222,19 +274,21 @@ def accuracy_metrics(
             f"got one of {reference.clip_fingerprint[:12]}"
         )
     empty = BoxSet.empty()
-    detected = {d.seq: BoxSet.of(d) for d in trace.detections}
     arrival = {f.seq: f.arrival_s for f in clip.frames}
     on_detected = _sum(
-        match_boxes(boxes, reference.boxes.get(seq, empty), iou_threshold) for seq, boxes in detected.items()
+        match_boxes(BoxSet.of(d), reference.boxes.get(d.seq, empty), iou_threshold) for d in trace.detections
     )
     displayed = MatchCounts()
     stale = MatchCounts()
     stale_frames = 0
     blank_frames = 0
     ages: list[float] = []
+    ious: list[np.ndarray] = []
     for r in trace.renders:
-        shown = detected.get(r.shown_seq, empty) if r.shown_seq is not None else empty
-        counts = match_boxes(shown, reference.boxes.get(r.seq, empty), iou_threshold)
+        shown = BoxSet.drawn(r)
+        truth = reference.boxes.get(r.seq, empty)
+        counts = match_boxes(shown, truth, iou_threshold)
+        ious.append(reference_ious(shown, truth))
         displayed = displayed + counts
         if r.shown_seq is None:
             blank_frames += 1
@@ -242,11 +296,17 @@ def accuracy_metrics(
             stale_frames += 1
             stale = stale + counts
             ages.append((arrival.get(r.seq, math.nan) - arrival.get(r.shown_seq, math.nan)) * 1000.0)
+    all_ious = np.concatenate(ious) if ious else np.zeros(0)
+    frames = len(trace.renders)
     return {
         "recall": on_detected.recall,
         "precision": on_detected.precision,
         "displayed_recall": displayed.recall,
         "displayed_precision": displayed.precision,
+        "displayed_iou": float(all_ious.mean()) if all_ious.size else math.nan,
+        "displayed_false_boxes_per_frame": (
+            (displayed.predicted - displayed.matched) / frames if frames else math.nan
+        ),
         "stale_recall": stale.recall,
         "stale_precision": stale.precision,
         "stale_frames": float(stale_frames),

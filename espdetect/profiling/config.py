@@ -2,8 +2,10 @@
 
 A configuration is everything that changes how the server would process a camera: the model
 file (and so its format), the detector input size, half precision, the confidence threshold,
-reduced-scale decoding, the frame skip and the output JPEG quality. Its ``key`` is stable
-across runs and machines, so results files can be resumed and compared.
+reduced-scale decoding, the frame skip, the output JPEG quality, motion gating (with its
+keep-alive) and tracking. Its ``key`` is stable across runs and machines, so results files can
+be resumed and compared; settings left at their "off" value add nothing to it, so keys from
+before motion and tracking existed still name the same configuration.
 """
 
 from __future__ import annotations
@@ -52,7 +54,15 @@ AXES: dict[str, tuple[str, ...]] = {
     "jpeg_quality": ("jpeg_quality", "quality", "q"),
     "conf": ("conf", "confidence"),
     "decode_reduce": ("decode_reduce", "reduce"),
+    "motion": ("motion",),
+    "keepalive": ("keepalive", "keep_alive"),
+    "tracking": ("tracking", "tracker", "track"),
 }
+
+#: Axes whose values are true or false, and the words ``parse_grid`` reads as each.
+_BOOL_AXES = ("half", "motion", "tracking")
+_TRUE = ("1", "true", "yes", "on", "fp16")
+_FALSE = ("0", "false", "no", "off", "fp32")
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -103,6 +113,8 @@ class ProfileConfig:
         'yolov8n.yaml@320-fp32-conf0.25-reduceauto-skip2-q50'
         >>> cfg.trained
         False
+        >>> cfg.replace(motion=True, keepalive=10, tracking=True).key
+        'yolov8n.yaml@320-fp32-conf0.25-reduceauto-skip2-q50-motion-keepalive10-tracking'
     """
 
     #: Weights file (.pt, .onnx, OpenVINO folder) or a .yaml architecture (untrained: speed only).
@@ -119,6 +131,14 @@ class ProfileConfig:
     conf: float = 0.25
     #: Decode at 1/2, 1/4, 1/8 scale for detection, or "auto" (as large as imgsz needs).
     decode_reduce: DecodeReduce = "auto"
+    #: Motion gating: the model runs only on frames where something moves or a tracked object
+    #: is still moving, plus a keep-alive call every ``keepalive`` seconds (`PipelineConfig.motion`).
+    motion: bool = False
+    #: Seconds between keep-alive model calls while nothing moves; only used with ``motion``.
+    keepalive: float = PipelineConfig.keepalive
+    #: Track boxes and move them along their tracks on frames without a model call
+    #: (`PipelineConfig.tracking`); off: the last boxes stay where the model saw them.
+    tracking: bool = False
 
     def __post_init__(self) -> None:
         model = str(self.model).strip() if isinstance(self.model, str | Path) else self.model
@@ -140,6 +160,8 @@ class ProfileConfig:
         if isinstance(reduce, str) and reduce.strip().isdigit():
             reduce = int(reduce)
         object.__setattr__(self, "decode_reduce", check_decode_reduce(reduce))
+        # The pipeline checks its own settings (motion, keepalive, tracking): one rule for both.
+        object.__setattr__(self, "keepalive", self.pipeline_config().keepalive)
 
     @property
     def model_name(self) -> str:
@@ -159,9 +181,13 @@ class ProfileConfig:
     def key(self) -> str:
         """A stable, readable identifier (model file name, not its folder)."""
         precision = "fp16" if self.half else "fp32"
+        # Off settings add nothing, so keys written before these settings existed still match;
+        # keepalive means nothing without motion.
+        gating = f"-motion-keepalive{self.keepalive:g}" if self.motion else ""
+        tracking = "-tracking" if self.tracking else ""
         return (
             f"{self.model_name}@{self.imgsz}-{precision}-conf{self.conf:g}-reduce{self.decode_reduce}"
-            f"-skip{self.skip}-q{self.jpeg_quality}"
+            f"-skip{self.skip}-q{self.jpeg_quality}{gating}{tracking}"
         )
 
     @property
@@ -174,8 +200,18 @@ class ProfileConfig:
         return DetectParams(conf=self.conf, imgsz=self.imgsz)
 
     def pipeline_config(self) -> PipelineConfig:
-        """The server pipeline settings of this configuration."""
-        return PipelineConfig(skip=self.skip, decode_reduce=self.decode_reduce)
+        """The server pipeline settings of this configuration.
+
+        Raises:
+            ConfigurationError: ``motion``, ``keepalive`` or ``tracking`` out of range.
+        """
+        return PipelineConfig(
+            skip=self.skip,
+            decode_reduce=self.decode_reduce,
+            motion=self.motion,
+            keepalive=self.keepalive,
+            tracking=self.tracking,
+        )
 
     def as_dict(self) -> dict[str, object]:
         """Field values, for results rows and JSON."""
@@ -191,6 +227,9 @@ class ProfileConfig:
         jpeg_quality: int | None = None,
         conf: float | None = None,
         decode_reduce: DecodeReduce | None = None,
+        motion: bool | None = None,
+        keepalive: float | None = None,
+        tracking: bool | None = None,
     ) -> ProfileConfig:
         """A copy with the given fields changed."""
         return ProfileConfig(
@@ -201,6 +240,9 @@ class ProfileConfig:
             jpeg_quality=self.jpeg_quality if jpeg_quality is None else jpeg_quality,
             conf=self.conf if conf is None else conf,
             decode_reduce=self.decode_reduce if decode_reduce is None else decode_reduce,
+            motion=self.motion if motion is None else motion,
+            keepalive=self.keepalive if keepalive is None else keepalive,
+            tracking=self.tracking if tracking is None else tracking,
         )
 
 
@@ -237,15 +279,21 @@ def grid(
     jpeg_quality: int | Sequence[int] = 80,
     conf: float | Sequence[float] = 0.25,
     decode_reduce: DecodeReduce | Sequence[DecodeReduce] = "auto",
+    motion: bool | Sequence[bool] = False,
+    keepalive: float | Sequence[float] = PipelineConfig.keepalive,
+    tracking: bool | Sequence[bool] = False,
 ) -> list[ProfileConfig]:
     """Every combination of the given axis values (a cartesian product), duplicates removed.
 
     Grids are lists: concatenate them with ``+`` to sweep different models over different sizes.
+    Without motion, keepalive changes nothing: those combinations are one configuration.
 
     Example:
         >>> configs = grid(model="yolov8n.yaml", skip=[1, 2, 4, "auto"], imgsz=[320, 640])
         >>> len(configs), configs[0].skip, configs[-1].imgsz
         (8, 1, 640)
+        >>> len(grid(model="m.onnx", motion=[False, True], keepalive=[10, 30], tracking=[False, True]))
+        6
     """
     return _product(
         {
@@ -256,6 +304,9 @@ def grid(
             "jpeg_quality": jpeg_quality,
             "conf": conf,
             "decode_reduce": decode_reduce,
+            "motion": motion,
+            "keepalive": keepalive,
+            "tracking": tracking,
         }
     )
 
@@ -292,16 +343,16 @@ def _parse_value(axis: str, text: str) -> object:
     try:
         if axis == "model":
             return text
-        if axis == "half":
+        if axis in _BOOL_AXES:
             low = text.lower()
-            if low in ("1", "true", "yes", "on", "fp16"):
+            if low in _TRUE:
                 return True
-            if low in ("0", "false", "no", "off", "fp32"):
+            if low in _FALSE:
                 return False
             raise ValueError(text)
         if axis in ("skip", "decode_reduce") and text.lower() == "auto":
             return "auto"
-        if axis == "conf":
+        if axis in ("conf", "keepalive"):
             value = float(text)
             if not math.isfinite(value):
                 raise ValueError(text)
@@ -315,7 +366,9 @@ def parse_grid(text: str) -> dict[str, list[object]]:
     """Parse ``"skip=1,2,4,auto imgsz=320,640 quality=50,80"`` into axis -> values.
 
     Axis names and their accepted spellings are in `AXES` (``quality`` for ``jpeg_quality``,
-    ``reduce`` for ``decode_reduce``...). Pass the result to `grid` as keyword arguments.
+    ``reduce`` for ``decode_reduce``, ``tracker`` for ``tracking``...); ``half``, ``motion`` and
+    ``tracking`` take on/off, true/false, yes/no or 1/0. Pass the result to `grid` as keyword
+    arguments.
 
     Raises:
         ConfigurationError: an unknown axis, a malformed item or a bad value.
@@ -323,6 +376,8 @@ def parse_grid(text: str) -> dict[str, list[object]]:
     Example:
         >>> parse_grid("skip=1,auto quality=50")
         {'skip': [1, 'auto'], 'jpeg_quality': [50]}
+        >>> parse_grid("motion=off,on tracker=on keepalive=10")
+        {'motion': [False, True], 'tracking': [True], 'keepalive': [10.0]}
     """
     aliases = {alias: axis for axis, names in AXES.items() for alias in names}
     out: dict[str, list[object]] = {}

@@ -1,4 +1,4 @@
-"""Numbers of one replay: per-stage time percentiles, rates, latency, bytes, CPU and memory."""
+"""Numbers of one replay: per-stage time percentiles, rates, model calls, latency, bytes, CPU, memory."""
 
 from __future__ import annotations
 
@@ -16,10 +16,20 @@ from espdetect.stats import Percentiles
 
 __all__ = ["STAGES", "STAT_NAMES", "ResourceMonitor", "percentile_stats", "trace_metrics"]
 
-#: Per-frame stages, in pipeline order. ``decode`` is the (possibly reduced) decode for
-#: detection; ``render_decode`` the full-scale decode for drawing (free when detection
-#: already decoded the same frame at full scale).
-STAGES = ("decode", "preprocess", "inference", "postprocess", "render_decode", "annotate", "encode")
+#: Per-frame stages, in pipeline order. ``motion`` is the motion test of motion gating (no
+#: calls without it); ``decode`` the (possibly reduced) decode for detection; ``render_decode``
+#: the full-scale decode for drawing (free when detection already decoded the same frame at
+#: full scale, or when the camera's JPEG is passed through).
+STAGES = (
+    "motion",
+    "decode",
+    "preprocess",
+    "inference",
+    "postprocess",
+    "render_decode",
+    "annotate",
+    "encode",
+)
 #: Statistics reported for each timed quantity.
 STAT_NAMES = ("mean", "p50", "p95", "p99")
 
@@ -41,7 +51,8 @@ def percentile_stats(name: str, samples: Sequence[float]) -> dict[str, float]:
 class ResourceMonitor:
     """Process CPU use and peak resident memory over a ``with`` block.
 
-    CPU % is the process's user + system CPU time over the wall time (200 % = two cores busy).
+    CPU % is the process's user + system CPU time (``cpu_s``) over the wall time (200 % = two
+    cores busy).
     ``background_cpu_percent`` is the CPU the rest of the machine used meanwhile (same scale):
     a measurement with much of it shared its cores with other work and is less trustworthy.
     Peak RSS is sampled every ``interval`` seconds by a daemon thread.
@@ -64,6 +75,7 @@ class ResourceMonitor:
         self._cpu0 = 0.0
         self._t0 = 0.0
         self._busy0 = 0.0
+        self.cpu_s = math.nan
         self.cpu_percent = math.nan
         self.background_cpu_percent = math.nan
         self.rss_peak_mb = math.nan
@@ -106,16 +118,19 @@ class ResourceMonitor:
             self._thread.join()
         self._peak = max(self._peak, self._process.memory_info().rss)
         self.wall_s = wall
+        self.cpu_s = cpu
         self.cpu_percent = 100.0 * cpu / wall if wall > 0 else math.nan
         self.background_cpu_percent = max(0.0, 100.0 * (busy - cpu) / wall) if wall > 0 else math.nan
         self.rss_peak_mb = self._peak / (1024 * 1024)
 
 
 def trace_metrics(trace: RunTrace, camera_fps: float) -> dict[str, float]:
-    """Rates, stage statistics, latency and output size of one replay.
+    """Rates, model calls, motion gating, stage statistics, latency and output size of one replay.
 
     ``bandwidth_kbps`` is what a live viewer receives: output bytes per frame at the output
     frame rate, capped at ``camera_fps`` in fast mode (a live stream cannot outrun its camera).
+    ``video_s`` is the camera time replayed (``frames_in / camera_fps``): model calls per minute
+    are per minute of it, whatever the replay's own wall time.
 
     Example:
         >>> trace_metrics(trace, camera_fps=15.0)["fps_output"]  # doctest: +SKIP
@@ -134,7 +149,9 @@ def trace_metrics(trace: RunTrace, camera_fps: float) -> dict[str, float]:
         "fps_output": len(renders) / wall if wall > 0 else math.nan,
         "fps_camera": camera_fps,
     }
+    out.update(_gating(trace, camera_fps))
     samples: dict[str, list[float]] = {
+        "motion": list(trace.gate.motion_ms),
         "decode": [d.decode_ms for d in dets],
         "preprocess": [d.preprocess_ms for d in dets],
         "inference": [d.inference_ms for d in dets],
@@ -147,6 +164,9 @@ def trace_metrics(trace: RunTrace, camera_fps: float) -> dict[str, float]:
         values = samples[stage]
         out.update(percentile_stats(f"{stage}_ms", values))
         total = float(np.nansum(values)) if values else 0.0
+        if stage == "motion" and values:
+            # A realtime replay keeps only the pipeline's most recent tests: scale by the count.
+            total = float(np.nanmean(values)) * trace.gate.motion_checks
         out[f"{stage}_ms_per_frame"] = total / len(renders) if renders else math.nan
     out.update(percentile_stats("detect_ms", [d.detect_ms for d in dets]))
     out.update(percentile_stats("latency_ms", [r.latency_ms for r in renders]))
@@ -158,3 +178,20 @@ def trace_metrics(trace: RunTrace, camera_fps: float) -> dict[str, float]:
     out["bytes_per_frame"] = bytes_per_frame
     out["bandwidth_kbps"] = bytes_per_frame * live_fps * 8 / 1000.0
     return out
+
+
+def _gating(trace: RunTrace, camera_fps: float) -> dict[str, float]:
+    """Model calls per minute of camera time and what motion gating did."""
+    gate = trace.gate
+    video_s = trace.frames_in / camera_fps if camera_fps > 0 else math.nan
+    calls = len(trace.detections)
+    return {
+        "video_s": video_s,
+        "model_calls_per_min": calls / video_s * 60.0 if video_s > 0 else math.nan,
+        "motion_checks": float(gate.motion_checks),
+        "moving_frames": float(gate.moving_frames),
+        "keepalive_calls": float(gate.keepalive_calls),
+        "gated_frames": float(gate.gated_frames),
+        # Without motion gating nothing is kept from the model: 0, not "unknown".
+        "gated_fraction": gate.gated_frames / gate.motion_checks if gate.motion_checks else 0.0,
+    }

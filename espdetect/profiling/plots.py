@@ -30,9 +30,22 @@ __all__ = [
     "save_figure",
 ]
 
-_LABEL_AXES = ("model_name", "imgsz", "half", "skip", "jpeg_quality", "conf", "decode_reduce")
+_LABEL_AXES = (
+    "model_name",
+    "imgsz",
+    "half",
+    "skip",
+    "jpeg_quality",
+    "conf",
+    "decode_reduce",
+    "motion",
+    "keepalive",
+    "tracking",
+)
 _RARE_AXES = ("half", "conf", "decode_reduce")
-_STAGE_COLORS = ("#8c564b", "#9467bd", "#d62728", "#ff7f0e", "#bcbd22", "#2ca02c", "#1f77b4")
+#: On/off axes, named in labels only where on.
+_SWITCH_NAMES = {"motion": "motion", "tracking": "track"}
+_STAGE_COLORS = ("#7f7f7f", "#8c564b", "#9467bd", "#d62728", "#ff7f0e", "#bcbd22", "#2ca02c", "#1f77b4")
 
 
 def _summary(results: pd.DataFrame) -> pd.DataFrame:
@@ -48,11 +61,20 @@ def _ok(df: pd.DataFrame) -> pd.DataFrame:
 def config_labels(df: pd.DataFrame) -> pd.Series:
     """Short labels naming only the settings that differ between rows (``yolov8n.yaml 320 s2 q50``).
 
+    Motion gating and tracking are named only where they are on (``s2 motion track``; the
+    keep-alive as ``ka30`` where it varies), or as ``no motion`` where nothing else would be.
+
     Example:
         >>> config_labels(summarize(results)).tolist()  # doctest: +SKIP
         ['320 s1', '320 s4', '640 s1']
     """
-    varying = [c for c in _LABEL_AXES if c in df.columns and df[c].astype(str).nunique() > 1]
+    # keepalive is NaN without motion: it varies only when motion rows differ in it.
+    varying = [
+        c
+        for c in _LABEL_AXES
+        if c in df.columns
+        and (df[c].dropna().nunique() if c == "keepalive" else df[c].astype(str).nunique()) > 1
+    ]
     if not varying:
         varying = ["imgsz", "skip"] if {"imgsz", "skip"} <= set(df.columns) else []
     # Secondary settings are named only where they differ from the usual value.
@@ -76,8 +98,17 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
                 parts.append(f"c{float(value):g}")
             elif col == "decode_reduce":
                 parts.append(f"r{value}")
+            elif col in _SWITCH_NAMES:
+                if isinstance(value, bool | np.bool_) and value:
+                    parts.append(_SWITCH_NAMES[col])
+            elif col == "keepalive":
+                if isinstance(value, float | np.floating) and not math.isnan(value):
+                    parts.append(f"ka{float(value):g}")
             else:
                 parts.append(str(value))
+        if not parts:
+            # Only switches that are off tell this row apart: say so rather than show nothing.
+            parts = [f"no {_SWITCH_NAMES[c]}" for c in varying if c in _SWITCH_NAMES]
         return " ".join(parts) or str(row.get("config_key", ""))
 
     if df.empty:

@@ -15,15 +15,27 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from espdetect.exceptions import EspdetectError
-from espdetect.profiling.config import ProfileConfig
+from espdetect.pipeline import PipelineConfig
+from espdetect.profiling.config import AXES, ProfileConfig
 from espdetect.profiling.results import summarize
 
 __all__ = ["NoConfigurationMeets", "Recommendation", "config_from_row", "recommend"]
 
-_SHOWN = ("config_key", "fps_output", "fps_processed", "latency_ms_p95", "displayed_recall", "recall")
+_SHOWN = (
+    "config_key",
+    "fps_output",
+    "fps_processed",
+    "latency_ms_p95",
+    "displayed_recall",
+    "displayed_iou",
+    "recall",
+    "model_calls_per_min",
+    "cpu_core_hours_per_camera_hour",
+)
 
 
 class NoConfigurationMeets(EspdetectError):
@@ -52,7 +64,8 @@ class Recommendation:
     ``ok`` is False when nothing meets the constraints; then ``config`` is None, ``reasons``
     says why and ``candidates`` holds the closest configurations. When ``ok``, ``metrics``
     holds the chosen configuration's medians and ``candidates`` every feasible configuration,
-    best first.
+    best first. ``swept_axes`` names the `AXES` that took more than one value in the results
+    (a server config states those settings; others keep the server's defaults).
     """
 
     ok: bool
@@ -64,6 +77,7 @@ class Recommendation:
     accuracy_metric: str = "displayed_recall"
     fps_metric: str = "fps_output"
     latency_metric: str = "latency_ms_p95"
+    swept_axes: tuple[str, ...] = ()
 
     def raise_if_unmet(self) -> Recommendation:
         """Return self when ``ok``, else raise `NoConfigurationMeets`."""
@@ -88,6 +102,9 @@ class Recommendation:
             f"{self.latency_metric} {_fmt(m.get(self.latency_metric))} ms, "
             f"{self.accuracy_metric} {_fmt(m.get(self.accuracy_metric))}, "
             f"CPU {_fmt(m.get('cpu_percent'))} %, {_fmt(m.get('bandwidth_kbps'))} kbit/s",
+            f"  displayed_iou {_fmt(m.get('displayed_iou'))}, "
+            f"{_fmt(m.get('model_calls_per_min'))} model calls/min, "
+            f"{_fmt(m.get('cpu_core_hours_per_camera_hour'))} CPU core-hours per camera-hour",
         ]
         lines.extend(f"  note: {r}" for r in self.reasons)
         return "\n".join(lines)
@@ -117,6 +134,8 @@ def config_from_row(row: pd.Series) -> ProfileConfig:
     Example:
         >>> config_from_row(summarize(results).iloc[0]).key  # doctest: +SKIP
     """
+    # Tables from before motion and tracking (schema 1) have neither: both were off.
+    keepalive = _number(row.get("keepalive"))
     return ProfileConfig(
         model=str(row["model"]),
         imgsz=int(row["imgsz"]),
@@ -125,7 +144,23 @@ def config_from_row(row: pd.Series) -> ProfileConfig:
         jpeg_quality=int(row["jpeg_quality"]),
         conf=float(row["conf"]),
         decode_reduce=_int_or_auto(row["decode_reduce"]),  # type: ignore[arg-type]
+        motion=_flag(row.get("motion")),
+        keepalive=PipelineConfig.keepalive if keepalive is None else keepalive,
+        tracking=_flag(row.get("tracking")),
     )
+
+
+def _flag(value: object) -> bool:
+    """A boolean cell; anything else (a missing column, NaN, NA) is off."""
+    return bool(value) if isinstance(value, bool | np.bool_) else False
+
+
+def _number(value: object) -> float | None:
+    """A finite number cell; None when missing."""
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | float | np.number):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _metrics(row: pd.Series | None) -> dict[str, float | str]:
@@ -174,6 +209,8 @@ def recommend(
             raise ValueError(f"expected results with a {name!r} column, got none")
     measured = summary[summary["status"] == "ok"] if "status" in summary.columns else summary
     measured = measured[measured[fps_metric].notna()].copy()
+    # keepalive is NaN where motion is off: only values that applied count.
+    swept = tuple(a for a in AXES if a in summary.columns and summary[a].dropna().astype(str).nunique() > 1)
 
     def result(
         ok: bool, row: pd.Series | None, reasons: list[str], candidates: pd.DataFrame
@@ -188,6 +225,7 @@ def recommend(
             accuracy_metric=accuracy_metric,
             fps_metric=fps_metric,
             latency_metric=latency_metric,
+            swept_axes=swept,
         )
         return rec.raise_if_unmet() if strict else rec
 

@@ -25,10 +25,7 @@ logger = logging.getLogger(__name__)
 
 
 def _describe(source: str | FrameSource) -> str:
-    if isinstance(source, str):
-        return source
-    url = getattr(source, "url", None)
-    return str(url) if url else f"{type(source).__name__}({source.source_id})"
+    return source if isinstance(source, str) else source.describe()
 
 
 class RecordOptions(TypedDict, total=False):
@@ -56,6 +53,7 @@ async def arecord(
         >>> await arecord("http://192.168.4.1:81/stream", 10, "clips/desk")  # doctest: +SKIP
         PosixPath('clips/desk')
     """
+    # Long: the recording loop and its two ways to stop (end of stream, stall) read best together.
     from tqdm.auto import tqdm
 
     if not seconds > 0:

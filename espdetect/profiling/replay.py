@@ -2,17 +2,21 @@
 
 Two modes, both driving `espdetect.pipeline.FrameProcessor` (the blocking code the server runs):
 
-* ``"fast"`` — every frame in order, one after the other, as fast as the machine allows. Frames
-  the skip policy selects are detected; every frame is rendered with the most recent boxes
-  (stale ones on skipped frames, as the server draws them). ``skip="auto"`` has no meaning
-  without a camera pace, so it is decided on a virtual clock: a frame is detected when it is
-  the newest frame at the moment the detector would be free, given the recorded arrival times
-  and the measured detection times. The result is deterministic for given timings, and it
-  measures capacity: ``fps_output`` may exceed the camera's frame rate.
+* ``"fast"`` — every frame in order, one after the other, as fast as the machine allows. The
+  server's per-frame rules (`FramePolicy`) decide on the clip's recorded arrival clock: frames
+  the skip policy offers are motion-tested when motion gating is on and detected unless gated
+  (keep-alive measured on that clock too); every frame is rendered with the most recent boxes
+  (stale ones on skipped frames, moved along their tracks with tracking, the camera's own JPEG
+  when there is nothing to draw, the last picture again for a still frame whose boxes stay put,
+  as the server does). ``skip="auto"`` has no meaning without a
+  camera pace, so it is decided on a virtual clock: a frame is offered when it is the newest
+  frame at the moment the detector would be free, given the recorded arrival times and the
+  measured motion-test and detection times. The result is deterministic for given timings,
+  and it measures capacity: ``fps_output`` may exceed the camera's frame rate.
 * ``"realtime"`` — the live situation: a `CameraPipeline` (exactly the server's class, with
   its latest-frame slots and concurrent detector and renderer) reads a `ClipSource` paced at
   the recorded arrival times; frames the pipeline is too busy for are dropped, as live. Each
-  run takes the clip's duration.
+  run takes the clip's duration. Motion gating and tracking are the pipeline's own.
 
 Only numbers and boxes are kept per frame (no images), so memory stays bounded.
 """
@@ -24,7 +28,7 @@ import concurrent.futures
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -32,17 +36,27 @@ import numpy as np
 
 from espdetect.annotate import Annotator
 from espdetect.constraints import DecodeReduce, Skip
+from espdetect.detections import Detections
 from espdetect.detectors.base import Detector, DetectParams
 from espdetect.encoders.base import Encoder
 from espdetect.exceptions import SourceUnavailable
 from espdetect.frame import Frame
-from espdetect.pipeline import CameraPipeline, DetectionResult, FrameProcessor, PipelineConfig, Rendered
+from espdetect.pipeline import (
+    CameraPipeline,
+    DetectionResult,
+    FrameProcessor,
+    PipelineConfig,
+    PipelineStats,
+    Rendered,
+)
+from espdetect.pipeline.policy import FramePolicy
 from espdetect.sources.clip import ClipSource, load_clip_index
 
 __all__ = [
     "ClipData",
     "ClipFrame",
     "DetectionSample",
+    "GateCounts",
     "Mode",
     "RecordingProcessor",
     "RenderSample",
@@ -179,12 +193,37 @@ class RenderSample(NamedTuple):
     fresh: bool
     arrival_mono: float
     ready_mono: float
+    #: The boxes drawn on this frame (the detections shown, or the tracks' predicted boxes).
+    drawn_xyxy: np.ndarray
+    drawn_confidence: np.ndarray
+    drawn_class_id: np.ndarray
+
+    @classmethod
+    def of(cls, out: Rendered) -> RenderSample:
+        """The sample of one output frame (a repeated picture too: no stage time, same boxes)."""
+        drawn = out.drawn if out.drawn is not None else Detections.empty()
+        return cls(
+            out.frame.seq,
+            out.timings.decode_ms,
+            out.timings.annotate_ms,
+            out.timings.encode_ms,
+            len(out.jpeg),
+            out.latency_ms,
+            out.detection.frame.seq if out.detection is not None else None,
+            out.fresh,
+            out.frame.arrival_mono,
+            out.ready_mono,
+            drawn.xyxy.copy(),
+            drawn.confidence.copy(),
+            drawn.class_id.copy(),
+        )
 
 
 class RecordingProcessor(FrameProcessor):
-    """``processor``'s work, keeping a compact sample of every detect and render call."""
+    """``processor``'s work, keeping a compact sample of every detect call and every render call
+    (``keep_renders``; a realtime replay samples the pipeline's outputs instead)."""
 
-    def __init__(self, processor: FrameProcessor) -> None:
+    def __init__(self, processor: FrameProcessor, *, keep_renders: bool = True) -> None:
         super().__init__(
             processor.detector,
             processor.annotator,
@@ -192,6 +231,7 @@ class RecordingProcessor(FrameProcessor):
             params=processor.params,
             decode_reduce=processor.decode_reduce,
         )
+        self.keep_renders = keep_renders
         self.detections: list[DetectionSample] = []
         self.renders: list[RenderSample] = []
 
@@ -221,25 +261,53 @@ class RecordingProcessor(FrameProcessor):
         return result
 
     def render(
-        self, frame: Frame, detection: DetectionResult | None, *, fresh: bool, passthrough: bool = False
+        self,
+        frame: Frame,
+        detection: DetectionResult | None,
+        *,
+        fresh: bool,
+        passthrough: bool = False,
+        boxes: Detections | None = None,
     ) -> Rendered:
-        out = super().render(frame, detection, fresh=fresh, passthrough=passthrough)
-        shown = out.detection.frame.seq if out.detection is not None else None
-        self.renders.append(
-            RenderSample(
-                frame.seq,
-                out.timings.decode_ms,
-                out.timings.annotate_ms,
-                out.timings.encode_ms,
-                len(out.jpeg),
-                out.latency_ms,
-                shown,
-                out.fresh,
-                frame.arrival_mono,
-                out.ready_mono,
-            )
-        )
+        out = super().render(frame, detection, fresh=fresh, passthrough=passthrough, boxes=boxes)
+        if self.keep_renders:
+            self.renders.append(RenderSample.of(out))
         return out
+
+
+@dataclass(frozen=True)
+class GateCounts:
+    """What motion gating did during one replay (all zero without ``motion``), as the pipeline's
+    `PipelineStats` counted it.
+
+    Example:
+        >>> from espdetect.pipeline.policy import CallReason
+        >>> stats = PipelineStats()
+        >>> stats.count_motion(CallReason.GATED, 0.4)
+        >>> GateCounts.of(stats).gated_frames
+        1
+    """
+
+    #: Frames the motion test looked at (every frame offered to the model).
+    motion_checks: int = 0
+    #: Checked frames where something moved (or the whole scene changed).
+    moving_frames: int = 0
+    #: Model calls made only because the keep-alive was due.
+    keepalive_calls: int = 0
+    #: Checked frames kept from the model.
+    gated_frames: int = 0
+    #: Milliseconds of each motion test (the most recent `PipelineStats.motion_ms` window).
+    motion_ms: tuple[float, ...] = ()
+
+    @classmethod
+    def of(cls, stats: PipelineStats) -> GateCounts:
+        return cls(
+            stats.motion_checks,
+            stats.moving_frames,
+            stats.keepalive_calls,
+            stats.gated_frames,
+            tuple(stats.motion_ms),
+        )
 
 
 @dataclass
@@ -251,6 +319,8 @@ class RunTrace:
     wall_s: float
     detections: list[DetectionSample] = field(default_factory=list)
     renders: list[RenderSample] = field(default_factory=list)
+    #: What motion gating did (all zero without it).
+    gate: GateCounts = field(default_factory=GateCounts)
 
 
 def _auto_selection(arrivals: Sequence[float], next_free: float, index: int) -> bool:
@@ -259,27 +329,58 @@ def _auto_selection(arrivals: Sequence[float], next_free: float, index: int) -> 
     return following > next_free
 
 
-def _replay_fast(clip: ClipData, processor: RecordingProcessor, skip: Skip) -> RunTrace:
+def _replay_fast(clip: ClipData, processor: RecordingProcessor, config: PipelineConfig) -> RunTrace:
+    # Long: the server's detect and render loops folded into one pass over the clip; every
+    # decision is FramePolicy's, on the clip's arrival clock.
     arrivals = [f.arrival_s for f in clip.frames]
+    policy = FramePolicy(config)
+    stats = PipelineStats()
     last: DetectionResult | None = None
+    previous: Rendered | None = None
     next_free = -math.inf
     start = time.perf_counter()
     for i in range(len(clip)):
         frame = clip.frame(i)
-        wanted = _auto_selection(arrivals, next_free, i) if skip == "auto" else i % skip == 0
-        fresh = False
-        if wanted:
-            last = processor.detect(frame)
-            fresh = True
-            next_free = max(arrivals[i], next_free) + last.detect_ms / 1000.0
-        processor.render(frame, last, fresh=fresh)
+        t = arrivals[i]
+        if config.skip == "auto":
+            offered = _auto_selection(arrivals, next_free, i)
+        else:
+            offered = policy.offered(frame.seq)
+        fresh = still = False
+        if offered:
+            busy_ms = 0.0
+            call = True
+            if config.motion:
+                motion = policy.motion.detect(frame)
+                reason = policy.decide(motion, t)
+                stats.count_motion(reason, motion.ms)
+                busy_ms += motion.ms
+                call = reason.call
+                still = not call
+            if call:
+                result = processor.detect(frame)
+                busy_ms += result.detect_ms
+                last = policy.called(frame.seq, t, result)
+                fresh = True
+            # The server's detector task is busy for the motion test too (it awaits it).
+            next_free = max(t, next_free) + busy_ms / 1000.0
+        drawing = policy.drawing(last, fresh, t)
+        if policy.repeats(previous, last, drawing, still, t):
+            assert previous is not None  # checked by repeats
+            previous = previous.repeated(frame)
+            processor.renders.append(RenderSample.of(previous))
+            continue
+        previous = processor.render(
+            frame, drawing.detection, fresh=fresh, passthrough=drawing.passthrough, boxes=drawing.boxes
+        )
+        policy.drew(t)
     wall = time.perf_counter() - start
-    return RunTrace("fast", len(clip), wall, processor.detections, processor.renders)
+    return RunTrace("fast", len(clip), wall, processor.detections, processor.renders, GateCounts.of(stats))
 
 
 async def _replay_realtime_async(
     clip: ClipData, processor: RecordingProcessor, config: PipelineConfig, timeout: float
-) -> None:
+) -> tuple[PipelineStats, list[RenderSample]]:
     pipe = CameraPipeline(
         lambda: ClipSource(clip.path, pace="realtime"),
         processor.detector,
@@ -290,27 +391,33 @@ async def _replay_realtime_async(
         name=f"profile-{clip.path.name}",
     )
     pipe.processor = processor
+    # What a viewer receives, repeated pictures of a still scene included (they are no render call).
+    outputs: list[RenderSample] = []
 
     async def consume() -> None:
-        async for _ in pipe.outputs():
-            pass
+        async for out in pipe.outputs():
+            outputs.append(RenderSample.of(out))
 
     async with pipe:
         await asyncio.wait_for(consume(), timeout)
+    return pipe.stats, outputs
 
 
-def _replay_realtime(clip: ClipData, processor: RecordingProcessor, skip: Skip, timeout: float) -> RunTrace:
-    config = PipelineConfig(skip=skip, decode_reduce=processor.decode_reduce, grace_period=0.0)
+def _replay_realtime(
+    clip: ClipData, processor: RecordingProcessor, config: PipelineConfig, timeout: float
+) -> RunTrace:
+    # The source closes as soon as the clip ends and the run's last frame is out.
+    config = replace(config, grace_period=0.0)
     # A private event loop in a worker thread: works from scripts and from a running Jupyter loop.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="espdetect-replay") as pool:
-        pool.submit(asyncio.run, _replay_realtime_async(clip, processor, config, timeout)).result()
-    renders = processor.renders
+        run = _replay_realtime_async(clip, processor, config, timeout)
+        stats, renders = pool.submit(asyncio.run, run).result()
     if renders:
         first = min(r.arrival_mono for r in renders)
         wall = max(r.ready_mono for r in renders) - first
     else:
         wall = 0.0
-    return RunTrace("realtime", len(clip), wall, processor.detections, processor.renders)
+    return RunTrace("realtime", len(clip), wall, processor.detections, renders, GateCounts.of(stats))
 
 
 def warm_up(clip: ClipData, processor: FrameProcessor, frames: int) -> None:
@@ -333,11 +440,18 @@ def replay(
     params: DetectParams | None = None,
     annotator: Annotator | None = None,
     warmup: int = 2,
+    motion: bool = False,
+    keepalive: float = PipelineConfig.keepalive,
+    tracking: bool = False,
 ) -> RunTrace:
     """Replay ``clip`` once through a `FrameProcessor` and return what was measured.
 
     ``warmup`` frames are detected and rendered first and left out of the trace. ``params``
-    default to the detector's own.
+    default to the detector's own. ``motion``, ``keepalive`` and ``tracking`` are the
+    `PipelineConfig` settings of the same names.
+
+    Raises:
+        ConfigurationError: a pipeline setting out of range.
 
     Example:
         >>> trace = replay(load_clip("data/clips/emulator-qvga"), detector, encoder, skip=2)  # doctest: +SKIP
@@ -348,12 +462,16 @@ def replay(
         raise ValueError(f"expected mode 'fast' or 'realtime', got {mode!r}")
     if warmup < 0:
         raise ValueError(f"expected warmup >= 0 frames, got {warmup}")
+    config = PipelineConfig(
+        skip=skip, decode_reduce=decode_reduce, motion=motion, keepalive=keepalive, tracking=tracking
+    )
     drawer = annotator if annotator is not None else Annotator()
     processor = RecordingProcessor(
-        FrameProcessor(detector, drawer, encoder, params=params, decode_reduce=decode_reduce)
+        FrameProcessor(detector, drawer, encoder, params=params, decode_reduce=decode_reduce),
+        keep_renders=mode == "fast",
     )
     warm_up(clip, processor, warmup)
     processor.clear()
     if mode == "fast":
-        return _replay_fast(clip, processor, skip)
-    return _replay_realtime(clip, processor, skip, timeout=clip.duration_s * 3 + 60.0)
+        return _replay_fast(clip, processor, config)
+    return _replay_realtime(clip, processor, config, timeout=clip.duration_s * 3 + 60.0)

@@ -39,7 +39,10 @@ SUMMARY_COLUMNS = (
     "inference_ms_p50",
     "latency_ms_p50",
     "latency_ms_p95",
+    "model_calls_per_min",
+    "gated_fraction",
     "cpu_percent",
+    "cpu_core_hours_per_camera_hour",
     "rss_peak_mb",
     "background_cpu_percent",
     "bytes_per_frame",
@@ -48,6 +51,8 @@ SUMMARY_COLUMNS = (
     "precision",
     "displayed_recall",
     "displayed_precision",
+    "displayed_iou",
+    "displayed_false_boxes_per_frame",
     "stale_recall",
 )
 
@@ -109,6 +114,8 @@ def _environment_rows(env: dict[str, Any]) -> list[list[str]]:
                 f"{clip.get('fps')} fps, {clip.get('size')}",
             ]
         )
+    if "schema_version" in env:
+        rows.append(["results schema version", str(env["schema_version"])])
     sweep_info = env.get("sweep") or {}
     for key in ("mode", "repeats", "warmup", "seed", "device", "reference"):
         if key in sweep_info:
@@ -142,6 +149,12 @@ def _notes(summary: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
         other = other[other["status"] != HALF_NEEDS_CUDA]
         for _, row in other.iterrows():
             notes.append(f"{row['config_key']}: {row['status']}")
+    if "motion" in summary.columns and summary["motion"].astype(bool).any():
+        notes.append(
+            "Motion gating depends on the scene: a clip where little moves makes few model calls. "
+            "model_calls_per_min and cpu_core_hours_per_camera_hour hold for scenes like this clip; "
+            "keep-alive calls are timed on the clip's own arrival clock."
+        )
     if "mode" in summary.columns and (summary["mode"] == "fast").any():
         notes.append(
             "Fast mode: every selected frame is processed back to back, so fps_output is the capacity "

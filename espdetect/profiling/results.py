@@ -7,6 +7,21 @@ A sweep folder holds::
     frames.csv         one row per output frame of every run (latency distributions)
     environment.json   machine, versions, model checksums, clip and sweep settings
     reference/*.json   cached reference boxes (see `espdetect.profiling.accuracy`)
+
+Every row carries the ``schema_version`` of the table it belongs to (`SCHEMA_VERSION`, also in
+``environment.json``). A folder holds one version only: results of another version still load
+(`load_results`; columns they lack are NaN) but are never appended to, since their rows would
+mean something else; resuming such a sweep is refused with what to do instead.
+
+Schema versions:
+
+1. (no ``schema_version`` column) frame skip, input size, precision, confidence, decode scale,
+   JPEG quality; displayed accuracy judged on the detections shown.
+2. ``motion``, ``keepalive`` and ``tracking`` axes; model calls per minute, CPU per
+   camera-hour, motion-gating counts and the ``motion`` stage; ``displayed_iou`` and
+   ``displayed_false_boxes_per_frame``; displayed accuracy judged on the boxes drawn (moved
+   along their tracks with tracking); frames with nothing to draw pass the camera's JPEG
+   through in fast mode too, as the server does.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pandas as pd
 
@@ -29,6 +44,7 @@ from espdetect.profiling.metrics import STAGES, STAT_NAMES
 __all__ = [
     "COLUMNS",
     "FRAME_COLUMNS",
+    "SCHEMA_VERSION",
     "ResultsStore",
     "load_results",
     "summarize",
@@ -36,7 +52,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Version of the results table (its columns and what they mean); see the module documentation.
+SCHEMA_VERSION = 2
+#: What each version added, for the message refusing to resume an older sweep.
+_SCHEMA_CHANGES = {
+    2: "motion, keepalive and tracking axes, model calls per minute, CPU per camera-hour and "
+    "displayed IoU; displayed accuracy judged on the boxes drawn",
+}
+
 _STAGE_DOC = {
+    "motion": "motion test of motion gating (tiny grayscale decode, background difference); "
+    "realtime: statistics of the pipeline's most recent 1000 tests, per-frame total from their mean",
     "decode": "JPEG decode for detection (reduced scale when decode_reduce > 1)",
     "preprocess": "detector preprocessing: letterbox, colour conversion, tensor",
     "inference": "the model's forward pass",
@@ -50,6 +76,7 @@ _STAGE_DOC = {
 def _columns() -> dict[str, str]:
     # Long: one entry per column of the results table, the documentation users read.
     cols: dict[str, str] = {
+        "schema_version": "version of the results table this row belongs to (SCHEMA_VERSION)",
         "config_key": "stable id of the configuration (ProfileConfig.key)",
         "repeat": "repeat number, 0-based",
         "run_order": "position of this run in the sweep's (seeded, shuffled) order",
@@ -64,6 +91,10 @@ def _columns() -> dict[str, str]:
         "jpeg_quality": "output JPEG quality (1-100)",
         "conf": "detection confidence threshold",
         "decode_reduce": "decode scale divisor for detection ('1', '2', '4', '8' or 'auto')",
+        "motion": "motion gating: the model runs only on offered frames where something moves, a "
+        "tracked object is still moving or the keep-alive is due",
+        "keepalive": "seconds between keep-alive model calls while nothing moves (n/a without motion)",
+        "tracking": "boxes move along their tracks on frames without a model call (else they stay put)",
         "status": "'ok', 'n/a: <why>' (not applicable here, not measured) or 'error: <what>'",
         "accuracy_status": "'ok' or 'n/a: <why>' for the accuracy columns",
         "reference_key": "config_key of the reference the accuracy columns compare with",
@@ -77,6 +108,18 @@ def _columns() -> dict[str, str]:
         "fps_processed": "frames detected per second",
         "fps_output": "frames output per second (fast mode: capacity, may exceed the camera)",
         "fps_camera": "frame rate of the recorded camera",
+        "video_s": "camera time replayed: frames_in / fps_camera, seconds",
+        "model_calls_per_min": "model calls (frames_detected) per minute of camera time (video_s)",
+        "cpu_core_hours_per_camera_hour": (
+            "process CPU seconds (user + system) during the measured replay / video_s: the CPU "
+            "cores one live camera keeps busy (fast mode: the work of every frame, without idle time)"
+        ),
+        "motion_checks": "frames offered to the model that the motion test looked at (0 without motion)",
+        "moving_frames": "motion-tested frames where something moved",
+        "keepalive_calls": "model calls made only because nothing had moved for keepalive seconds",
+        "gated_frames": "motion-tested frames kept from the model",
+        "gated_fraction": "gated_frames / motion_checks: share of offered frames kept from the "
+        "model (0 without motion)",
     }
     for stage in STAGES:
         for stat in STAT_NAMES:
@@ -100,10 +143,19 @@ def _columns() -> dict[str, str]:
     docs = {
         "recall": "detected frames: share of reference boxes matched (IoU >= 0.5, same class)",
         "precision": "detected frames: share of the configuration's boxes that match",
-        "displayed_recall": "every output frame, boxes as shown (stale included) vs that frame's reference",
-        "displayed_precision": "every output frame: share of shown boxes that match that frame's reference",
-        "stale_recall": "output frames showing stale boxes only: recall",
-        "stale_precision": "output frames showing stale boxes only: precision",
+        "displayed_recall": (
+            "every output frame, boxes as drawn (stale, or moved along tracks) vs that frame's reference"
+        ),
+        "displayed_precision": "every output frame: share of drawn boxes that match that frame's reference",
+        "displayed_iou": (
+            "every output frame: each reference box's IoU with its paired drawn box of its class "
+            "(one-to-one, highest first; 0 if none), mean over all reference boxes"
+        ),
+        "displayed_false_boxes_per_frame": (
+            "drawn boxes matching no reference box of their frame (IoU >= 0.5, same class), per output frame"
+        ),
+        "stale_recall": "output frames showing boxes of an earlier detection only: recall of the drawn boxes",
+        "stale_precision": "output frames showing boxes of an earlier detection only: precision",
         "stale_frames": "output frames showing boxes detected on an earlier frame",
         "stale_age_ms_mean": "mean age of stale boxes (camera time from their frame to the one shown), ms",
         "blank_frames": "output frames shown before any detection existed",
@@ -131,8 +183,8 @@ FRAME_COLUMNS = (
 
 _TEXT_COLUMNS = ("config_key", "mode", "model", "model_name", "model_format", "skip", "decode_reduce",
                  "status", "accuracy_status", "reference_key", "started_at")  # fmt: skip
-_BOOL_COLUMNS = ("trained", "half")
-_INT_COLUMNS = ("repeat", "run_order", "imgsz", "jpeg_quality")
+_BOOL_COLUMNS = ("trained", "half", "motion", "tracking")
+_INT_COLUMNS = ("schema_version", "repeat", "run_order", "imgsz", "jpeg_quality")
 
 
 def _cell(value: object) -> object:
@@ -180,22 +232,52 @@ class ResultsStore:
         with path.open(newline="", encoding="utf-8") as fh:
             return next(csv.reader(fh), [])
 
+    def schema_versions(self) -> set[int]:
+        """Schema versions of the rows in ``results.csv`` (1 for rows from before versions)."""
+        header = self._header(self.results_csv)
+        if header is None:
+            return set()
+        if "schema_version" not in header:
+            return {1}
+        with self.results_csv.open(newline="", encoding="utf-8") as fh:
+            cells = {(r.get("schema_version") or "").strip() for r in csv.DictReader(fh)}
+        return {int(c) for c in cells if c.isdigit()}
+
+    def _refuse_other_schema(self, path: Path) -> NoReturn:
+        versions = self.schema_versions()
+        newest = max(versions, default=SCHEMA_VERSION)
+        found = ", ".join(str(v) for v in sorted(versions))
+        if newest < SCHEMA_VERSION:
+            added = "; ".join(
+                f"version {v} added {text}" for v, text in _SCHEMA_CHANGES.items() if v > newest
+            )
+            what = f"results of schema version {found} ({added})"
+        elif newest > SCHEMA_VERSION:
+            what = f"results of schema version {found}, written by a newer espdetect"
+        else:
+            what = f"{path.name} with columns other than this version's"
+        raise ConfigurationError(
+            f"expected {self.out_dir} to hold results of schema version {SCHEMA_VERSION}, got {what}; "
+            "they cannot be resumed without mixing two meanings: start afresh with resume=False "
+            "(espdetect profile --fresh) or use a new output folder (load_results still reads them)",
+            field="out_dir",
+        )
+
     def _check_header(self, path: Path, expected: Sequence[str]) -> bool:
         """True when ``path`` exists with the expected header; raises when its header differs."""
         header = self._header(path)
         if header is None:
             return False
         if header != list(expected):
-            raise ConfigurationError(
-                f"expected {path} to have this version's columns, got a different header; "
-                "use a new output folder"
-            )
+            self._refuse_other_schema(path)
         return True
 
     def check_appendable(self) -> None:
-        """Raise `ConfigurationError` now if new rows could not be appended (older columns)."""
+        """Raise `ConfigurationError` now if new rows could not be appended (another schema)."""
         self._check_header(self.results_csv, list(COLUMNS))
         self._check_header(self.frames_csv, FRAME_COLUMNS)
+        if self.schema_versions() - {SCHEMA_VERSION}:
+            self._refuse_other_schema(self.results_csv)
 
     def done(self) -> set[tuple[str, int, str]]:
         """(config_key, repeat, mode) of every run already in ``results.csv``."""
@@ -218,6 +300,11 @@ class ResultsStore:
         unknown = sorted(set(row) - set(COLUMNS))
         if unknown:
             raise ValueError(f"expected only documented columns, got {', '.join(unknown)}")
+        if row.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+            raise ValueError(
+                f"expected a row of schema version {SCHEMA_VERSION}, got {row['schema_version']}"
+            )
+        row = {**row, "schema_version": SCHEMA_VERSION}
         has_header = self._check_header(self.results_csv, list(COLUMNS))
         with self.results_csv.open("a", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh, lineterminator="\n")
@@ -241,11 +328,14 @@ class ResultsStore:
     def load(self) -> pd.DataFrame:
         """The results table with typed columns (empty, with all columns, when there are none).
 
-        Files written by an older version load too: columns it lacked are NaN.
+        Files written by an older version load too: columns it lacked are NaN, and
+        ``schema_version`` is 1 for rows from before versions.
         """
         if self._header(self.results_csv) is None:
             return _typed(pd.DataFrame({c: pd.Series(dtype="object") for c in COLUMNS}))
         df = pd.read_csv(self.results_csv, dtype=str, keep_default_na=False, na_values=[""])
+        if "schema_version" not in df.columns:
+            df["schema_version"] = "1"
         for col in COLUMNS:
             if col not in df.columns:
                 df[col] = ""

@@ -4,6 +4,10 @@ The file has the sections of `espdetect.server.settings.ServerSettings` (``[dete
 ``[defaults]``) and one ``[[cameras]]`` table; where each option goes comes from the settings
 schema. Measured values the server has no setting for (``decode_reduce`` at the time of
 writing) are written as comments, so the file always loads.
+
+Motion gating and tracking are written when the sweep varied them (`Recommendation.swept_axes`)
+or measured them on; otherwise the file says, in a comment, that they were measured off and the
+server's own default applies (the server turns both on by default).
 """
 
 from __future__ import annotations
@@ -52,21 +56,23 @@ def _toml_text(
             raise ValueError("expected a recommendation that met its constraints, got one with ok=False")
         config = recommendation.config
         metrics: dict[str, object] = dict(recommendation.metrics)
+        swept = recommendation.swept_axes
     else:
         config = recommendation
         metrics = {}
+        swept = ()
     lines = [
         "# espdetect server configuration written by the profiling harness",
         f"# {datetime.now(timezone.utc).isoformat(timespec='seconds')}: configuration {config.key}",
     ]
     measured = [
         f"{name} {float(value):.1f}"
-        for name in ("fps_output", "latency_ms_p95", "cpu_percent", "bandwidth_kbps")
+        for name in ("fps_output", "latency_ms_p95", "cpu_percent", "bandwidth_kbps", "model_calls_per_min")
         if isinstance(value := metrics.get(name), float) and math.isfinite(value)
     ]
     measured += [
         f"{name} {float(value):.3f}"
-        for name in ("displayed_recall", "recall")
+        for name in ("displayed_recall", "displayed_iou", "recall", "cpu_core_hours_per_camera_hour")
         if isinstance(value := metrics.get(name), float) and math.isfinite(value)
     ]
     if measured:
@@ -81,6 +87,8 @@ def _toml_text(
         "quality": config.jpeg_quality,
         "decode_reduce": config.decode_reduce,
     }
+    gating, unswept = _gating(config, swept)
+    values.update(gating)
     sections = _sections()
     tables: dict[str | None, list[str]] = {}
     for key, value in values.items():
@@ -90,10 +98,28 @@ def _toml_text(
             tables.setdefault("defaults", []).append(
                 f"# {key} = {_toml(value)}  (measured, but the server has no such setting)"
             )
+    for key in unswept:
+        tables.setdefault(sections.get(key, "defaults"), []).append(
+            f"# {key}: measured off, not swept; the server's default applies"
+        )
     for section, entries in sorted(tables.items(), key=lambda item: item[0] is not None):
         lines += ["", *([f"[{section}]"] if section is not None else []), *entries]
     lines += ["", "[[cameras]]", f"id = {_toml(camera_id)}", f"url = {_toml(camera_url)}", ""]
     return "\n".join(lines)
+
+
+def _gating(config: ProfileConfig, swept: tuple[str, ...]) -> tuple[dict[str, object], list[str]]:
+    """Motion and tracking settings to write, and the names of those left to the server."""
+    values: dict[str, object] = {}
+    unswept: list[str] = []
+    for name, on in (("motion", config.motion), ("tracking", config.tracking)):
+        if on or name in swept:
+            values[name] = on
+        else:
+            unswept.append(name)
+    if config.motion:
+        values["keepalive"] = config.keepalive
+    return values, unswept
 
 
 def write_server_config(

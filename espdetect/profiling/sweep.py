@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import random
 import re
 import shutil
@@ -32,7 +33,7 @@ from espdetect.profiling.config import ProfileConfig, unique
 from espdetect.profiling.environment import collect_environment, cuda_available
 from espdetect.profiling.metrics import ResourceMonitor, trace_metrics
 from espdetect.profiling.replay import ClipData, Mode, RunTrace, load_clip, replay, warm_up
-from espdetect.profiling.results import ResultsStore, load_results
+from espdetect.profiling.results import SCHEMA_VERSION, ResultsStore, load_results
 
 __all__ = [
     "HALF_NEEDS_CUDA",
@@ -136,7 +137,8 @@ class DetectorCache:
 def choose_reference(configs: Iterable[ProfileConfig]) -> ProfileConfig | None:
     """The automatic reference: the first trained model, its largest size, every frame, full decode.
 
-    Confidence is the default 0.25 and precision full; None when no model in the sweep is trained.
+    Confidence is the default 0.25 and precision full, with neither motion gating nor tracking
+    (the model sees every frame); None when no model in the sweep is trained.
     Pass an explicit reference to `sweep` to compare against something else (a better model).
 
     Example:
@@ -150,7 +152,16 @@ def choose_reference(configs: Iterable[ProfileConfig]) -> ProfileConfig | None:
         return None
     model = trained[0].model
     imgsz = max(c.imgsz for c in trained if c.model == model)
-    return ProfileConfig(model=model, imgsz=imgsz, half=False, skip=1, jpeg_quality=80, decode_reduce=1)
+    return ProfileConfig(
+        model=model,
+        imgsz=imgsz,
+        half=False,
+        skip=1,
+        jpeg_quality=80,
+        decode_reduce=1,
+        motion=False,
+        tracking=False,
+    )
 
 
 def _safe_name(key: str) -> str:
@@ -184,6 +195,7 @@ def _load_reference(
 
 def _identity(config: ProfileConfig, repeat: int, order: int, mode: Mode) -> dict[str, object]:
     return {
+        "schema_version": SCHEMA_VERSION,
         "config_key": config.key,
         "repeat": repeat,
         "run_order": order,
@@ -198,6 +210,10 @@ def _identity(config: ProfileConfig, repeat: int, order: int, mode: Mode) -> dic
         "jpeg_quality": config.jpeg_quality,
         "conf": config.conf,
         "decode_reduce": str(config.decode_reduce),
+        "motion": config.motion,
+        # Without motion no keep-alive is ever due: the value would claim a setting that did nothing.
+        "keepalive": config.keepalive if config.motion else math.nan,
+        "tracking": config.tracking,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -366,6 +382,7 @@ def _environment(
         "fps": round(data.fps, 3),
         "size": list(data.size),
     }
+    environment["schema_version"] = SCHEMA_VERSION
     environment["sweep"] = {
         **sweep_settings,
         "reference": ref_config.key if ref_config else None,
@@ -438,8 +455,11 @@ def _run(
             logger.exception("run %s (repeat %s) failed", cfg.key, row["repeat"])
         return None
     row["status"] = "ok"
-    row.update(trace_metrics(trace, data.fps))
+    metrics = trace_metrics(trace, data.fps)
+    row.update(metrics)
     row["cpu_percent"] = monitor.cpu_percent
+    video_s = metrics["video_s"]
+    row["cpu_core_hours_per_camera_hour"] = monitor.cpu_s / video_s if video_s > 0 else math.nan
     row["rss_peak_mb"] = monitor.rss_peak_mb
     row["background_cpu_percent"] = monitor.background_cpu_percent
     row["attempts"] = attempts
@@ -481,6 +501,9 @@ def _measure(
                 decode_reduce=cfg.decode_reduce,
                 params=params,
                 warmup=0,
+                motion=cfg.motion,
+                keepalive=cfg.keepalive,
+                tracking=cfg.tracking,
             )
         if best is None or monitor.background_cpu_percent < best[1].background_cpu_percent:
             best = (trace, monitor)

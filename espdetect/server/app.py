@@ -138,6 +138,7 @@ def create_app(
         >>> app = create_app(ServerSettings(cameras=["cam=http://192.168.4.1:81/stream"]))
         >>> # uvicorn.run(app) - or StreamingServer(app, settings).run() to end streams on Ctrl-C
     """
+    # Long: the app is assembled in one place (lifespan, middleware, routes) so its order is visible.
     settings = settings if settings is not None else ServerSettings()
 
     @asynccontextmanager

@@ -14,6 +14,7 @@ import anyio
 from espdetect.detectors.base import Detector, DetectParams
 from espdetect.encoders.base import Encoder
 from espdetect.frame import Frame
+from espdetect.motion import MotionConfig
 from espdetect.pipeline import CameraPipeline, PipelineConfig, Rendered, SubscriptionKind
 from espdetect.server.settings import CameraConfig, CameraOptions, ServerSettings
 from espdetect.sources.base import FrameSource, SourceStats
@@ -152,7 +153,17 @@ class Camera:
             params=params,
             encoder=encoder_factory(settings.quality),
             config=PipelineConfig(
-                skip=settings.skip, stale=settings.stale, grace_period=server.upstream.grace_period
+                skip=settings.skip,
+                stale=settings.stale,
+                grace_period=server.upstream.grace_period,
+                motion=settings.motion,
+                motion_config=MotionConfig(
+                    threshold=settings.motion_threshold,
+                    min_area=settings.motion_min_area,
+                    masks=settings.motion_masks,
+                ),
+                keepalive=settings.keepalive,
+                tracking=settings.tracking,
             ),
             name=settings.id,
             workers=workers,

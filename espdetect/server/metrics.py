@@ -47,7 +47,7 @@ def _samples(spec: MetricSpec, value: Any) -> Iterator[tuple[list[str], float]]:
     elif isinstance(value, Mapping):
         for key, number in value.items():
             yield [*fixed, str(key)], float(number)
-    else:
+    elif value is not None:  # a gauge with no samples yet is left out, not reported as 0
         yield fixed, float(value)
 
 

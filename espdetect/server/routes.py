@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, StrictBool, model_validator
 
 from espdetect.constraints import CAMERA_ID_PATTERN
 from espdetect.exceptions import SlotClosed
@@ -24,7 +24,17 @@ from espdetect.pipeline import StaleMode
 from espdetect.server.camera import Camera, ViewerKind
 from espdetect.server.errors import NoFrameAvailable
 from espdetect.server.hub import CameraHub
-from espdetect.server.settings import ClassIds, Conf, Imgsz, Quality, SkipSetting
+from espdetect.server.settings import (
+    ClassIds,
+    Conf,
+    Fraction,
+    Imgsz,
+    Keepalive,
+    MotionMasks,
+    MotionThreshold,
+    Quality,
+    SkipSetting,
+)
 from espdetect.server.stats import hub_stats
 from espdetect.server.streaming import (
     MJPEG_MEDIA_TYPE,
@@ -83,6 +93,12 @@ class SettingsPatch(BaseModel):
     quality: Quality | None = None
     imgsz: Imgsz | None = None
     stale: StaleMode | None = None
+    motion: StrictBool | None = None
+    motion_threshold: MotionThreshold | None = None
+    motion_min_area: Fraction | None = None
+    motion_masks: MotionMasks | None = None
+    keepalive: Keepalive | None = None
+    tracking: StrictBool | None = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> SettingsPatch:

@@ -56,7 +56,8 @@ from espdetect.constraints import (
 from espdetect.detectors.factory import DetectorBackend
 from espdetect.exceptions import ConfigurationError
 from espdetect.mjpeg import DEFAULT_MAX_PART_SIZE
-from espdetect.pipeline.config import GRACE_PERIOD, StaleMode
+from espdetect.motion import THRESHOLD, check_polygons
+from espdetect.pipeline.config import GRACE_PERIOD, KEEPALIVE, StaleMode
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -136,6 +137,31 @@ ClassIds = Annotated[
     BeforeValidator(_split_list),
 ]
 SkipSetting = Annotated[Skip, PlainValidator(_skip, json_schema_input_type=int | Literal["auto"])]
+
+
+def _polygons(value: object) -> list[list[list[float]]]:
+    """Masks also as JSON text (an environment variable, a flag); checked by the motion module."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else []
+        except json.JSONDecodeError as exc:
+            like = "[[[0, 0], [0.4, 0], [0.4, 0.1]]]"
+            message = f"expected motion_masks as JSON polygons like {like}, got {value!r} ({exc})"
+            raise ValueError(message) from None
+    try:
+        return [[list(point) for point in polygon] for polygon in check_polygons(value, "motion_masks")]
+    except ConfigurationError as exc:
+        raise ValueError(exc.message) from None
+
+
+MotionThreshold = Annotated[int, Field(ge=THRESHOLD.low, le=THRESHOLD.high)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Keepalive = Annotated[float, Field(ge=KEEPALIVE.low, le=KEEPALIVE.high)]
+# Points as [x, y] lists (JSON's shape, what TOML and the API give) rather than tuples.
+MotionMasks = Annotated[
+    list[list[list[float]]],
+    PlainValidator(_polygons, json_schema_input_type=list[list[tuple[float, float]]]),
+]
 HttpUrl = Annotated[str, PlainValidator(_http_url, json_schema_input_type=str)]
 
 
@@ -256,6 +282,29 @@ class CameraOptions(_Section):
         description="frames without fresh detections: draw_last (the last boxes) or raw (the camera's JPEG)",
     )
     quality: Quality = Field(default=80, description="JPEG quality of the annotated stream, 1..100")
+    motion: bool = Field(
+        default=True,
+        description="run the model only when something moves (or a tracked object needs following), "
+        "plus a keep-alive call; false: whenever the skip policy says",
+    )
+    motion_threshold: MotionThreshold = Field(
+        default=25, description="grey levels a pixel must change by to count as motion, 1..255"
+    )
+    motion_min_area: Fraction = Field(
+        default=0.002, description="smallest moving region counted, as a fraction of the frame"
+    )
+    motion_masks: MotionMasks = Field(
+        default_factory=list,
+        description="regions where motion never counts (a timestamp, a tree): polygons of [x, y] "
+        "points from 0 to 1, e.g. [[[0, 0], [0.4, 0], [0.4, 0.08], [0, 0.08]]]",
+    )
+    keepalive: Keepalive = Field(
+        default=30.0, description="seconds between model calls while nothing moves (confirms still objects)"
+    )
+    tracking: bool = Field(
+        default=True,
+        description="give boxes track ids and move them along their tracks between model calls",
+    )
 
 
 class CameraConfig(CameraOptions):

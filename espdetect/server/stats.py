@@ -148,6 +148,21 @@ class CameraStats:
     upstream_opens: int
     decode_errors: int = field(metadata=counter("Frames that failed to decode."))
     detector_errors: int = field(metadata=counter("Model calls that failed."))
+    motion_checks: int = field(metadata=counter("Frames the motion test looked at."))
+    moving_frames: int = field(metadata=counter("Frames the motion test found moving."))
+    gated_frames: int = field(
+        metadata=counter(
+            "Model calls saved: frames the motion test kept from the model.", name="model_calls_saved"
+        )
+    )
+    keepalive_calls: int = field(metadata=counter("Model calls made because nothing had moved for a while."))
+    motion_fraction: float | None = field(
+        metadata=gauge("Share of the recently tested frames in which something moved.")
+    )
+    #: 1 while the model ran in the last seconds, 0 while the camera is idle (gated).
+    detecting: bool = field(metadata=gauge("1 while the model runs for this camera, 0 while it is idle."))
+    #: The motion test's time per frame.
+    motion_ms: Percentiles
     stage_errors: int = field(
         metadata=counter("Times the camera's pipeline stopped on an unexpected error (then restarted).")
     )
@@ -236,6 +251,13 @@ def camera_stats(camera: Camera, now: float | None = None) -> CameraStats:
         decode_errors=pipe.decode_errors,
         detector_errors=pipe.detector_errors,
         stage_errors=pipe.stage_errors,
+        motion_checks=pipe.motion_checks,
+        moving_frames=pipe.moving_frames,
+        gated_frames=pipe.gated_frames,
+        keepalive_calls=pipe.keepalive_calls,
+        motion_fraction=pipe.moved.mean(),
+        detecting=_detecting(camera),
+        motion_ms=pipe.motion_ms.percentiles(),
         viewers_served=serve.viewers_served,
         viewers_rejected=serve.viewers_rejected,
         viewer_timeouts=serve.viewer_timeouts,
@@ -244,6 +266,17 @@ def camera_stats(camera: Camera, now: float | None = None) -> CameraStats:
         detect_ms=pipe.detect_ms.percentiles(),
         latency_ms=serve.latency_ms.percentiles(),
         raw_latency_ms=serve.raw_latency_ms.percentiles(),
+    )
+
+
+#: A camera whose model ran within this many seconds counts as detecting (else idle).
+_DETECTING_WITHIN: Final = 2.0
+
+
+def _detecting(camera: Camera) -> bool:
+    last = camera.pipeline.last_model_call
+    return (
+        camera.pipeline.upstream_open and last is not None and time.perf_counter() - last < _DETECTING_WITHIN
     )
 
 

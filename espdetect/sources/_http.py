@@ -7,7 +7,7 @@ with backoff, and the failures that make a source retry.
 from __future__ import annotations
 
 from typing import Generic, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -80,6 +80,11 @@ class HttpSource(FrameSource):
         self._client = client
         self._owns_client = client is None
         self._closed = False
+
+    def describe(self) -> str:
+        """The URL without its user:password part."""
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
     def _get_client(self) -> httpx.AsyncClient:
         if self._client is None:

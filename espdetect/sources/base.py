@@ -68,6 +68,10 @@ class FrameSource(ABC):
         self.stats = SourceStats()
         self._next_seq = 0
 
+    def describe(self) -> str:
+        """Where the frames come from, for logs, messages and recordings (never a password)."""
+        return f"{type(self).__name__}({self.source_id})"
+
     @abstractmethod
     async def read(self) -> Frame:
         """The next frame. Raises `EndOfStream` when there are no more."""

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -47,11 +48,36 @@ def test_parser_reads_emulate_options() -> None:
     )
 
 
+def test_parser_reads_scene_options() -> None:
+    args = build_parser().parse_args(
+        ["emulate", "--scene", "yard", "--noise", "3", "--brightness-ramp", "-20", "--still-seconds", "10"]
+    )
+    assert (args.scene, args.source, args.noise, args.brightness_ramp, args.still_seconds) == (
+        "yard",
+        None,
+        3,
+        -20.0,
+        10.0,
+    )
+    plain = build_parser().parse_args(["emulate", "--source", "clip.mp4"])
+    assert (plain.scene, plain.source, plain.noise, plain.brightness_ramp) == (
+        "photos",
+        Path("clip.mp4"),
+        0,
+        0.0,
+    )
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
         pytest.param(["--fault", "explode"], "expected a fault kind", id="fault"),
         pytest.param(["--size", "640"], "expected WIDTHxHEIGHT", id="size"),
+        pytest.param(["--scene", "garden"], "invalid choice: 'garden'", id="scene"),
+        pytest.param(
+            ["--scene", "yard", "--source", "x.mp4"], "not allowed with argument", id="scene+source"
+        ),
+        pytest.param(["--noise", "lots"], "invalid int value", id="noise"),
     ],
 )
 def test_bad_options_are_rejected(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -98,13 +124,47 @@ def test_emulate_runs_until_interrupted(stop_signal: signal.Signals) -> None:
     assert "stopped" in out
 
 
-def test_emulate_reports_bad_config() -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        pytest.param(["--quality", "99"], "expected quality 0..63", id="quality"),
+        pytest.param(
+            ["--scene", "yard", "--noise", "300"], "expected noise to be an integer from 0", id="noise"
+        ),
+    ],
+)
+def test_emulate_reports_bad_config(argv: list[str], message: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", _MAIN, "emulate", "--port", "0", "--quality", "99"],
+        [sys.executable, "-c", _MAIN, "emulate", "--port", "0", *argv],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 2
-    assert proc.stderr.startswith("espdetect emulate: expected quality 0..63"), proc.stderr
+    assert proc.stderr.startswith(f"espdetect emulate: {message}"), proc.stderr
     assert proc.stdout == ""
+
+
+def test_emulate_serves_the_yard_with_sensor_effects() -> None:
+    argv = ["emulate", "--port", "0", "--fps", "5", "--scene", "yard", "--noise", "3"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MAIN, *argv, "--brightness-ramp", "-20", "--still-seconds", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line.strip())
+            if line.startswith("Press Ctrl-C"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "scene:   yard (first person after 4 s), noise 3 levels, brightness ramp -20" in lines, lines

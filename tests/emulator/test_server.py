@@ -6,6 +6,7 @@ import gzip
 import json
 import logging
 import socket
+from pathlib import Path
 
 import pytest
 
@@ -480,6 +481,37 @@ async def test_bad_config_is_rejected() -> None:
     with pytest.raises(ValueError, match="port"):
         Emulator(port=65535)
     assert EmulatorConfig(framesize=15, firmware="3.x").frame_size == (1600, 1200)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        pytest.param({"noise": -1}, "noise", id="noise-negative"),
+        pytest.param({"noise": 128}, "noise", id="noise-too-big"),
+        pytest.param({"noise": 1.5}, "noise", id="noise-not-int"),
+        pytest.param({"noise": True}, "noise", id="noise-bool"),
+        pytest.param({"brightness_ramp": -300.0}, "brightness_ramp", id="ramp-too-dark"),
+        pytest.param({"brightness_ramp": float("inf")}, "brightness_ramp", id="ramp-inf"),
+        pytest.param({"still_seconds": -0.5}, "still_seconds", id="still-negative"),
+        pytest.param({"still_seconds": float("nan")}, "still_seconds", id="still-nan"),
+        pytest.param({"scene": "yard", "fps": 0.5}, "fps", id="yard-fps"),
+    ],
+)
+async def test_bad_scene_settings_name_the_field(kwargs: dict[str, object], field: str) -> None:
+    from espdetect.exceptions import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match=field) as info:
+        EmulatorConfig(**kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+
+
+async def test_scene_settings_are_kept() -> None:
+    cfg = EmulatorConfig(scene="yard", fps=None, noise=4, brightness_ramp=-30.0, still_seconds=0.0)
+    assert (cfg.scene, cfg.noise, cfg.brightness_ramp, cfg.still_seconds) == ("yard", 4, -30.0, 0.0)
+    assert cfg.timeline_fps == 15.0 and EmulatorConfig(fps=25.0).timeline_fps == 25.0
+    assert EmulatorConfig(scene="photos", fps=0.5).scene == "photos"  # only the yard needs fps >= 1
+    garden = EmulatorConfig(scene="garden")  # type: ignore[arg-type]  # other strings are taken as paths
+    assert garden.scene == Path("garden")
 
 
 async def test_client_that_stops_reading_is_dropped_after_send_timeout(

@@ -61,11 +61,14 @@ class SquareFactory:
         return SquareDetector()
 
 
-def write_square_clip(path: Path, frames: int = FRAMES, fps: float = FPS) -> Path:
-    """A clip of the moving square with arrival times exactly 1/fps apart."""
+def write_square_clip(path: Path, frames: int = FRAMES, fps: float = FPS, *, still: bool = False) -> Path:
+    """A clip of the moving square with arrival times exactly 1/fps apart.
+
+    ``still``: every frame is the same JPEG (the square never moves).
+    """
     with ClipWriter(path, source="test squares") as writer:
         for i in range(frames):
-            ok, buf = cv2.imencode(".jpg", square_image(i), [cv2.IMWRITE_JPEG_QUALITY, 90])
+            ok, buf = cv2.imencode(".jpg", square_image(0 if still else i), [cv2.IMWRITE_JPEG_QUALITY, 90])
             assert ok
             writer.write(Frame(seq=i, source_id="squares", jpeg=buf.tobytes(), arrival_mono=100.0 + i / fps))
     return path

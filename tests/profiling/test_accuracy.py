@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("pandas", reason="profiling sweeps need pandas: pip install 'espdetect[profile]'")
 
-from espdetect.profiling.accuracy import BoxSet, MatchCounts, Reference, match_boxes
+from espdetect.profiling.accuracy import BoxSet, MatchCounts, Reference, match_boxes, reference_ious
 from espdetect.profiling.config import ProfileConfig, grid
 from espdetect.profiling.replay import load_clip
 from espdetect.profiling.results import ResultsStore
@@ -49,6 +49,34 @@ def test_the_most_confident_prediction_takes_the_best_match() -> None:
     ref = boxes((0, 0, 10, 10, 0, 1), (20, 0, 30, 10, 0, 1))
     pred = boxes((1, 0, 11, 10, 0, 0.6), (0, 0, 10, 10, 0, 0.9), (21, 0, 31, 10, 0, 0.8))
     assert match_boxes(pred, ref).matched == 2
+
+
+@pytest.mark.parametrize(
+    ("pred", "ref", "expected"),
+    [
+        pytest.param(boxes((0, 0, 10, 10, 0, 0.9)), boxes((0, 0, 10, 10, 0, 1)), [1.0], id="same-box"),
+        pytest.param(boxes((5, 0, 15, 10, 0, 0.9)), boxes((0, 0, 10, 10, 0, 1)), [1 / 3], id="iou-below-0.5"),
+        pytest.param(boxes((0, 0, 10, 10, 1, 0.9)), boxes((0, 0, 10, 10, 0, 1)), [0.0], id="other-class"),
+        pytest.param(boxes(), boxes((0, 0, 10, 10, 0, 1)), [0.0], id="nothing-drawn"),
+        pytest.param(boxes((0, 0, 10, 10, 0, 0.9)), boxes(), [], id="no-reference"),
+        pytest.param(
+            boxes((0, 0, 30, 10, 0, 0.9)),
+            boxes((0, 0, 10, 10, 0, 1), (20, 0, 30, 10, 0, 1)),
+            [1 / 3, 0.0],
+            id="one-box-pairs-once",
+        ),
+        pytest.param(
+            boxes((1, 0, 11, 10, 0, 0.5), (20, 0, 30, 10, 0, 0.9)),
+            boxes((0, 0, 10, 10, 0, 1), (20, 0, 30, 10, 0, 1)),
+            [9 / 11, 1.0],
+            id="each-its-best",
+        ),
+    ],
+)
+def test_reference_ious_pair_one_to_one_within_a_class(
+    pred: BoxSet, ref: BoxSet, expected: list[float]
+) -> None:
+    assert reference_ious(pred, ref).tolist() == pytest.approx(expected)
 
 
 def test_ratios_without_denominator_are_nan() -> None:
@@ -137,6 +165,7 @@ def test_real_model_reference_against_itself(model_path: str, tmp_path: Path) ->
     rows = {r["config_key"]: r for r in df.to_dict("records")}
     assert rows[reference.key]["recall"] == 1.0
     assert rows[reference.key]["displayed_recall"] == 1.0
+    assert rows[reference.key]["displayed_iou"] == pytest.approx(1.0, abs=1e-3)  # saved to 0.01 px
     ref = Reference.load(next(ResultsStore(tmp_path / "out").reference_dir.glob("*.json")))
     labels = {int(c) for b in ref.boxes.values() for c in b.class_id}
     assert 0 in labels  # the scene's people are found by the real COCO model

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,40 @@ def test_profile_cli_reports_bad_grids_and_missing_clips(
     assert "expected a clip folder" in capsys.readouterr().err
     assert main(["profile", str(square_clip), "--out", str(tmp_path), "--write-config", "x.toml"]) == 2
     assert "--camera-url" in capsys.readouterr().err
+
+
+def test_profile_cli_sweeps_motion_and_tracking_from_the_grid(
+    square_clip: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ._squares import SquareFactory
+
+    # The package exports the function under the module's name: patch the module itself.
+    sweep_module = sys.modules["espdetect.profiling.sweep"]
+    monkeypatch.setattr(sweep_module, "default_factory", lambda device: SquareFactory())
+    out = tmp_path / "out"
+    toml = tmp_path / "serve.toml"
+    code = main(
+        [
+            "profile", str(square_clip), "--grid", "model=squares.pt skip=2 motion=off,on tracker=off,on",
+            "--out", str(out), "--repeats", "1", "--warmup", "0", "--no-progress",
+            "--write-config", str(toml), "--camera-url", "http://192.168.4.1:81/stream",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    df = load_results(out)
+    assert sorted(df["config_key"].str.removeprefix("squares.pt@640-fp32-conf0.25-reduceauto-skip2-q80")) == [
+        "",
+        "-motion-keepalive30",
+        "-motion-keepalive30-tracking",
+        "-tracking",
+    ]
+    assert df["displayed_iou"].notna().all() and df["model_calls_per_min"].notna().all()
+    assert "model calls/min" in capsys.readouterr().out
+    text = toml.read_text()
+    assert "motion = " in text and "tracking = " in text
+    assert main(["profile", str(square_clip), "--grid", "motion=maybe", "--out", str(tmp_path / "x")]) == 2
+    assert "valid motion value" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from espdetect.exceptions import ConfigurationError
@@ -99,3 +101,80 @@ def test_two_models_with_one_file_name_are_refused() -> None:
 def test_pipeline_config_carries_skip_and_reduce() -> None:
     pc = ProfileConfig(model="m.onnx", skip="auto", decode_reduce=2).pipeline_config()
     assert (pc.skip, pc.decode_reduce) == ("auto", 2)
+
+
+def test_motion_tracking_and_keepalive_parse_with_their_aliases() -> None:
+    assert parse_grid("motion=off,on tracker=yes keepalive=5,30.5") == {
+        "motion": [False, True],
+        "tracking": [True],
+        "keepalive": [5.0, 30.5],
+    }
+    assert parse_grid("track=0 keep_alive=10") == {"tracking": [False], "keepalive": [10.0]}
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        pytest.param("motion=sometimes", "motion", id="motion-word"),
+        pytest.param("tracking=2", "tracking", id="tracking-number"),
+        pytest.param("keepalive=soon", "keepalive", id="keepalive-word"),
+        pytest.param("keepalive=nan", "keepalive", id="keepalive-nan"),
+    ],
+)
+def test_bad_gating_values_are_refused_when_parsed(text: str, field: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"valid {field} value"):
+        parse_grid(text)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        pytest.param({"motion": "yes"}, "motion", id="motion-not-bool"),
+        pytest.param({"tracking": 1}, "tracking", id="tracking-not-bool"),
+        pytest.param({"keepalive": 0.1}, "keepalive", id="keepalive-too-short"),
+        pytest.param({"keepalive": math.inf}, "keepalive", id="keepalive-infinite"),
+    ],
+)
+def test_bad_gating_settings_are_refused_by_the_pipelines_own_checks(
+    kwargs: dict[str, object], field: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="got") as info:
+        ProfileConfig(model="m.onnx", **kwargs)  # type: ignore[arg-type]
+    assert info.value.field == field
+    # The same values fail the same way from a grid string: one check for both.
+    if field == "keepalive":
+        with pytest.raises(ConfigurationError):
+            grid_from_text(f"keepalive={kwargs['keepalive']} motion=on", models=["m.onnx"])
+
+
+def test_keys_name_motion_and_tracking_only_when_on() -> None:
+    base = ProfileConfig(model="m.onnx", skip=2)
+    # Keys of sweeps from before these settings existed still name the same configuration.
+    assert base.key == "m.onnx@640-fp32-conf0.25-reduceauto-skip2-q80"
+    assert base.replace(keepalive=10).key == base.key
+    assert base.replace(tracking=True).key == base.key + "-tracking"
+    assert base.replace(motion=True).key == base.key + "-motion-keepalive30"
+    assert base.replace(motion=True, keepalive=7.5, tracking=True).key == (
+        base.key + "-motion-keepalive7.5-tracking"
+    )
+
+
+def test_grid_sweeps_motion_and_tracking_and_drops_keepalives_without_motion() -> None:
+    configs = grid_from_text("motion=off,on keepalive=10,30 tracking=off,on", models=["m.onnx"])
+    assert len(configs) == 6
+    assert len({c.key for c in configs}) == 6
+    without = [c for c in configs if not c.motion]
+    assert [c.tracking for c in without] == [False, True]
+    assert sorted((c.keepalive, c.tracking) for c in configs if c.motion) == [
+        (10.0, False),
+        (10.0, True),
+        (30.0, False),
+        (30.0, True),
+    ]
+
+
+def test_pipeline_config_carries_motion_keepalive_and_tracking() -> None:
+    pc = ProfileConfig(model="m.onnx", motion=True, keepalive=12, tracking=True).pipeline_config()
+    assert (pc.motion, pc.keepalive, pc.tracking) == (True, 12.0, True)
+    off = ProfileConfig(model="m.onnx").pipeline_config()
+    assert (off.motion, off.tracking) == (False, False)

@@ -125,3 +125,24 @@ def test_fps_and_latency_met_separately_but_never_together() -> None:
     assert rec.reasons == (
         "1 configurations reach 10 fps_output and 1 keep latency_ms_p95 <= 100 ms, but none does both",
     )
+
+
+def test_config_from_row_carries_motion_and_tracking_and_old_tables_mean_off() -> None:
+    gated = RESULTS.iloc[0].copy()
+    gated["motion"], gated["keepalive"], gated["tracking"] = True, 12.0, True
+    cfg = config_from_row(gated)
+    assert (cfg.motion, cfg.keepalive, cfg.tracking) == (True, 12.0, True)
+    # A schema-1 table has none of these columns; a motion-off row has no keepalive.
+    old = config_from_row(RESULTS.iloc[0])
+    assert (old.motion, old.tracking) == (False, False)
+    off = RESULTS.iloc[0].copy()
+    off["motion"], off["keepalive"], off["tracking"] = False, math.nan, False
+    assert config_from_row(off).key == old.key
+
+
+def test_the_recommendation_knows_which_axes_were_swept() -> None:
+    swept = RESULTS.assign(motion=[False, True, False, True], keepalive=[math.nan, 30.0] * 2, tracking=True)
+    rec = recommend(swept, target_fps=10)
+    assert rec.swept_axes == ("model", "skip", "motion")
+    assert rec.config is not None and rec.config.motion and rec.config.tracking
+    assert recommend(RESULTS).swept_axes == ("model", "skip")

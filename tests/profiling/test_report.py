@@ -96,3 +96,19 @@ def test_labels_name_only_what_varies(results: pd.DataFrame) -> None:
     labels = plots.config_labels(summary).tolist()
     assert "squares 640 s4 q30" in labels
     assert "squares* 320 s1 q80" in labels  # * marks the untrained model
+
+
+def test_report_and_figures_show_motion_gating_and_tracking(square_clip: Path, tmp_path: Path) -> None:
+    configs = grid(model="squares.pt", skip=2, motion=[False, True], tracking=[False, True])
+    df = sweep(square_clip, configs, tmp_path / "sweep", repeats=1, warmup=0, progress=False,
+               detector_factory=SquareFactory())  # fmt: skip
+    text = report(df, tmp_path, "markdown").read_text()
+    header = next(line for line in text.splitlines() if line.startswith("| config_key |"))
+    for col in ("model_calls_per_min", "gated_fraction", "cpu_core_hours_per_camera_hour", "displayed_iou"):
+        assert f" {col} " in header, col
+    assert "Motion gating depends on the scene" in text
+    assert "| results schema version | 2 |" in text
+    labels = sorted(plots.config_labels(df.drop_duplicates("config_key")).tolist())
+    assert labels == ["motion", "motion track", "no motion no track", "track"]
+    legend = plots.plot_stage_times(df).axes[0].get_legend()
+    assert legend is not None and "motion" in {t.get_text() for t in legend.get_texts()}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -75,3 +76,53 @@ def test_an_unmet_recommendation_is_not_written(tmp_path: Path) -> None:
         write_server_config(
             recommend(results, target_fps=10), tmp_path / "x.toml", camera_url="http://c/stream"
         )
+
+
+def _row(**changes: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "config_key": "k", "mode": "fast", "status": "ok", "model": "m.onnx", "imgsz": 640, "half": False,
+        "skip": "2", "jpeg_quality": 80, "conf": 0.25, "decode_reduce": "auto", "fps_output": 15.0,
+        "latency_ms_p95": 100.0, "displayed_recall": 0.9, "displayed_iou": 0.8, "motion": False,
+        "keepalive": math.nan, "tracking": False, "model_calls_per_min": 450.0,
+        "cpu_core_hours_per_camera_hour": 0.25,
+    }  # fmt: skip
+    row.update(changes)
+    return row
+
+
+def test_swept_motion_and_tracking_are_written_and_load(clean_env: None, tmp_path: Path) -> None:
+    results = pd.DataFrame(
+        [
+            _row(config_key="a"),
+            _row(config_key="b", motion=True, keepalive=12.0, tracking=True, displayed_recall=0.95),
+        ]
+    )
+    rec = recommend(results, target_fps=10)
+    assert rec.config is not None and rec.config.motion
+    path = write_server_config(rec, tmp_path / "gated.toml", camera_url="http://cam.local/stream")
+    loaded = settings.load_settings(path)
+    assert (loaded.defaults.motion, loaded.defaults.keepalive, loaded.defaults.tracking) == (True, 12.0, True)
+    text = path.read_text()
+    assert "model_calls_per_min 450.0" in text and "cpu_core_hours_per_camera_hour 0.250" in text
+
+    # Swept and measured best off: off is written, so the server runs what was measured.
+    results.loc[1, "displayed_recall"] = 0.5
+    off = write_server_config(
+        recommend(results, target_fps=10), tmp_path / "off.toml", camera_url="http://c/s"
+    )
+    loaded = settings.load_settings(off)
+    assert (loaded.defaults.motion, loaded.defaults.tracking) == (False, False)
+    assert "keepalive =" not in off.read_text()
+
+
+def test_motion_and_tracking_not_swept_are_left_to_the_server_and_said_so(
+    clean_env: None, tmp_path: Path
+) -> None:
+    rec = recommend(pd.DataFrame([_row()]), target_fps=10)
+    path = write_server_config(rec, tmp_path / "plain.toml", camera_url="http://cam.local/stream")
+    text = path.read_text()
+    assert "# motion: measured off, not swept; the server's default applies" in text
+    assert "# tracking: measured off, not swept; the server's default applies" in text
+    loaded = settings.load_settings(path)
+    defaults = settings.CameraOptions()
+    assert (loaded.defaults.motion, loaded.defaults.tracking) == (defaults.motion, defaults.tracking)

@@ -14,7 +14,7 @@ from espdetect.detectors.base import Detector
 from espdetect.exceptions import ConfigurationError, ModelLoadError
 from espdetect.profiling.config import ProfileConfig, grid
 from espdetect.profiling.environment import cuda_available
-from espdetect.profiling.results import COLUMNS, ResultsStore, load_results, summarize
+from espdetect.profiling.results import COLUMNS, SCHEMA_VERSION, ResultsStore, load_results, summarize
 from espdetect.profiling.sweep import HALF_NEEDS_CUDA, sweep
 
 from ._squares import FRAMES, SquareDetector, SquareFactory
@@ -240,18 +240,18 @@ def test_runs_sharing_the_cpu_are_measured_again(
     assert (never["background_cpu_percent"] >= 0).all()
 
 
-def test_results_of_an_older_version_load_but_are_not_appended_to(
+def test_results_with_other_columns_load_but_are_not_appended_to(
     square_clip: Path, squares: SquareFactory, tmp_path: Path
 ) -> None:
     df = sweep(
         square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
     )
     store = ResultsStore(tmp_path)
-    # An older results.csv without the last column.
+    # A results.csv without the last column.
     store.results_csv.write_text(df.drop(columns=[list(COLUMNS)[-1]]).to_csv(index=False), encoding="utf-8")
     old = load_results(tmp_path)
     assert list(old.columns) == list(COLUMNS) and old[list(COLUMNS)[-1]].isna().all()
-    with pytest.raises(ConfigurationError, match="this version's columns"):
+    with pytest.raises(ConfigurationError, match="columns other than this version's"):
         sweep(
             square_clip,
             grid(model="squares.pt", skip=2),
@@ -260,3 +260,60 @@ def test_results_of_an_older_version_load_but_are_not_appended_to(
             progress=False,
             detector_factory=squares,
         )
+
+
+#: Columns the results table had before schema versions (version 1).
+_ADDED_IN_2 = (
+    "schema_version", "motion", "keepalive", "tracking", "video_s", "model_calls_per_min",
+    "cpu_core_hours_per_camera_hour", "motion_checks", "moving_frames", "keepalive_calls",
+    "gated_frames", "gated_fraction", "displayed_iou", "displayed_false_boxes_per_frame",
+    *(c for c in COLUMNS if c.startswith("motion_ms_")),
+)  # fmt: skip
+
+
+def test_a_sweep_of_schema_1_loads_but_resuming_it_is_refused_with_what_to_do(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    df = sweep(
+        square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
+    )
+    assert df["schema_version"].tolist() == [SCHEMA_VERSION] == [2]
+    assert ResultsStore(tmp_path).environment()["schema_version"] == SCHEMA_VERSION
+    store = ResultsStore(tmp_path)
+    store.results_csv.write_text(df.drop(columns=list(_ADDED_IN_2)).to_csv(index=False), encoding="utf-8")
+
+    old = load_results(tmp_path)
+    assert old["schema_version"].tolist() == [1]
+    assert old["displayed_iou"].isna().all() and old["model_calls_per_min"].isna().all()
+    with pytest.raises(ConfigurationError, match="schema version 1") as info:
+        sweep(
+            square_clip, grid(model="squares.pt", motion=True), tmp_path, repeats=1, progress=False,
+            detector_factory=squares,
+        )  # fmt: skip
+    message = str(info.value)
+    assert (
+        "motion, keepalive and tracking" in message
+        and "--fresh" in message
+        and "new output folder" in message
+    )
+    assert len(load_results(tmp_path)) == 1  # nothing was appended
+    fresh = sweep(
+        square_clip, grid(model="squares.pt", motion=True), tmp_path, repeats=1, progress=False,
+        detector_factory=squares, resume=False,
+    )  # fmt: skip
+    assert fresh["schema_version"].tolist() == [2] and fresh["motion"].tolist() == [True]
+
+
+def test_rows_of_a_newer_schema_are_not_appended_to(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    df = sweep(
+        square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
+    )
+    store = ResultsStore(tmp_path)
+    store.results_csv.write_text(df.assign(schema_version=3).to_csv(index=False), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="schema version 3, written by a newer espdetect"):
+        sweep(
+            square_clip, grid(model="squares.pt", skip=2), tmp_path, repeats=1, progress=False,
+            detector_factory=squares,
+        )  # fmt: skip

@@ -554,7 +554,7 @@ def test_a_thousand_abrupt_viewers_leave_nothing_behind(
     assert set(outcomes) <= {"200", "503", "aborted"}, outcomes
     stats = camera_stats(client)
     assert stats["viewers_served"] + stats["viewers_rejected"] >= outcomes["200"] + outcomes.get("503", 0)
-    wait_until(lambda: _server_tasks(client) == tasks, timeout=20.0, what=f"{tasks} server tasks")
+    wait_until(lambda: _server_tasks(client) <= tasks, timeout=20.0, what=f"at most {tasks} server tasks")
     wait_until(lambda: _fds() <= fds, timeout=20.0, what=f"at most {fds} open fds")
     growth_mb = (psutil.Process().memory_info().rss - rss) / 2**20
     assert growth_mb <= 20.0, f"RSS grew by {growth_mb:.1f} MB"

@@ -232,3 +232,97 @@ def test_metrics_parse_as_prometheus_text(client: httpx.Client) -> None:
     assert frames_in[0].labels == {"camera": "cam"} and frames_in[0].value >= 2
     latency = {s.labels["quantile"] for s in families["espdetect_latency_ms"].samples}
     assert latency == {"0.5", "0.95", "0.99"}
+
+
+def test_the_settings_patch_covers_every_camera_option() -> None:
+    from espdetect.server.routes import SettingsPatch
+    from espdetect.server.settings import CameraOptions
+
+    assert set(SettingsPatch.model_fields) == set(CameraOptions.model_fields)
+
+
+def test_motion_settings_patch_live(server: ServerThread, client: httpx.Client) -> None:
+    settings = client.get("/cameras/cam/settings").json()
+    assert (settings["motion"], settings["tracking"], settings["keepalive"]) == (True, True, 30.0)
+    mask = [[0, 0], [0.5, 0], [0.5, 0.1], [0, 0.1]]
+    changed = client.patch(
+        "/cameras/cam/settings",
+        json={
+            "motion": False,
+            "tracking": False,
+            "keepalive": 5,
+            "motion_threshold": 40,
+            "motion_masks": [mask],
+        },
+    )
+    assert changed.status_code == 200, changed.text
+    body = changed.json()
+    assert (body["motion"], body["tracking"], body["keepalive"], body["motion_threshold"]) == (
+        False,
+        False,
+        5.0,
+        40,
+    )
+    assert body["motion_masks"] == [mask]
+    config = server.hub.camera("cam").pipeline.config
+    assert (config.motion, config.tracking, config.keepalive) == (False, False, 5.0)
+    assert config.motion_config.threshold == 40
+    assert config.motion_config.masks == ((((0.0, 0.0), (0.5, 0.0), (0.5, 0.1), (0.0, 0.1))),)
+
+
+@pytest.mark.parametrize(
+    ("patch", "field"),
+    [
+        pytest.param({"motion": "yes"}, "motion", id="motion-text"),
+        pytest.param({"tracking": 1}, "tracking", id="tracking-number"),
+        pytest.param({"motion_threshold": 256}, "motion_threshold", id="threshold"),
+        pytest.param({"motion_min_area": -0.1}, "motion_min_area", id="area"),
+        pytest.param({"motion_masks": [[[0, 0], [1, 1]]]}, "motion_masks", id="masks"),
+        pytest.param({"keepalive": 0}, "keepalive", id="keepalive"),
+        pytest.param({"keepalive": None}, None, id="null"),
+    ],
+)
+def test_bad_motion_patches_are_refused(
+    client: httpx.Client, patch: dict[str, Any], field: str | None
+) -> None:
+    before = client.get("/cameras/cam/settings").json()
+    response = client.patch("/cameras/cam/settings", json=patch)
+    assert response.status_code == 422
+    if field is not None:
+        assert any(field in e["loc"] for e in response.json()["detail"]), response.json()
+    assert client.get("/cameras/cam/settings").json() == before
+
+
+def test_a_still_camera_is_idle_and_says_so(
+    make_server: Callable[..., ServerThread], detectors: list[BoxDetector]
+) -> None:
+    from espdetect.emulator import EmulatorConfig, EmulatorThread
+    from espdetect.emulator.scene import sample_photo
+
+    still = EmulatorConfig(fps=20.0, size=(320, 240), scene=sample_photo("bus.jpg"))
+    with EmulatorThread(still) as cam:
+        server = make_server(cameras=[f"cam={cam.stream_url}"])
+        client = httpx.Client(base_url=server.url, timeout=10.0)
+        with client, client.stream("GET", "/cameras/cam/detect") as response:
+            PartReader(response).read(40)  # two seconds of a still picture
+            stats = camera_stats(client)
+            text = client.get("/metrics").text
+    # One model call when the stream started; the keep-alive (30 s) was never due.
+    assert detectors[0].calls == 1
+    assert stats["motion_checks"] >= 39 and stats["gated_frames"] >= 38
+    assert stats["moving_frames"] == 0 and stats["motion_fraction"] == 0.0
+    assert stats["motion_ms"]["p50"] is not None
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    saved = families["espdetect_model_calls_saved"].samples[0]
+    assert saved.labels == {"camera": "cam"} and saved.value >= 38
+    assert families["espdetect_motion_fraction"].samples[0].value == 0.0
+    assert {s.name for s in families["espdetect_detecting"].samples} == {"espdetect_detecting"}
+
+
+def test_a_moving_scene_runs_the_model(client: httpx.Client, detectors: list[BoxDetector]) -> None:
+    with client.stream("GET", "/cameras/cam/detect") as response:
+        PartReader(response).read(10)
+        stats = camera_stats(client)
+    # The photo scene pans to and fro (a frame can match the background: gated), so most frames move.
+    assert stats["moving_frames"] >= 3 and stats["detecting"] is True
+    assert detectors[0].calls == stats["moving_frames"] + stats["keepalive_calls"]

@@ -250,3 +250,58 @@ def test_cameras_take_what_they_do_not_set_from_the_defaults() -> None:
 def test_camera_config_rejects_out_of_range_overrides() -> None:
     with pytest.raises(ValidationError, match="less than or equal to 100"):
         CameraConfig(id="a", url="http://h/stream", quality=101)
+
+
+def test_motion_settings_from_toml_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    toml = tmp_path / "espdetect.toml"
+    toml.write_text(
+        """
+[defaults]
+motion_threshold = 30
+keepalive = 60
+
+[[cameras]]
+id = "door"
+url = "http://192.168.1.50:81/stream"
+motion_masks = [[[0, 0], [0.4, 0], [0.4, 0.08], [0, 0.08]]]
+tracking = false
+"""
+    )
+    # Masks as JSON text, as a container's environment gives them.
+    monkeypatch.setenv("ESPDETECT_MOTION_MASKS", "[[[0.9, 0.9], [1, 0.9], [1, 1]]]")
+    monkeypatch.setenv("ESPDETECT_MOTION", "false")
+    s = load_settings(toml)
+    (door,) = s.camera_settings()
+    assert (door.motion, door.motion_threshold, door.keepalive, door.tracking) == (False, 30, 60.0, False)
+    assert door.motion_masks == [[[0.0, 0.0], [0.4, 0.0], [0.4, 0.08], [0.0, 0.08]]]
+    assert s.defaults.motion_masks == [[[0.9, 0.9], [1.0, 0.9], [1.0, 1.0]]]
+
+
+def test_motion_and_tracking_are_on_by_default_in_the_server() -> None:
+    options = CameraOptions()
+    assert (options.motion, options.tracking, options.keepalive, options.motion_masks) == (
+        True,
+        True,
+        30.0,
+        [],
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        pytest.param({"motion_threshold": 0}, "greater than or equal to 1", id="threshold"),
+        pytest.param({"motion_min_area": 1.5}, "less than or equal to 1", id="area"),
+        pytest.param({"keepalive": 0.1}, "greater than or equal to 0.5", id="keepalive"),
+        pytest.param(
+            {"motion_masks": [[[0, 0], [1, 1]]]}, r"three or more \[x, y\] points", id="mask-two-points"
+        ),
+        pytest.param({"motion_masks": [[[0, 0], [2, 0], [0, 1]]]}, "from 0 to 1, got 2", id="mask-range"),
+        pytest.param({"motion_masks": "[[["}, "expected motion_masks as JSON polygons", id="mask-json"),
+    ],
+)
+def test_bad_motion_settings_are_refused(values: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        CameraOptions.model_validate(values)

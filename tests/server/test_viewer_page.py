@@ -24,6 +24,9 @@ def test_page_shows_frames_and_stats_and_releases_the_stream(
     page.wait_for_function(SHOWS_FRAMES, timeout=20_000)
     page.wait_for_function("() => Number(document.getElementById('stats').dataset.updates || 0) >= 1")
     assert "fps in / detect / out" in page.inner_text("#stats")
+    # The photo scene moves: the page says the model is running (an idle camera says so instead).
+    page.wait_for_function("() => document.getElementById('stats').innerText.includes('detecting')")
+    assert "motion / model calls saved" in page.inner_text("#stats")
     assert page.input_value("#camera") == "cam"
     wait_until(lambda: camera_stats(client)["viewers"]["annotated"] == 1, what="the page's viewer")
 

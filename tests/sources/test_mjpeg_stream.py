@@ -402,4 +402,6 @@ def test_rejects_non_http_url() -> None:
 
 
 def test_source_id_never_shows_credentials() -> None:
-    assert MjpegStreamSource("http://admin:secret@cam.local:81/stream").source_id == "cam.local:81"
+    source = MjpegStreamSource("http://admin:secret@cam.local:81/stream?x=1")
+    assert source.source_id == "cam.local:81"
+    assert source.describe() == "http://cam.local:81/stream?x=1"

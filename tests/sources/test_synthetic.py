@@ -87,3 +87,7 @@ def test_iter_frames() -> None:
 def test_rejects_bad_settings(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         SyntheticSource(**kwargs)  # type: ignore[arg-type]
+
+
+def test_describe_names_the_class_and_source_id() -> None:
+    assert SyntheticSource(count=1).describe() == "SyntheticSource(synthetic)"
