@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import sys
 from collections.abc import Sequence
@@ -35,7 +34,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benchmarks._harness.report import load_average, machine, markdown_table, utc_now, versions, write_json
+from benchmarks._harness.report import (
+    load_average,
+    markdown_table,
+    start_run,
+    write_json,
+)
 from benchmarks._motion.appear import MAX_LATE, Trial, appear_trials
 from benchmarks._motion.still import KEEPALIVE, StillRow, still_cases
 
@@ -135,24 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--only takes sections among {', '.join(SECTIONS)}, got {args.only}")
     if min(args.rounds, args.trials, args.clip_repeats) < 1 or min(args.window, args.long_window) <= 0:
         parser.error("--rounds, --trials and --clip-repeats must be at least 1, the windows positive")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    if args.model:
-        os.environ["ESPDETECT_MODEL"] = args.model
-    args.out.mkdir(parents=True, exist_ok=True)
+    meta = start_run(args.out, args.model, args.verbose, "onnxruntime", "cv2", "numpy")
     logs = args.out / "logs"
-
-    meta: dict[str, Any] = {
-        "date": utc_now(),
-        "machine": machine(),
-        "loadavg_start": load_average(),
-        "model": Path(os.environ["ESPDETECT_MODEL"]).name if os.environ.get("ESPDETECT_MODEL") else "bundled",
-        **versions("onnxruntime", "cv2", "numpy"),
-    }
     results: dict[str, Any] = {"meta": meta}
     targets: list[list[object]] = []
     sections: list[str] = []

@@ -11,9 +11,11 @@ import csv
 import dataclasses
 import datetime as dt
 import json
+import logging
 import math
 import os
 import platform
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -151,3 +153,28 @@ def versions(*modules: str) -> dict[str, str | None]:
         except (ImportError, AttributeError):
             found[name] = None
     return found
+
+
+def start_run(out: Path, model: str | None, verbose: bool, *modules: str) -> dict[str, Any]:
+    """Logging, ``$ESPDETECT_MODEL`` and the output folder of a benchmark run; the run's metadata.
+
+    ``model`` (a ``--model`` option) overrides ``$ESPDETECT_MODEL`` for this process and its
+    children; ``modules`` are the packages whose versions the report names.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if model:
+        os.environ["ESPDETECT_MODEL"] = model
+    out.mkdir(parents=True, exist_ok=True)
+    chosen = os.environ.get("ESPDETECT_MODEL")
+    return {
+        "date": utc_now(),
+        "machine": machine(),
+        "loadavg_start": load_average(),
+        "model": Path(chosen).name if chosen else "bundled",
+        **versions(*modules),
+    }

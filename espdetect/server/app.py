@@ -2,9 +2,10 @@
 
 The app factory stays small on purpose: it wires the lifespan (which builds the `CameraHub`
 and the per-app metrics registry), the routers, the exception handlers that turn domain
-errors into HTTP answers, and the middleware: from the outside in, CORS (``cors_origins``), the
-`RequestGuard` (body limit, foreign-origin writes), authentication (`AuthMiddleware`, when a
-password or token hash is configured) and the `ViewerGate` (cheap 503s beyond the viewer limits).
+errors into HTTP answers, and the middleware: from the outside in, the `HostGuard` (Host must be
+an allowed host: DNS rebinding), CORS (``cors_origins``), the `RequestGuard` (body limit,
+foreign-origin writes), authentication (`AuthMiddleware`, when a password or token hash is
+configured) and the `ViewerGate` (cheap 503s beyond the viewer limits).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import math
 import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -33,11 +33,19 @@ from espdetect.server import control
 from espdetect.server._malloc import tune_malloc
 from espdetect.server.auth import Authenticator, AuthMiddleware, login_router, session_router
 from espdetect.server.camera import EncoderFactory, SourceFactory, camera_params
-from espdetect.server.errors import NoFrameAvailable, UnknownCamera, ViewerLimitReached
+from espdetect.server.errors import (
+    NoFrameAvailable,
+    SafeJSONResponse,
+    UnknownCamera,
+    ViewerLimitReached,
+    jsonable,
+)
 from espdetect.server.gate import ViewerGate
 from espdetect.server.guard import RequestGuard
+from espdetect.server.hosts import AllowedHosts, HostGuard
 from espdetect.server.hub import CameraHub, DetectorFactory
 from espdetect.server.metrics import make_registry
+from espdetect.server.protocol import HeadLimits, limited_protocol
 from espdetect.server.routes import router
 from espdetect.server.settings import CameraConfig, DetectorSettings, ServerSettings
 from espdetect.server.stats import hub_stats
@@ -148,7 +156,8 @@ def create_app(
             # Also on app.state: the server's shutdown hook runs outside any request.
             app.state.hub = hub
             try:
-                yield {"hub": hub, "settings": settings, "registry": make_registry(lambda: hub_stats(hub))}
+                registry = make_registry(lambda: hub_stats(hub, authenticator.stats()))
+                yield {"hub": hub, "settings": settings, "registry": registry}
             finally:
                 app.state.hub = None
         logger.info("all cameras closed")
@@ -164,7 +173,8 @@ def create_app(
     app.include_router(router)
     app.include_router(session_router)
     app.include_router(control.router)
-    # Added innermost first: a request meets CORS, the guard, authentication, then the gate.
+    # Added innermost first: a request meets the host check, CORS, the guard, authentication, then
+    # the gate.
     app.add_middleware(ViewerGate, retry_after=settings.viewers.retry_after)
     authenticator = Authenticator(settings.auth)
     app.state.authenticator = authenticator
@@ -172,7 +182,13 @@ def create_app(
         app.include_router(login_router)
         app.add_middleware(AuthMiddleware, authenticator=authenticator)
     origins = settings.auth.cors_origins
-    app.add_middleware(RequestGuard, max_body_size=settings.serving.max_body_size, allowed_origins=origins)
+    hosts = AllowedHosts.for_server(settings.host, settings.auth.allowed_hosts)
+    app.add_middleware(
+        RequestGuard,
+        max_body_size=settings.serving.max_body_size,
+        allowed_origins=origins,
+        allowed_hosts=hosts,
+    )
     if origins:
         explicit = "*" not in origins
         app.add_middleware(
@@ -185,6 +201,10 @@ def create_app(
             expose_headers=["Retry-After", "X-Timestamp", "WWW-Authenticate"],
             max_age=600,
         )
+    app.add_middleware(HostGuard, hosts=hosts)
+    if hosts.any_host or settings.host in ("0.0.0.0", "::", ""):
+        # On every interface the server is reached under names it cannot guess: say which it takes.
+        logger.info("answering requests whose Host is %s; add names with allowed_hosts", hosts.describe())
     app.add_exception_handler(UnknownCamera, _unknown_camera)
     app.add_exception_handler(ViewerLimitReached, _limit_reached)
     app.add_exception_handler(NoFrameAvailable, _no_frame)
@@ -201,44 +221,43 @@ def end_streams(app: FastAPI) -> None:
 
 
 async def _unknown_camera(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=404)
+    return SafeJSONResponse({"detail": str(exc)}, status_code=404)
 
 
 async def _limit_reached(request: Request, exc: Exception) -> JSONResponse:
     settings: ServerSettings = request.app.state.settings
-    return JSONResponse(
+    return SafeJSONResponse(
         {"detail": str(exc)}, status_code=503, headers={"Retry-After": str(settings.viewers.retry_after)}
     )
 
 
 async def _no_frame(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+    return SafeJSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
 
 async def _setting_rejected(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ConfigurationError)
     # The same shape as FastAPI's own validation errors, so clients handle one format.
     detail = [{"type": "value_error", "loc": ["body", exc.field or "body"], "msg": exc.message}]
-    return JSONResponse({"detail": detail}, status_code=422)
+    return SafeJSONResponse({"detail": detail}, status_code=422)
 
 
 _MAX_ECHO = 200
 
 
 def _echo(value: object) -> object:
-    """``value`` if it can go back in a JSON error as it is (finite, small), else None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError):
-        return None
-    return value if len(text) <= _MAX_ECHO else None
+    """``value`` fit for a JSON error (`jsonable`) if it stays small there, else None."""
+    # Shallow: deeper input is never short enough to echo, and nothing deep is walked.
+    echoed = jsonable(value, depth=4)
+    text = json.dumps(echoed, ensure_ascii=False)
+    return echoed if echoed is not None and len(text) <= _MAX_ECHO else None
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    # FastAPI's own handler echoes every input, and a non-finite number from a hostile client
-    # (JSON has no Infinity, but Python's parser takes it) would turn the 422 into a 500.
+    # FastAPI's own handler echoes every input as it came, and a hostile client's non-finite number
+    # (JSON has no Infinity, but Python's parser takes it), huge integer or lone UTF-16 surrogate
+    # ("\ud800" is valid JSON, not encodable as UTF-8) would turn the 422 into a 500. Every part
+    # of the answer goes through `jsonable`, and `SafeJSONResponse` renders it again the same way.
     assert isinstance(exc, RequestValidationError)
     detail = []
     for error in exc.errors():
@@ -250,8 +269,8 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
         echoed = _echo(error.get("input"))
         if echoed is not None:
             item["input"] = echoed
-        detail.append(item)
-    return JSONResponse({"detail": detail}, status_code=422)
+        detail.append(jsonable(item))
+    return SafeJSONResponse({"detail": detail}, status_code=422)
 
 
 class StreamingServer(uvicorn.Server):
@@ -259,6 +278,8 @@ class StreamingServer(uvicorn.Server):
 
     uvicorn's graceful shutdown waits for open responses, and MJPEG streams never finish on
     their own; ending them first lets Ctrl-C / SIGTERM stop the process within a second.
+    Request heads are bounded in size, header count, time and pending connections
+    (`espdetect.server.protocol`, from the ``[serving]`` settings).
 
     Example:
         >>> settings = ServerSettings(cameras=["http://192.168.4.1:81/stream"])  # doctest: +SKIP
@@ -274,6 +295,7 @@ class StreamingServer(uvicorn.Server):
         port: int | None = None,
         on_started: Callable[[StreamingServer], None] | None = None,
     ) -> None:
+        serving = settings.serving
         config = uvicorn.Config(
             app,
             host=settings.host if host is None else host,
@@ -282,6 +304,14 @@ class StreamingServer(uvicorn.Server):
             access_log=settings.serving.access_log,
             timeout_graceful_shutdown=max(1, round(settings.serving.shutdown_timeout)),
             lifespan="on",
+            http=limited_protocol(
+                HeadLimits(
+                    max_size=serving.max_header_size,
+                    max_headers=serving.max_headers,
+                    timeout=serving.header_timeout,
+                    max_pending=serving.max_pending_connections,
+                )
+            ),
         )
         super().__init__(config)
         if settings.serving.tune_malloc:

@@ -16,14 +16,20 @@ which another site cannot add without a CORS preflight this server refuses
 
 A browser navigation without credentials is redirected to the login page; any other request
 gets 401 with a ``WWW-Authenticate`` challenge. Password checks are deliberately slow (a
-PBKDF2/scrypt hash), so they run in a worker thread one at a time, and a successful check is
-remembered for a few minutes so HTTP Basic clients do not pay for it on every request.
-Credentials are never logged.
+PBKDF2/scrypt hash), so they run in worker threads, and a successful check is remembered for a
+few minutes so HTTP Basic clients do not pay for it on every request. Credentials are never logged.
+
+Guessing floods are turned away before any hash is computed (429 with ``Retry-After``, see
+`PasswordThrottle`): at most ``auth_workers`` hashes run at once and ``auth_queue`` more wait, with
+addresses without recent failures going first; each client address has at most one check in
+flight, and after ``auth_free_failures`` wrong passwords it backs off for 0.25 s, doubling with
+every further failure up to ``auth_backoff_max``. Session cookies, bearer tokens and already
+verified Basic credentials never meet these limits. The address is the connection's peer
+(``scope["client"]``): there is no trusted-proxy setting, so ``X-Forwarded-For`` is ignored.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -46,6 +52,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from espdetect.server.passwords import verify_password, verify_token
 from espdetect.server.settings import AuthSettings, ServerSettings
+from espdetect.server.stats import AuthStats
+from espdetect.server.throttle import MAX_CLIENTS, AuthThrottled, PasswordThrottle, client_key, cpu_cores
 
 __all__ = [
     "IDENTITY_SCOPE_KEY",
@@ -163,15 +171,15 @@ class SessionSigner:
 
 
 class Authenticator:
-    """Checks credentials against the configured hashes.
+    """Checks credentials against the configured hashes; password checks go through a `PasswordThrottle`.
 
     Example:
         >>> auth = Authenticator(AuthSettings(auth_token_hash=hash_token("t0ken")))  # doctest: +SKIP
-        >>> await auth.authenticate(Headers({"authorization": "Bearer t0ken"}))
+        >>> await auth.authenticate(Headers({"authorization": "Bearer t0ken"}), client="10.0.0.7")
         Identity(user='token', method='bearer')
     """
 
-    def __init__(self, settings: AuthSettings) -> None:
+    def __init__(self, settings: AuthSettings, *, max_clients: int = MAX_CLIENTS) -> None:
         self.username = settings.auth_username
         self._password_hash = (
             settings.auth_password_hash.get_secret_value() if settings.auth_password_hash else None
@@ -185,7 +193,13 @@ class Authenticator:
         self.sessions = SessionSigner(secret, settings.session_max_age)
         self._cache_key = secrets.token_bytes(32)
         self._verified: OrderedDict[bytes, float] = OrderedDict()
-        self._slow_lock: asyncio.Lock | None = None
+        self.throttle = PasswordThrottle(
+            settings.auth_workers or cpu_cores(),
+            settings.auth_queue,
+            settings.auth_free_failures,
+            settings.auth_backoff_max,
+            max_clients=max_clients,
+        )
 
     @property
     def enabled(self) -> bool:
@@ -201,24 +215,37 @@ class Authenticator:
             out.append("Bearer")
         return out
 
-    async def check_password(self, username: str, password: str) -> bool:
-        """Whether the user name and password match (the hash runs in a worker thread)."""
-        if self._password_hash is None or len(password) > _MAX_CREDENTIAL_CHARS:
+    def stats(self) -> AuthStats:
+        """Password checks so far and the limits' refusals (``auth`` in ``/stats``)."""
+        return self.throttle.stats()
+
+    async def check_password(self, username: str, password: str, client: str | None = None) -> bool:
+        """Whether the user name and password match (the hash runs in a worker thread).
+
+        Credentials verified in the last minutes are answered at once, whoever sends them;
+        anything else is admitted by the `PasswordThrottle` under ``client``'s address.
+
+        Raises:
+            AuthThrottled: refused before hashing (answer 429).
+        """
+        # Empty passwords are never hashed: `hash_password` refuses them, so none can match.
+        if self._password_hash is None or not password or len(password) > _MAX_CREDENTIAL_CHARS:
             return False
+        encoded = self._password_hash
         user_ok = hmac.compare_digest(username.encode("utf-8", "replace"), self.username.encode("utf-8"))
         pair = username.encode("utf-8", "replace") + b"\0" + password.encode("utf-8", "replace")
         key = hmac.new(self._cache_key, pair, hashlib.sha256).digest()
-        now = time.monotonic()
         expiry = self._verified.get(key)
-        if expiry is not None and expiry > now:
+        if expiry is not None and expiry > time.monotonic():
             return True
-        if self._slow_lock is None:
-            self._slow_lock = asyncio.Lock()
-        # One hash at a time: a flood of guesses queues up instead of taking every core.
-        async with self._slow_lock:
-            ok = await asyncio.to_thread(verify_password, password, self._password_hash)
-        if ok and user_ok:
-            self._verified[key] = now + _VERIFIED_TTL
+
+        def verify() -> bool:
+            # The hash runs for a wrong user name too, so its timing does not tell the name.
+            return verify_password(password, encoded) and user_ok
+
+        ok = await self.throttle.check(client_key(client), key, verify)
+        if ok:
+            self._verified[key] = time.monotonic() + _VERIFIED_TTL
             self._verified.move_to_end(key)
             while len(self._verified) > _VERIFIED_MAX:
                 self._verified.popitem(last=False)
@@ -230,17 +257,26 @@ class Authenticator:
             return False
         return verify_token(token, self._token_hash)
 
-    async def check_login(self, username: str, password: str) -> str | None:
-        """The user a login form's fields authenticate (the token also works as password)."""
-        if self._password_hash is not None and await self.check_password(username, password):
-            return self.username
+    async def check_login(self, username: str, password: str, client: str | None = None) -> str | None:
+        """The user a login form's fields authenticate (the token also works as password).
+
+        Raises:
+            AuthThrottled: a password check refused before hashing (answer 429).
+        """
+        # The token first: it costs nothing, so it never waits behind password checks.
         if self.check_token(password):
             return "token"
+        if self._password_hash is not None and await self.check_password(username, password, client):
+            return self.username
         return None
 
-    async def authenticate(self, headers: Headers) -> Identity | None:
-        """The identity proven by ``headers``, or None (a wrong Authorization header is never
-        overridden by a cookie)."""
+    async def authenticate(self, headers: Headers, client: str | None = None) -> Identity | None:
+        """The identity proven by ``headers`` from peer address ``client``, or None (a wrong
+        Authorization header is never overridden by a cookie).
+
+        Raises:
+            AuthThrottled: new Basic credentials refused before hashing (answer 429).
+        """
         authorization = headers.get("authorization")
         if authorization is not None:
             scheme, _, credentials = authorization.strip().partition(" ")
@@ -254,7 +290,7 @@ class Authenticator:
                 except (binascii.Error, UnicodeDecodeError):
                     return None
                 user, sep, password = decoded.partition(":")
-                if sep and await self.check_password(user, password):
+                if sep and await self.check_password(user, password, client):
                     return Identity(self.username, "basic")
             return None
         cookie = _cookie(headers, SESSION_COOKIE)
@@ -294,7 +330,12 @@ class AuthMiddleware:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        identity = await self.auth.authenticate(headers)
+        peer = scope.get("client")
+        try:
+            identity = await self.auth.authenticate(headers, peer[0] if peer else None)
+        except AuthThrottled as exc:
+            await _json(429, str(exc), exc.headers)(scope, receive, send)
+            return
         if identity is None:
             await self._challenge(scope, headers)(scope, receive, send)
             return
@@ -400,14 +441,22 @@ async def login(request: Request) -> Response:
     auth = _authenticator(request)
     fields, as_json = await _read_login(request)
     target = _safe_next(fields.get("next"))
-    user = await auth.check_login(fields.get("username", ""), fields.get("password", ""))
-    peer = request.client.host if request.client else "unknown"
+    peer = request.client.host if request.client else None
+    try:
+        user = await auth.check_login(fields.get("username", ""), fields.get("password", ""), peer)
+    except AuthThrottled as exc:
+        if as_json:
+            return _json(429, str(exc), exc.headers)
+        # The form's page would call this a wrong password; say what happened instead.
+        text = f"Too many login attempts: try again in {exc.retry_after} s."
+        page = f'<!doctype html><meta charset="utf-8"><p>{text}</p><p><a href="/login">Log in</a></p>'
+        return HTMLResponse(page, status_code=429, headers={**exc.headers, "Cache-Control": "no-store"})
     if user is None:
-        logger.warning("failed login from %s", peer)
+        logger.warning("failed login from %s", peer or "unknown")
         if as_json:
             return _json(401, "expected a valid username and password, got wrong ones")
         return RedirectResponse(f"/login?error=1&next={quote(target, safe='')}", status_code=303)
-    logger.info("%s logged in from %s", user, peer)
+    logger.info("%s logged in from %s", user, peer or "unknown")
     response: Response = (
         JSONResponse({"user": user}) if as_json else RedirectResponse(target, status_code=303)
     )

@@ -11,11 +11,11 @@ configured, or when ``camera_control = "on"`` says so explicitly.
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from espdetect.firmware import DRIVER_RANGES, SWITCH_VARIABLES, ControlVariable
 from espdetect.server.auth import IDENTITY_SCOPE_KEY
@@ -50,10 +50,10 @@ class ControlRequest(BaseModel):
         8
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     var: ControlVariable
-    val: Annotated[int, Field(strict=True)]
+    val: int
 
     @model_validator(mode="after")
     def _in_range(self) -> ControlRequest:
@@ -67,8 +67,8 @@ def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
     """``url`` without its ``user:password@`` part, and that part as httpx Basic auth.
 
     Example:
-        >>> split_credentials("http://u:p@cam:80")[0]
-        'http://cam:80'
+        >>> split_credentials("http://u:p@cam:8080")[0]
+        'http://cam:8080'
     """
     parsed = httpx.URL(url)
     if not parsed.username and not parsed.password:

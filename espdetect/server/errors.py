@@ -1,12 +1,77 @@
-"""Errors of the server's domain, each mapped to an HTTP answer by `espdetect.server.app`."""
+"""Errors of the server's domain, each mapped to an HTTP answer by `espdetect.server.app`, and
+`SafeJSONResponse`, the JSON answer that carries them whatever a client sent."""
 
 from __future__ import annotations
 
-from typing import Literal
+import json
+import math
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+from fastapi.responses import JSONResponse
 
 from espdetect.exceptions import EspdetectError
 
-__all__ = ["NoFrameAvailable", "UnknownCamera", "ViewerLimitReached", "ViewerTimedOut"]
+__all__ = [
+    "NoFrameAvailable",
+    "SafeJSONResponse",
+    "UnknownCamera",
+    "ViewerLimitReached",
+    "ViewerTimedOut",
+    "jsonable",
+]
+
+#: Nesting `jsonable` keeps; deeper containers become None.
+MAX_DEPTH: Final = 32
+# Integers with more bits become None: json.dumps refuses ints past 4300 digits (ValueError).
+_MAX_INT_BITS: Final = 256
+
+
+def _text(value: str) -> str:
+    # A lone UTF-16 surrogate ("\ud800" is valid JSON) cannot be encoded as UTF-8: it goes back
+    # as the six characters of its escape.
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def jsonable(value: object, depth: int = MAX_DEPTH) -> Any:
+    r"""``value`` as something `json.dumps` always encodes into valid UTF-8 JSON.
+
+    Strings lose lone surrogates (written as ``\\udXXX`` text), dictionary keys become strings,
+    non-finite and huge numbers become None, other objects their type's name.
+
+    Example:
+        >>> jsonable({"\ud800": [float("nan"), 1, "ok"]})
+        {'\\ud800': [None, 1, 'ok']}
+    """
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return int(value) if value.bit_length() <= _MAX_INT_BITS else None
+    if isinstance(value, float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        return _text(value)
+    if depth <= 0:
+        return None
+    if isinstance(value, Mapping):
+        return {_text(str(key)): jsonable(item, depth - 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(item, depth - 1) for item in value]
+    return f"<{type(value).__name__}>"
+
+
+class SafeJSONResponse(JSONResponse):
+    r"""A JSON answer that cannot fail to render, for errors that may quote what a client sent.
+
+    Example:
+        >>> SafeJSONResponse({"detail": "got \ud800"}, status_code=422).body
+        b'{"detail":"got \\\\ud800"}'
+    """
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            jsonable(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8")
 
 
 class UnknownCamera(EspdetectError, LookupError):

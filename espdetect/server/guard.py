@@ -3,8 +3,14 @@
 * Request bodies are bounded (``max_body_size``): 413 before anything reads a huge upload.
 * State-changing requests (anything but GET, HEAD, OPTIONS) from a browser on another site are
   refused with 403: a browser always names the page's origin in ``Origin`` (or at least
-  ``Referer``) on such requests, and it must be this server's own origin or one of the
+  ``Referer``) on such requests, and it must be one of this server's own origins or one of the
   configured ``cors_origins``. Clients that are not browsers send neither and pass.
+
+This server's own origins are those of its allowed hosts (`espdetect.server.hosts`), never
+whatever the request's ``Host`` says: the origin of the request itself (``scheme://Host``) when
+that host is allowed, and any origin on a host the ``allowed_hosts`` setting names (a reverse
+proxy's public name, whatever its scheme and port). A DNS-rebinding page on ``evil.example``
+sends ``Host`` and ``Origin`` that match each other, but not the allowed hosts.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from espdetect.server.hosts import AllowedHosts, parse_host
 
 __all__ = ["RequestGuard", "same_origin"]
 
@@ -32,18 +40,31 @@ def _origin_key(url: str) -> tuple[str, str, int] | None:
     return parts.scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[parts.scheme]
 
 
-def same_origin(origin: str, scheme: str, host: str) -> bool:
-    """Whether ``origin`` (``scheme://host[:port]``) is the origin of a request to ``host``.
+def same_origin(origin: str, scheme: str, host: str, allowed: AllowedHosts | None = None) -> bool:
+    """Whether ``origin`` (``scheme://host[:port]``) is this server's own, for a request to ``host``.
+
+    It is when it is the origin of the request itself and ``host`` is one of the ``allowed`` hosts
+    (without ``allowed``, any host), or when ``allowed`` vouches for the origin's host
+    (`AllowedHosts.vouched`).
 
     Example:
         >>> same_origin("http://127.0.0.1:8000", "http", "127.0.0.1:8000")
         True
         >>> same_origin("https://evil.example", "http", "127.0.0.1:8000")
         False
+        >>> rebinding = AllowedHosts.for_server("127.0.0.1")
+        >>> same_origin("http://evil.example:8000", "http", "evil.example:8000", rebinding)
+        False
     """
-    mine = _origin_key(f"{scheme}://{host}")
     theirs = _origin_key(origin)
-    return mine is not None and mine == theirs
+    if theirs is None:
+        return False
+    if allowed is not None and allowed.vouched(theirs[1]):
+        return True
+    parsed = parse_host(host)
+    if parsed is None or (allowed is not None and not allowed.allows(parsed[0])):
+        return False
+    return _origin_key(f"{scheme}://{host}") == theirs
 
 
 def _reply(status: int, detail: str) -> list[Message]:
@@ -62,12 +83,23 @@ class RequestGuard:
     """ASGI middleware enforcing the body limit and the origin check of this module.
 
     Example:
-        >>> app.add_middleware(RequestGuard, max_body_size=1 << 20, allowed_origins=[])  # doctest: +SKIP
+        >>> hosts = AllowedHosts.for_server("127.0.0.1")
+        >>> app.add_middleware(  # doctest: +SKIP
+        ...     RequestGuard, max_body_size=1 << 20, allowed_origins=[], allowed_hosts=hosts
+        ... )
     """
 
-    def __init__(self, app: ASGIApp, max_body_size: int, allowed_origins: list[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_size: int,
+        allowed_origins: list[str],
+        allowed_hosts: AllowedHosts | None = None,
+    ) -> None:
         self.app = app
         self.max_body_size = max_body_size
+        #: None: the request's own origin counts as this server's whatever its Host.
+        self.hosts = allowed_hosts
         self.any_origin = "*" in allowed_origins
         self.allowed = {key for key in map(_origin_key, allowed_origins) if key is not None}
 
@@ -121,7 +153,7 @@ class RequestGuard:
         if source is None:
             return None
         host = headers.get("host", "")
-        if same_origin(source, scope.get("scheme", "http"), host) or self.any_origin:
+        if self.any_origin or same_origin(source, scope.get("scheme", "http"), host, self.hosts):
             return None
         key = _origin_key(source)
         if key is not None and key in self.allowed:

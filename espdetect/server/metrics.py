@@ -14,6 +14,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from espdetect.server.camera import FrameCounts
 from espdetect.server.stats import (
+    AuthStats,
     CameraStats,
     HubStats,
     MetricSpec,
@@ -86,6 +87,9 @@ class StatsCollector(Collector):
             families.add(spec, [], [], getattr(stats.process, name))
         for name, spec in metric_fields(HubStats):
             families.add(spec, [], [], getattr(stats, name))
+        if stats.auth is not None:
+            for name, spec in metric_fields(AuthStats):
+                families.add(spec, [], [], getattr(stats.auth, name))
         camera_specs = metric_fields(CameraStats)
         for cam_id, cam in stats.cameras.items():
             for name, spec in camera_specs:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
-from pydantic import BaseModel, ConfigDict, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from espdetect.constraints import CAMERA_ID_PATTERN
 from espdetect.exceptions import SlotClosed
@@ -25,15 +25,15 @@ from espdetect.server.camera import Camera, ViewerKind
 from espdetect.server.errors import NoFrameAvailable
 from espdetect.server.hub import CameraHub
 from espdetect.server.settings import (
-    ClassIds,
     Conf,
     Fraction,
     Imgsz,
     Keepalive,
-    MotionMasks,
     MotionThreshold,
     Quality,
-    SkipSetting,
+    StrictClassIds,
+    StrictMotionMasks,
+    StrictSkip,
 )
 from espdetect.server.stats import hub_stats
 from espdetect.server.streaming import (
@@ -76,27 +76,29 @@ FirstCameraDep = Annotated[Camera, Depends(get_first_camera)]
 class SettingsPatch(BaseModel):
     """Fields to change; omitted fields keep their value. ``classes: null`` means all classes.
 
-    The fields are those of `espdetect.server.settings.CameraOptions`, with the same types
-    (a test keeps the two lists equal), all optional.
+    The fields are those of `espdetect.server.settings.CameraOptions`, with the same bounds
+    (a test keeps the two lists equal), all optional, and strict: JSON's own types only (no
+    ``"3"`` for 3, no ``true`` for 1; an integer is a number).
 
     Example:
         >>> SettingsPatch(conf=0.4, skip="auto").model_dump(exclude_unset=True)
         {'conf': 0.4, 'skip': 'auto'}
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     conf: Conf | None = None
     iou: Conf | None = None
-    classes: ClassIds | None = None
-    skip: SkipSetting | None = None
+    classes: StrictClassIds | None = None
+    skip: StrictSkip | None = None
     quality: Quality | None = None
     imgsz: Imgsz | None = None
-    stale: StaleMode | None = None
+    # FastAPI validates the decoded JSON in Python mode, where a strict enum wants an instance.
+    stale: Annotated[StaleMode, Field(strict=False)] | None = None
     motion: StrictBool | None = None
     motion_threshold: MotionThreshold | None = None
     motion_min_area: Fraction | None = None
-    motion_masks: MotionMasks | None = None
+    motion_masks: StrictMotionMasks | None = None
     keepalive: Keepalive | None = None
     tracking: StrictBool | None = None
 
@@ -256,9 +258,10 @@ async def patch_settings(camera: CameraDep, patch: SettingsPatch) -> dict[str, A
 
 
 @router.get("/stats")
-async def stats(hub: HubDep) -> dict[str, Any]:
-    """Per-camera counters, rates and latency percentiles."""
-    return hub_stats(hub).to_json()
+async def stats(request: Request, hub: HubDep) -> dict[str, Any]:
+    """Per-camera counters, rates and latency percentiles; password checks and their limits."""
+    authenticator = getattr(request.app.state, "authenticator", None)
+    return hub_stats(hub, authenticator.stats() if authenticator is not None else None).to_json()
 
 
 @router.get("/metrics", response_class=Response)

@@ -46,6 +46,7 @@ from espdetect.constraints import (
     IMGSZ,
     JPEG_QUALITY,
     MAX_CLASSES,
+    SKIP,
     THREADS,
     UNIT,
     Skip,
@@ -58,6 +59,7 @@ from espdetect.exceptions import ConfigurationError
 from espdetect.mjpeg import DEFAULT_MAX_PART_SIZE
 from espdetect.motion import THRESHOLD, check_polygons
 from espdetect.pipeline.config import GRACE_PERIOD, KEEPALIVE, StaleMode
+from espdetect.server.hosts import check_host_pattern
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -78,6 +80,9 @@ __all__ = [
     "ServerSettings",
     "ServingSettings",
     "SkipSetting",
+    "StrictClassIds",
+    "StrictMotionMasks",
+    "StrictSkip",
     "UpstreamSettings",
     "ViewerSettings",
     "control_url_for",
@@ -100,14 +105,19 @@ def _split_list(value: object) -> object:
     return value
 
 
-def _skip(value: object) -> Skip:
-    """A frame skip: an integer (also as text, from the environment or a flag) or ``"auto"``."""
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+def _strict_skip(value: object) -> Skip:
+    """A frame skip: an integer or ``"auto"`` (what the API takes)."""
     try:
         return check_skip(value)
     except ConfigurationError as exc:
         raise ValueError(exc.message) from None
+
+
+def _skip(value: object) -> Skip:
+    """A frame skip: an integer (also as text, from the environment or a flag) or ``"auto"``."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    return _strict_skip(value)
 
 
 def _imgsz(value: int) -> int:
@@ -131,16 +141,28 @@ Imgsz = Annotated[
     AfterValidator(_imgsz),
     Field(json_schema_extra={"minimum": IMGSZ.low, "maximum": IMGSZ.high, "multipleOf": IMGSZ.step}),
 ]
-ClassIds = Annotated[
+# The API's request models are strict (no "3" for 3, no true for 1); settings from the environment
+# and TOML come as text and take the lax types. Both are built from the same bounds.
+StrictClassIds = Annotated[
     list[Annotated[int, Field(ge=CLASS_ID.low, le=CLASS_ID.high)]],
     Field(min_length=1, max_length=MAX_CLASSES),
-    BeforeValidator(_split_list),
 ]
-SkipSetting = Annotated[Skip, PlainValidator(_skip, json_schema_input_type=int | Literal["auto"])]
+ClassIds = Annotated[StrictClassIds, BeforeValidator(_split_list)]
+_SKIP_SCHEMA = Annotated[int, Field(ge=SKIP.low, le=SKIP.high)] | Literal["auto"]
+SkipSetting = Annotated[Skip, PlainValidator(_skip, json_schema_input_type=_SKIP_SCHEMA)]
+StrictSkip = Annotated[Skip, PlainValidator(_strict_skip, json_schema_input_type=_SKIP_SCHEMA)]
+
+
+def _strict_polygons(value: object) -> list[list[list[float]]]:
+    """Masks as lists of [x, y] points (what the API takes); checked by the motion module."""
+    try:
+        return [[list(point) for point in polygon] for polygon in check_polygons(value, "motion_masks")]
+    except ConfigurationError as exc:
+        raise ValueError(exc.message) from None
 
 
 def _polygons(value: object) -> list[list[list[float]]]:
-    """Masks also as JSON text (an environment variable, a flag); checked by the motion module."""
+    """Masks also as JSON text (an environment variable, a flag)."""
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else []
@@ -148,10 +170,7 @@ def _polygons(value: object) -> list[list[list[float]]]:
             like = "[[[0, 0], [0.4, 0], [0.4, 0.1]]]"
             message = f"expected motion_masks as JSON polygons like {like}, got {value!r} ({exc})"
             raise ValueError(message) from None
-    try:
-        return [[list(point) for point in polygon] for polygon in check_polygons(value, "motion_masks")]
-    except ConfigurationError as exc:
-        raise ValueError(exc.message) from None
+    return _strict_polygons(value)
 
 
 MotionThreshold = Annotated[int, Field(ge=THRESHOLD.low, le=THRESHOLD.high)]
@@ -161,6 +180,10 @@ Keepalive = Annotated[float, Field(ge=KEEPALIVE.low, le=KEEPALIVE.high)]
 MotionMasks = Annotated[
     list[list[list[float]]],
     PlainValidator(_polygons, json_schema_input_type=list[list[tuple[float, float]]]),
+]
+StrictMotionMasks = Annotated[
+    list[list[list[float]]],
+    PlainValidator(_strict_polygons, json_schema_input_type=list[list[tuple[float, float]]]),
 ]
 HttpUrl = Annotated[str, PlainValidator(_http_url, json_schema_input_type=str)]
 
@@ -412,6 +435,23 @@ class ServingSettings(_Section):
     max_body_size: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
         default=1024 * 1024, description="requests with a larger body get 413"
     )
+    max_header_size: Annotated[int, Field(ge=1024, le=1024 * 1024)] = Field(
+        default=32 * 1024,
+        description="bytes of a request's line and headers together; beyond: 431 (414 while still in the "
+        "request line) and the connection closed unread",
+    )
+    max_headers: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=100, description="header lines of one request; beyond: 431"
+    )
+    header_timeout: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=10.0,
+        description="seconds a connection may take to send a complete request head before it is closed",
+    )
+    max_pending_connections: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=256,
+        description="connections waiting for a request head (new or idle kept-alive) at once; beyond: new "
+        "connections get 503 and are closed (streaming viewers do not count)",
+    )
 
 
 class AuthSettings(_Section):
@@ -441,10 +481,32 @@ class AuthSettings(_Section):
         description="origins (https://app.example:8443) a separate front end may call this API from; "
         "empty: CORS off; * allows any origin without credentials",
     )
+    allowed_hosts: Annotated[list[str], BeforeValidator(_split_list)] = Field(
+        default_factory=list,
+        description="host names requests may name in Host besides IP addresses, localhost and this "
+        "machine's names (DNS rebinding protection): cam.example, *.example for subdomains, * for any",
+    )
     camera_control: CameraControlMode = Field(
         default="auth",
         description="who may change camera sensor settings (POST /cameras/{id}/control): auth (only "
         "authenticated users, when authentication is configured), on, off",
+    )
+    auth_workers: Annotated[int, Field(ge=0, le=64)] = Field(
+        default=0,
+        description="password checks (deliberately slow hashes) running at once; 0: one per CPU core",
+    )
+    auth_queue: Annotated[int, Field(ge=0, le=1024)] = Field(
+        default=4,
+        description="password checks waiting for a turn beyond the running ones; more get 429 at once "
+        "(addresses without recent failures go first)",
+    )
+    auth_free_failures: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=3,
+        description="wrong passwords a client address may send before it must back off (0.25 s, doubling "
+        "with every further one; 429 until then)",
+    )
+    auth_backoff_max: Annotated[float, Field(ge=1.0, le=3600.0)] = Field(
+        default=30.0, description="seconds: the longest back-off of an address after wrong passwords"
     )
 
     @field_validator("cors_origins")
@@ -456,6 +518,11 @@ class AuthSettings(_Section):
                 raise ValueError(f"expected origins like https://host:port (no path) or '*', got {origin!r}")
             out.append(origin.rstrip("/").lower())
         return out
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        return [check_host_pattern(host) for host in value]
 
     @field_validator("auth_token_hash")
     @classmethod

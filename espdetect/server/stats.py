@@ -26,6 +26,7 @@ from espdetect.server.hub import CameraHub
 from espdetect.stats import Percentiles
 
 __all__ = [
+    "AuthStats",
     "CameraStats",
     "HubStats",
     "MetricSpec",
@@ -209,6 +210,35 @@ class ProcessStats:
 
 
 @dataclass(frozen=True)
+class AuthStats:
+    """Password checks and the limits that turn guesses away before hashing (``auth`` in ``/stats``)."""
+
+    checks: int = field(metadata=counter("Password hashes computed (slow by design).", name="auth_checks"))
+    failures: int = field(metadata=counter("Password checks that failed.", name="auth_failures"))
+    rejected_busy: int = field(
+        metadata=counter(
+            "Password checks refused (429): the check queue was full.", name="auth_rejected_busy"
+        )
+    )
+    rejected_backoff: int = field(
+        metadata=counter(
+            "Password checks refused (429): the address was backing off.", name="auth_rejected_backoff"
+        )
+    )
+    rejected_concurrent: int = field(
+        metadata=counter(
+            "Password checks refused (429): the address had one in flight.", name="auth_rejected_concurrent"
+        )
+    )
+    #: Checks answered by an identical one already in flight from the same address (no hash).
+    shared: int
+    running: int = field(metadata=gauge("Password hashes running now.", name="auth_checks_running"))
+    waiting: int = field(metadata=gauge("Password checks waiting for a turn.", name="auth_checks_waiting"))
+    #: Client addresses remembered for their failures or refusals (bounded).
+    clients: int = field(metadata=gauge("Client addresses with recent failures.", name="auth_clients"))
+
+
+@dataclass(frozen=True)
 class HubStats:
     """What ``/stats`` answers."""
 
@@ -216,6 +246,7 @@ class HubStats:
     max_viewers_total: int
     cameras: Mapping[str, CameraStats]
     process: ProcessStats
+    auth: AuthStats | None = None
 
     def to_json(self) -> dict[str, Any]:
         result: dict[str, Any] = to_json(self)
@@ -328,7 +359,7 @@ def process_stats() -> ProcessStats:
     )
 
 
-def hub_stats(hub: CameraHub) -> HubStats:
+def hub_stats(hub: CameraHub, auth: AuthStats | None = None) -> HubStats:
     """Statistics of every camera, server-wide viewer counts and process resources (``/stats``)."""
     now = time.monotonic()
     return HubStats(
@@ -336,4 +367,5 @@ def hub_stats(hub: CameraHub) -> HubStats:
         max_viewers_total=hub.settings.viewers.max_viewers_total,
         cameras={cam_id: camera_stats(cam, now) for cam_id, cam in hub.cameras.items()},
         process=process_stats(),
+        auth=auth,
     )

@@ -90,10 +90,10 @@ def api() -> Iterator[httpx.Client]:
 
 
 def _expected(key: str, value: Any) -> Any:
+    # The API is strict: JSON's own types only ("2" is not 2, true is not 1; an integer is a number).
+    assert not isinstance(value, bool), (key, value)
     if key in ("conf", "iou"):
         return float(value)
-    if key == "skip" and value != "auto":
-        return int(str(value).strip())
     return value
 
 
