@@ -31,6 +31,10 @@ _EXPORTS: dict[str, str] = {
     "Emulator": "espdetect.emulator",
     "EmulatorConfig": "espdetect.emulator",
     "EmulatorThread": "espdetect.emulator",
+    "Event": "espdetect.events",
+    "EventConfig": "espdetect.events",
+    "EventEngine": "espdetect.events",
+    "EventUpdate": "espdetect.events",
     "Encoder": "espdetect.encoders",
     "Fault": "espdetect.emulator",
     "FaultKind": "espdetect.emulator",
@@ -79,6 +83,10 @@ if TYPE_CHECKING:
     from espdetect.emulator import FaultKind as FaultKind
     from espdetect.encoders import Encoder as Encoder
     from espdetect.encoders import OpenCVJpegEncoder as OpenCVJpegEncoder
+    from espdetect.events import Event as Event
+    from espdetect.events import EventConfig as EventConfig
+    from espdetect.events import EventEngine as EventEngine
+    from espdetect.events import EventUpdate as EventUpdate
     from espdetect.frame import Frame as Frame
     from espdetect.motion import MotionConfig as MotionConfig
     from espdetect.motion import MotionDetector as MotionDetector

@@ -23,6 +23,9 @@ from espdetect.exceptions import ConfigurationError
 __all__ = [
     "CAMERA_ID_PATTERN",
     "CLASS_ID",
+    "EVENT_END_TIMEOUT",
+    "EVENT_MIN_FRAMES",
+    "EVENT_SECONDS",
     "IMGSZ",
     "JPEG_QUALITY",
     "MAX_CLASSES",
@@ -213,3 +216,11 @@ def check_bgr_image(image: object) -> np.ndarray:
             f"expected a non-empty (H, W, 3) uint8 BGR image, got {image.dtype} of shape {image.shape}"
         )
     return image
+
+
+#: Frames in a row an object must be seen before its event starts (debounce).
+EVENT_MIN_FRAMES: Final = IntRange(1, 1000)
+#: Seconds an object may be gone before its event ends (above 0: an event outlives its frame).
+EVENT_END_TIMEOUT: Final = FloatRange(0.1, 3600.0)
+#: Seconds of the other event windows (grouping a visit, the pace of updates).
+EVENT_SECONDS: Final = FloatRange(0.0, 3600.0)
