@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "Event": "espdetect.events",
     "EventConfig": "espdetect.events",
     "EventEngine": "espdetect.events",
+    "EventStore": "espdetect.event_store",
     "EventUpdate": "espdetect.events",
     "Encoder": "espdetect.encoders",
     "Fault": "espdetect.emulator",
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
     from espdetect.emulator import FaultKind as FaultKind
     from espdetect.encoders import Encoder as Encoder
     from espdetect.encoders import OpenCVJpegEncoder as OpenCVJpegEncoder
+    from espdetect.event_store import EventStore as EventStore
     from espdetect.events import Event as Event
     from espdetect.events import EventConfig as EventConfig
     from espdetect.events import EventEngine as EventEngine

@@ -24,6 +24,8 @@ __all__ = [
     "CAMERA_ID_PATTERN",
     "CLASS_ID",
     "EVENT_END_TIMEOUT",
+    "EVENT_ID_PATTERN",
+    "EVENT_LIST_LIMIT",
     "EVENT_MIN_FRAMES",
     "EVENT_SECONDS",
     "IMGSZ",
@@ -224,3 +226,8 @@ EVENT_MIN_FRAMES: Final = IntRange(1, 1000)
 EVENT_END_TIMEOUT: Final = FloatRange(0.1, 3600.0)
 #: Seconds of the other event windows (grouping a visit, the pace of updates).
 EVENT_SECONDS: Final = FloatRange(0.0, 3600.0)
+#: What a stored event id may look like: it names snapshot files, so no separator and no leading
+#: or trailing dot (no ``..``, no hidden or temporary file, no name Windows would trim).
+EVENT_ID_PATTERN: Final = r"^[A-Za-z0-9_-](?:[A-Za-z0-9._-]{0,126}[A-Za-z0-9_-])?$"
+#: Events one listing returns at most (a page).
+EVENT_LIST_LIMIT: Final = IntRange(1, 1000)

@@ -13,10 +13,12 @@ __all__ = [
     "EndOfStream",
     "EspdetectError",
     "ExportFailed",
+    "InvalidEventId",
     "MissingDependency",
     "ModelLoadError",
     "SlotClosed",
     "SourceUnavailable",
+    "UnsupportedSchema",
 ]
 
 
@@ -131,3 +133,32 @@ class ExportFailed(EspdetectError):
 
 class SlotClosed(EspdetectError):
     """A `espdetect.latest.Latest` slot was closed while a consumer waited on it."""
+
+
+class InvalidEventId(EspdetectError, ValueError):
+    """An event id that cannot name a stored event (it could reach outside the snapshot folder).
+
+    Example:
+        >>> InvalidEventId("../x").value
+        '../x'
+    """
+
+    def __init__(self, value: object) -> None:
+        super().__init__(
+            f"expected an event id of 1-128 letters, digits, '.', '_' or '-' that starts and ends "
+            f"with no '.', got {value!r}"
+        )
+        self.value = value
+
+
+class UnsupportedSchema(EspdetectError):
+    """A database was written by a newer espdetect, whose layout this one cannot read or change."""
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"{path} has schema version {found}, this espdetect reads up to {supported}: "
+            "upgrade espdetect or choose another data directory"
+        )
+        self.path = path
+        self.found = found
+        self.supported = supported
