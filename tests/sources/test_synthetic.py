@@ -58,14 +58,21 @@ async def test_fps_paces_the_frames() -> None:
 
 @pytest.mark.anyio
 async def test_cancelled_read_keeps_the_sequence() -> None:
+    frames = []
+    cancelled = 0
     async with SyntheticSource(count=3) as src:
         for _ in range(3):
             pending = asyncio.create_task(src.read())
             await asyncio.sleep(0)
             pending.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await pending
-        frames = [await src.read() for _ in range(3)]
+            # A read whose orphaned encode already finished returns before the cancel lands
+            # (no suspension left): then its frame is simply the next one of the sequence.
+            try:
+                frames.append(await pending)
+            except asyncio.CancelledError:
+                cancelled += 1
+        frames += [await src.read() for _ in range(3 - len(frames))]
+    assert cancelled >= 1  # the first read is always cancelled mid-encode
     assert [f.seq for f in frames] == [0, 1, 2]
     assert frames[0].jpeg == SyntheticSource(count=1).encode(0)
 
