@@ -114,5 +114,9 @@ def clip_section(logs: Path, repeats: int = 3) -> tuple[dict[str, Any], list[lis
         markdown_table(["configuration", "drawing", *_SHOWN], table, align="ll" + "r" * len(_SHOWN)),
         "",
     ]
-    results = {"tracking": fast.to_dict("records"), "gating": live.to_dict("records")}
+    # "model" is this machine's path to the file; "model_name" says which model it was.
+    results = {
+        "tracking": fast.drop(columns="model").to_dict("records"),
+        "gating": live.drop(columns="model").to_dict("records"),
+    }
     return results, targets, lines

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from espdetect.profiling.replay import load_clip
+from espdetect.sources.clip import ClipWriter
 
 from ._squares import SquareFactory, write_square_clip
 
@@ -17,3 +21,21 @@ def square_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def squares() -> SquareFactory:
     """A `SquareDetector` factory that counts what it built."""
     return SquareFactory()
+
+
+@pytest.fixture
+def emulator_clip_head(tmp_path: Path) -> Callable[[int], Path]:
+    """Writes the first ``n`` frames of the recorded emulator clip (data/) as a clip of their own."""
+    data = Path(__file__).resolve().parents[2] / "data" / "clips" / "emulator-qvga"
+    if not data.is_dir():
+        pytest.skip("the emulator clip is not in data/")
+
+    def head(n: int) -> Path:
+        clip = load_clip(data)
+        short = tmp_path / "short"
+        with ClipWriter(short, source="first frames of emulator-qvga") as writer:
+            for i in range(n):
+                writer.write(clip.frame(i))
+        return short
+
+    return head

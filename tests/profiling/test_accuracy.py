@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +11,8 @@ pytest.importorskip("pandas", reason="profiling sweeps need pandas: pip install 
 
 from espdetect.profiling.accuracy import BoxSet, MatchCounts, Reference, match_boxes, reference_ious
 from espdetect.profiling.config import ProfileConfig, grid
-from espdetect.profiling.replay import load_clip
 from espdetect.profiling.results import ResultsStore
 from espdetect.profiling.sweep import sweep
-from espdetect.sources.clip import ClipWriter
 
 from ._squares import FPS, FRAMES, SquareFactory
 
@@ -148,15 +147,10 @@ def test_the_reference_is_computed_once_and_reused(square_clip: Path, tmp_path: 
 
 
 @pytest.mark.model
-def test_real_model_reference_against_itself(model_path: str, tmp_path: Path) -> None:
-    data = Path(__file__).resolve().parents[2] / "data" / "clips" / "emulator-qvga"
-    if not data.is_dir():
-        pytest.skip("the emulator clip is not in data/")
-    clip = load_clip(data)
-    short = tmp_path / "short"
-    with ClipWriter(short, source="first frames of emulator-qvga") as writer:
-        for i in range(4):
-            writer.write(clip.frame(i))
+def test_real_model_reference_against_itself(
+    model_path: str, tmp_path: Path, emulator_clip_head: Callable[[int], Path]
+) -> None:
+    short = emulator_clip_head(4)
     reference = ProfileConfig(model=model_path, imgsz=640, skip=1, decode_reduce=1)
     df = sweep(
         short, [reference, reference.replace(skip=2)], tmp_path / "out", repeats=1, warmup=0, progress=False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,18 +170,10 @@ def test_tracking_keeps_boxes_on_an_object_moving_at_constant_speed(
 
 
 @pytest.mark.model
-def test_real_model_on_the_emulator_clip_with_motion_and_tracking(model_path: str, tmp_path: Path) -> None:
-    from espdetect.profiling.replay import load_clip
-    from espdetect.sources.clip import ClipWriter
-
-    data = Path(__file__).resolve().parents[2] / "data" / "clips" / "emulator-qvga"
-    if not data.is_dir():
-        pytest.skip("the emulator clip is not in data/")
-    clip = load_clip(data)
-    short = tmp_path / "short"
-    with ClipWriter(short, source="first frames of emulator-qvga") as writer:
-        for i in range(20):
-            writer.write(clip.frame(i))
+def test_real_model_on_the_emulator_clip_with_motion_and_tracking(
+    model_path: str, tmp_path: Path, emulator_clip_head: Callable[[int], Path]
+) -> None:
+    short = emulator_clip_head(20)
     reference = ProfileConfig(model=model_path, imgsz=640, skip=1, decode_reduce=1)
     configs = [reference, *grid(model=model_path, skip=2, decode_reduce=1, motion=[False, True],
                                 tracking=[False, True])]  # fmt: skip
