@@ -46,6 +46,7 @@ __all__ = [
     "check_class_ids",
     "check_decode_reduce",
     "check_http_url",
+    "check_mqtt_url",
     "check_skip",
 ]
 
@@ -197,6 +198,33 @@ def check_http_url(value: object, name: str = "url") -> str:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigurationError(f"expected {name} to be an http(s) URL, got {value!r}", field=name)
+    return text  # type: ignore[return-value]  # not None when parts is set
+
+
+def check_mqtt_url(value: object, name: str = "mqtt_url") -> str:
+    """``value`` if it is ``mqtt://[user[:password]@]host[:port]`` (``mqtts://`` for TLS), no path.
+
+    Example:
+        >>> check_mqtt_url("mqtt://user:secret@broker.lan:1883")
+        'mqtt://user:secret@broker.lan:1883'
+    """
+    text = value.strip() if isinstance(value, str) else None
+    try:
+        parts = urlsplit(text) if text else None
+        port = parts.port if parts is not None else None
+    except ValueError:
+        parts = port = None
+    if (
+        parts is None
+        or parts.scheme not in ("mqtt", "mqtts")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or port == 0
+    ):
+        like = "mqtt://[user:password@]host[:port]"
+        shown = "<hidden>" if parts is not None and parts.password else repr(value)
+        raise ConfigurationError(f"expected {name} like {like}, got {shown}", field=name)
     return text  # type: ignore[return-value]  # not None when parts is set
 
 

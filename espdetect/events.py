@@ -40,6 +40,7 @@ The engine is pure: no threads, no I/O, no clock of its own; one caller per came
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -59,23 +60,37 @@ from espdetect.detections import Detections
 from espdetect.exceptions import ConfigurationError
 from espdetect.motion import Polygon, check_polygons
 
-__all__ = ["Event", "EventConfig", "EventEngine", "EventUpdate", "UpdateType"]
+__all__ = ["Event", "EventConfig", "EventEngine", "EventUpdate", "UpdateType", "check_labels"]
 
 logger = logging.getLogger(__name__)
+
+_LABEL = re.compile(r"[^/+#\x00-\x1f\x7f]{1,64}")
 
 #: What happened to an event: it started, its best picture improved, or it ended.
 UpdateType = Literal["start", "update", "end"]
 
 
-def _check_labels(value: object, name: str = "labels") -> tuple[str, ...]:
+def check_labels(value: object, name: str = "labels") -> tuple[str, ...]:
+    """``value`` as a tuple of 1 to `MAX_CLASSES` non-empty labels without repeats.
+
+    Example:
+        >>> check_labels(["person", "car", "person"])
+        ('person', 'car')
+    """
     if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise ConfigurationError(f"expected {name} to be a list of labels, got {value!r}", field=name)
     if not 1 <= len(value) <= MAX_CLASSES:
         raise ConfigurationError(
             f"expected {name} to name 1 to {MAX_CLASSES} labels, got {len(value)}", field=name
         )
-    if not all(isinstance(label, str) and label for label in value):
-        raise ConfigurationError(f"expected {name} to be non-empty strings, got {value!r}", field=name)
+    for label in value:
+        # Labels become MQTT topic levels and file names: no separators, wildcards or controls.
+        if not isinstance(label, str) or not _LABEL.fullmatch(label):
+            raise ConfigurationError(
+                f"expected {name} to be class names of 1 to 64 characters without / + # or control "
+                f"characters, got {label!r}",
+                field=name,
+            )
     return tuple(dict.fromkeys(value))  # without repeats, in the given order
 
 
@@ -107,7 +122,7 @@ class EventConfig:
     min_gain: float = 0.1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "labels", _check_labels(self.labels))
+        object.__setattr__(self, "labels", check_labels(self.labels))
         object.__setattr__(self, "min_score", UNIT.check("min_score", self.min_score))
         object.__setattr__(self, "min_frames", EVENT_MIN_FRAMES.check("min_frames", self.min_frames))
         object.__setattr__(self, "end_timeout", EVENT_END_TIMEOUT.check("end_timeout", self.end_timeout))
@@ -201,6 +216,8 @@ class _Active:
     quality: float
     last_seen: float
     last_emitted: float
+    #: Objects of the label counted in the last frame that had any.
+    count: int = 1
     #: The best improved since the last record went out.
     pending: bool = False
 
@@ -220,6 +237,8 @@ class _Sighting:
     box: tuple[float, float, float, float]
     #: The tracks (or the label, without a tracker) that counted this frame.
     keys: tuple[int, ...]
+    #: Detections of the label that counted this frame.
+    count: int
 
 
 class EventEngine:
@@ -249,17 +268,27 @@ class EventEngine:
         self.camera = camera
         self.config = config or EventConfig()
         self._make_id = make_id
-        self._zones = [np.asarray(zone, np.float32).reshape(-1, 1, 2) for zone in self.config.zones]
+        self._zones = _zone_arrays(self.config.zones)
         self._active: dict[str, _Active] = {}
         #: (label, track) -> (frames in a row it counted, the time of the first).
         self._streaks: dict[tuple[str, int], tuple[int, float]] = {}
         self._visit: _Visit | None = None
+        #: Labels counted in the last frame (what `hold` keeps alive).
+        self._seen: set[str] = set()
         self._now = float("-inf")
 
     @property
     def active(self) -> tuple[Event, ...]:
         """The events going on, as of their last record."""
         return tuple(state.event for state in self._active.values())
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Per configured label, the objects counted in the last frame that had any while its
+        event is active, else 0 (what a presence sensor shows: on for exactly the event)."""
+        return {
+            label: self._active[label].count if label in self._active else 0 for label in self.config.labels
+        }
 
     def update(
         self,
@@ -277,6 +306,7 @@ class EventEngine:
         updates = self._expire(now)
         sightings = self._sightings(detections, (width, height))
         self._count(sightings, now)
+        self._seen = set(sightings)
         picture = _Once(snapshot)
         for label, sighting in sightings.items():
             state = self._active.get(label)
@@ -286,6 +316,40 @@ class EventEngine:
                 updates.append(self._start(label, sighting, (width, height), now, picture))
         updates.extend(self._flush(now))
         return updates
+
+    def hold(self, timestamp: float) -> list[EventUpdate]:
+        """A frame at ``timestamp`` in which nothing changed (motion gating let the model rest):
+        the labels seen in the last frame are still there, so their events stay alive.
+
+        Unlike `update`, a held frame never lengthens a debounce streak: a detection has to be
+        confirmed by the model in ``min_frames`` frames before an event starts.
+        """
+        now = self._advance(timestamp)
+        for label in self._seen:
+            state = self._active.get(label)
+            if state is not None:
+                state.last_seen = now
+                if self._visit is not None:
+                    self._visit.last_seen = now
+        return self._expire(now) + self._flush(now)
+
+    def reconfigure(self, config: EventConfig, timestamp: float) -> list[EventUpdate]:
+        """Use ``config`` from now on; the events of labels it no longer has end now.
+
+        Debounce streaks start again (new zones or scores may count other detections).
+        """
+        now = self._advance(timestamp)
+        self.config = config
+        self._zones = _zone_arrays(config.zones)
+        gone = [label for label in self._active if label not in config.labels]
+        self._streaks.clear()
+        self._seen = set()
+        ended = []
+        for label in gone:
+            state = self._active.pop(label)
+            state.last_seen = min(state.last_seen, now)
+            ended.append(self._end(state))
+        return ended
 
     def tick(self, timestamp: float) -> list[EventUpdate]:
         """Time passed without a frame: end the events that timed out, send pending updates.
@@ -301,6 +365,7 @@ class EventEngine:
         ended = [self._end(state) for state in self._active.values()]
         self._active.clear()
         self._streaks.clear()
+        self._seen = set()
         return ended
 
     def _advance(self, timestamp: float) -> float:
@@ -340,7 +405,8 @@ class EventEngine:
         for label in config.labels:
             if label in found:
                 quality, score, box, _ = max(found[label], key=lambda row: row[0])
-                out[label] = _Sighting(quality, score, box, tuple(sorted({row[3] for row in found[label]})))
+                keys = tuple(sorted({row[3] for row in found[label]}))
+                out[label] = _Sighting(quality, score, box, keys, len(found[label]))
         return out
 
     def _in_zone(self, x: float, y: float) -> bool:
@@ -389,13 +455,16 @@ class EventEngine:
             group_id=visit.id,
             snapshot=picture(),
         )
-        self._active[label] = _Active(event, sighting.quality, last_seen=now, last_emitted=now)
+        self._active[label] = _Active(
+            event, sighting.quality, last_seen=now, last_emitted=now, count=sighting.count
+        )
         return EventUpdate("start", event, notify=notify)
 
     def _feed(
         self, state: _Active, sighting: _Sighting, frame_size: tuple[int, int], now: float, picture: _Once
     ) -> None:
         state.last_seen = now
+        state.count = sighting.count
         if self._visit is not None:
             self._visit.last_seen = now
         if sighting.quality <= state.quality * (1.0 + self.config.min_gain):
@@ -422,6 +491,10 @@ class EventEngine:
                 state.last_emitted = now
                 out.append(EventUpdate("update", state.event))
         return out
+
+
+def _zone_arrays(zones: Sequence[Polygon]) -> list[np.ndarray]:
+    return [np.asarray(zone, np.float32).reshape(-1, 1, 2) for zone in zones]
 
 
 class _Once:

@@ -1,7 +1,7 @@
 """The tuning notebooks run clean, headless, against the emulator with the shared model.
 
 Each notebook is executed by nbclient in a fresh ``python3`` kernel (this interpreter's, checked
-below) with ``ESPDETECT_NOTEBOOK_SMOKE=1``: short recordings and previews, a tiny sweep grid.
+below) with ``ESPDETECT_NOTEBOOK_SMOKE=1``: short recordings and previews, tiny sweep grids.
 The working folder is a temporary one, so clips, reports and configs land there.
 """
 
@@ -87,6 +87,21 @@ def _check_profiling_sweep(nb: Notebook, cwd: Path) -> None:
     assert "Recommended:" in _text(nb)
 
 
+def _check_event_tuning(nb: Notebook, cwd: Path) -> None:
+    from espdetect.server.settings import load_settings
+
+    out = cwd / "espdetect-events"
+    assert (out / "yard-clip" / "visits.csv").is_file(), sorted(p.name for p in out.iterdir())
+    camera = load_settings(out / "events.toml").cameras[0]
+    assert camera.labels == ["person"] and camera.zones, camera
+    text = _text(nb)
+    # The demo clip's recommended settings find each visit once, with nothing false.
+    recommended = re.search(r"recommended: .*\n\s+(.*)", text)
+    assert recommended is not None, text
+    assert "4 matched, 0 missed (0 merged), 0 duplicated, 0 false" in recommended.group(1), text
+    assert _has_mime(nb, "image/png"), "expected the zone drawing, the error grids and the timeline inline"
+
+
 @pytest.mark.model
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(
@@ -95,6 +110,7 @@ def _check_profiling_sweep(nb: Notebook, cwd: Path) -> None:
         pytest.param("01_quickstart.ipynb", _check_quickstart, id="quickstart"),
         pytest.param("02_live_tuning.ipynb", _check_live_tuning, id="live_tuning"),
         pytest.param("03_profiling_sweep.ipynb", _check_profiling_sweep, id="profiling_sweep"),
+        pytest.param("04_event_tuning.ipynb", _check_event_tuning, id="events"),
     ],
 )
 def test_notebook_runs_clean(

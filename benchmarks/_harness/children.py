@@ -63,6 +63,9 @@ def _config(spec: CameraSpec) -> EmulatorConfig:
         size=spec.size,
         quality=spec.quality,
         max_stream_clients=spec.max_stream_clients,
+        scene=spec.scene,  # type: ignore[arg-type]  # checked by EmulatorConfig
+        still_seconds=spec.still_seconds,
+        stand_seconds=spec.stand_seconds,
         prerender=True,
     )
 

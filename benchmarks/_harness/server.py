@@ -65,6 +65,11 @@ class CameraSpec:
     quality: int = 12
     max_stream_clients: int = 1
     port: int = 0
+    #: The emulator's scene: "photos" or "yard" (people walking in and out on a timeline).
+    scene: str = "photos"
+    #: Yard scene: seconds of empty yard first, and seconds the first person stands still.
+    still_seconds: float = 12.0
+    stand_seconds: float = 3.0
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> CameraSpec:

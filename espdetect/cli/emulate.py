@@ -112,6 +112,12 @@ def _add_scene_arguments(parser: argparse.ArgumentParser) -> None:
         help="yard scene: seconds of empty yard before the first person (default 12)",
     )
     parser.add_argument(
+        "--stand-seconds",
+        type=float,
+        default=3.0,
+        help="yard scene: seconds the first person stands still before walking on (default 3)",
+    )
+    parser.add_argument(
         "--noise",
         type=int,
         default=0,
@@ -158,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         max_stream_clients=args.max_stream_clients,
         faults=tuple(args.fault),
         still_seconds=args.still_seconds,
+        stand_seconds=args.stand_seconds,
         noise=args.noise,
         brightness_ramp=args.brightness_ramp,
         prerender=True,

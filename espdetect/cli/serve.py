@@ -59,7 +59,7 @@ TOML example (sections as in the option groups above; a key may also stand at th
 _ALIASES: dict[str, tuple[str, ...]] = {"max_viewers_per_camera": ("--max-viewers",)}
 #: Options without a flag: the camera list has --camera; secrets stay off the command line
 #: (other users of the machine can read it).
-_NO_FLAG = frozenset({"cameras", "auth_password_hash", "auth_token_hash", "session_secret"})
+_NO_FLAG = frozenset({"cameras", "auth_password_hash", "auth_token_hash", "session_secret", "webhook_secret"})
 #: What a nullable option's flag takes for "none" (classes: "all" reads better).
 _NONE_WORDS = frozenset({"none", "all", ""})
 
@@ -69,7 +69,8 @@ def _flag(name: str) -> str:
 
 
 def _is_bool(info: FieldInfo) -> bool:
-    return info.annotation is bool
+    # ``bool | None`` (events: unset means "decide from the other settings") is a switch too.
+    return info.annotation is bool or info.annotation == bool | None
 
 
 def add_server_options(parser: argparse.ArgumentParser, *, default_port: str = "8000") -> None:
@@ -175,8 +176,9 @@ def serve_forever(settings: ServerSettings, on_started: Callable[[StreamingServe
     The port and the model are checked before anything else happens, so a port in use or a model
     that cannot load (or cannot take a camera's settings) is one clear error, raised here.
     """
-    from espdetect.server.app import StreamingServer, create_app, load_detector
+    from espdetect.server.app import StreamingServer, check_event_store, create_app, load_detector
 
+    check_event_store(settings)
     loaded: list[Detector] = []
     server = StreamingServer(
         create_app(settings, detector_factory=lambda _: loaded[0]), settings, on_started=on_started

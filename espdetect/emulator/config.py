@@ -8,7 +8,14 @@ from pathlib import Path
 
 from espdetect.emulator.faults import Fault
 from espdetect.emulator.framesizes import FIRMWARE_GENERATIONS, FirmwareGeneration, size_of_framesize
-from espdetect.emulator.scene import SCENES, STILL_SECONDS, YARD_FPS, SceneSource, check_sensor_effects
+from espdetect.emulator.scene import (
+    SCENES,
+    STAND_SECONDS,
+    STILL_SECONDS,
+    YARD_FPS,
+    SceneSource,
+    check_sensor_effects,
+)
 from espdetect.exceptions import ConfigurationError
 
 __all__ = ["EmulatorConfig"]
@@ -47,10 +54,13 @@ class EmulatorConfig:
     #: Faults active from the start; see :class:`~espdetect.emulator.faults.FaultKind`.
     faults: tuple[Fault, ...] = ()
     #: Frames in one loop of the photo scene; the most frames taken from a video or folder.
-    #: (The yard scene's loop follows from its timeline: ``still_seconds`` + 21.5 s at ``fps``.)
+    #: (The yard scene's loop follows from its timeline: ``still_seconds`` + ``stand_seconds`` +
+    #: 18.5 s at ``fps``.)
     loop_frames: int = 90
     #: Yard scene: seconds of empty yard before the first person walks in.
     still_seconds: float = 12.0
+    #: Yard scene: seconds the first person stands still between walking in and out.
+    stand_seconds: float = 3.0
     #: Sensor noise on every scene: the most a pixel channel moves, in grey levels (0: off).
     noise: int = 0
     #: Brightness drift on every scene: grey levels added at mid-loop, rising from and falling back
@@ -98,6 +108,7 @@ class EmulatorConfig:
         if not self.send_timeout > 0:
             raise ConfigurationError(f"expected send_timeout > 0 seconds, got {self.send_timeout!r}")
         object.__setattr__(self, "still_seconds", STILL_SECONDS.check("still_seconds", self.still_seconds))
+        object.__setattr__(self, "stand_seconds", STAND_SECONDS.check("stand_seconds", self.stand_seconds))
         check_sensor_effects(self.noise, self.brightness_ramp)
         if self.scene == "yard" and self.fps is not None:
             # The yard's timeline is in seconds: its loop has (still_seconds + 21.5 s) x fps frames.

@@ -36,6 +36,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "NOISE",
     "SCENES",
+    "STAND_SECONDS",
     "STILL_SECONDS",
     "YARD_FPS",
     "Image",
@@ -69,6 +70,8 @@ NOISE: Final = IntRange(0, 127)
 BRIGHTNESS_RAMP: Final = FloatRange(-255.0, 255.0)
 #: Seconds of empty yard before the first person walks in.
 STILL_SECONDS: Final = FloatRange(0.0, 3600.0)
+#: Seconds the first person of the yard scene stands still.
+STAND_SECONDS: Final = FloatRange(0.1, 3600.0)
 #: Frame rates the yard's timeline (laid out in seconds) can be rendered at.
 YARD_FPS: Final = FloatRange(1.0, 1000.0)
 
@@ -320,7 +323,8 @@ class YardScene(Scene):
     """A fixed camera on a still yard; people walk in, stop, walk on and leave, on a timeline.
 
     The timeline (``fps`` frames per second, ``S`` = ``still_seconds``): ``S`` s of empty yard;
-    a man in a beige coat enters from the left (2.5 s), stands (3 s) and leaves to the right
+    a man in a beige coat enters from the left (2.5 s), stands (``stand_seconds``, 3 s by
+    default: a long stand shows whether a person standing still stays one event) and leaves to the right
     (3 s); 4 s empty; a man in a black jacket walks left to right near the camera while the man
     in the coat, farther away, walks right to left, so they cross (6 s); 3 s empty. Each part is
     a :class:`Segment` in :attr:`segments`. Frames of an empty stretch, and of the standing
@@ -338,13 +342,16 @@ class YardScene(Scene):
         [[0.0, 79.0, 4.0, 228.0]]
     """
 
-    def __init__(self, fps: float = 15.0, still_seconds: float = 12.0) -> None:
+    def __init__(
+        self, fps: float = 15.0, still_seconds: float = 12.0, stand_seconds: float = _STAND_S
+    ) -> None:
         self.fps = YARD_FPS.check("fps", fps)
         self.still_seconds = STILL_SECONDS.check("still_seconds", still_seconds)
+        self.stand_seconds = STAND_SECONDS.check("stand_seconds", stand_seconds)
         names = (
             ("still", still_seconds, 0, False),
             ("enter", _ENTER_S, 1, True),
-            ("standing", _STAND_S, 1, False),
+            ("standing", self.stand_seconds, 1, False),
             ("leave", _LEAVE_S, 1, True),
             ("still-2", _GAP_S, 0, False),
             ("crossing", _CROSS_S, 2, True),
@@ -628,6 +635,7 @@ def load_scene(
     *,
     fps: float = 15.0,
     still_seconds: float = 12.0,
+    stand_seconds: float = 3.0,
     noise: int = 0,
     brightness_ramp: float = 0.0,
 ) -> Scene:
@@ -651,7 +659,7 @@ def load_scene(
         if source == "photos":
             scene = PhotoScene(frames)
         elif source == "yard":
-            scene = YardScene(fps, still_seconds)
+            scene = YardScene(fps, still_seconds, stand_seconds)
         else:
             raise ConfigurationError(f"expected 'photos', 'yard' or a Path, got the string {source!r}")
     else:

@@ -233,6 +233,7 @@ class Emulator(CameraEndpoints):
             cfg.loop_frames,
             fps=cfg.timeline_fps,
             still_seconds=cfg.still_seconds,
+            stand_seconds=cfg.stand_seconds,
             noise=cfg.noise,
             brightness_ramp=cfg.brightness_ramp,
         )

@@ -189,6 +189,12 @@ class CameraPipeline:
         return self._policy.last_call
 
     @property
+    def still(self) -> Frame | None:
+        """The newest frame the motion test found unchanged (no model call: the detections of the
+        last call still stand for it), or None; compare its ``seq`` with the last detections'."""
+        return self._still
+
+    @property
     def ended(self) -> bool:
         """A finite source ran out of frames."""
         return self._ended

@@ -25,6 +25,23 @@ from espdetect.profiling.config import ProfileConfig as ProfileConfig
 from espdetect.profiling.config import grid as grid
 from espdetect.profiling.config import grid_from_text as grid_from_text
 from espdetect.profiling.config import parse_grid as parse_grid
+from espdetect.profiling.events import ClipDetections as ClipDetections
+from espdetect.profiling.events import ClipEvent as ClipEvent
+from espdetect.profiling.events import DelayStats as DelayStats
+from espdetect.profiling.events import EventMatch as EventMatch
+from espdetect.profiling.events import EventRun as EventRun
+from espdetect.profiling.events import EventScore as EventScore
+from espdetect.profiling.events import EventSweep as EventSweep
+from espdetect.profiling.events import Visit as Visit
+from espdetect.profiling.events import detect_clip as detect_clip
+from espdetect.profiling.events import events_toml as events_toml
+from espdetect.profiling.events import load_visits as load_visits
+from espdetect.profiling.events import plot_event_timeline as plot_event_timeline
+from espdetect.profiling.events import replay_events as replay_events
+from espdetect.profiling.events import save_visits as save_visits
+from espdetect.profiling.events import score_events as score_events
+from espdetect.profiling.events import sweep_events as sweep_events
+from espdetect.profiling.events import write_yard_clip as write_yard_clip
 from espdetect.profiling.export import export_model as export_model
 from espdetect.profiling.record import arecord as arecord
 from espdetect.profiling.record import record as record
@@ -83,15 +100,32 @@ except ModuleNotFoundError as exc:
 
 __all__ = [
     "ClipData",
+    "ClipDetections",
+    "ClipEvent",
+    "DelayStats",
+    "EventMatch",
+    "EventRun",
+    "EventScore",
+    "EventSweep",
     "ProfileConfig",
     "Reference",
+    "Visit",
     "arecord",
+    "detect_clip",
+    "events_toml",
     "export_model",
     "grid",
     "grid_from_text",
     "load_clip",
+    "load_visits",
     "match_boxes",
     "parse_grid",
+    "plot_event_timeline",
     "record",
+    "replay_events",
+    "save_visits",
+    "score_events",
+    "sweep_events",
+    "write_yard_clip",
     *_PROFILE_EXTRA,
 ]

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
+import anyio
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -34,17 +35,22 @@ from espdetect.server._malloc import tune_malloc
 from espdetect.server.auth import Authenticator, AuthMiddleware, login_router, session_router
 from espdetect.server.camera import EncoderFactory, SourceFactory, camera_params
 from espdetect.server.errors import (
+    EventNotFound,
+    EventsOff,
     NoFrameAvailable,
     SafeJSONResponse,
     UnknownCamera,
     ViewerLimitReached,
     jsonable,
 )
+from espdetect.server.event_routes import router as event_router
+from espdetect.server.event_service import EventService, check_event_labels, describe_sinks
 from espdetect.server.gate import ViewerGate
 from espdetect.server.guard import RequestGuard
 from espdetect.server.hosts import AllowedHosts, HostGuard
 from espdetect.server.hub import CameraHub, DetectorFactory
 from espdetect.server.metrics import make_registry
+from espdetect.server.notify import EventSink
 from espdetect.server.protocol import HeadLimits, limited_protocol
 from espdetect.server.routes import router
 from espdetect.server.settings import CameraConfig, DetectorSettings, ServerSettings
@@ -53,10 +59,13 @@ from espdetect.sources.base import FrameSource
 
 __all__ = [
     "AppState",
+    "SinkFactory",
     "StreamingServer",
+    "check_event_store",
     "create_app",
     "default_detector",
     "default_encoder",
+    "default_sinks",
     "default_source",
     "end_streams",
     "load_detector",
@@ -94,16 +103,32 @@ def load_detector(settings: ServerSettings, factory: DetectorFactory = default_d
 
     Raises:
         ModelLoadError: the model cannot be loaded.
-        ConfigurationError: a camera's settings do not fit the model (``field`` says which).
+        ConfigurationError: a camera's settings do not fit the model (``field`` says which), or
+            with events on, a label is not one of its classes.
     """
     detector = factory(settings.detector)
     try:
+        names = list(detector.info.names.values())
         for camera in settings.camera_settings():
             detector.check(camera_params(camera))
+            if settings.events_enabled:
+                check_event_labels(camera.id, camera.labels, names)
     except ConfigurationError:
         detector.close()
         raise
     return detector
+
+
+def check_event_store(settings: ServerSettings) -> None:
+    """With events on, open and close the event store once, so that a data directory that cannot
+    be written (or holds a newer schema) is one clear error before the server starts.
+
+    Raises:
+        ConfigurationError: the data directory cannot be created or written.
+        UnsupportedSchema: its database was written by a newer espdetect.
+    """
+    if settings.events_enabled:
+        EventService.open(settings).store.close()
 
 
 def default_source(server: ServerSettings, camera: CameraConfig) -> FrameSource:
@@ -120,6 +145,25 @@ def default_source(server: ServerSettings, camera: CameraConfig) -> FrameSource:
     )
 
 
+#: The places events go besides the store, built from the settings.
+SinkFactory = Callable[[ServerSettings], list[EventSink]]
+
+
+def default_sinks(settings: ServerSettings) -> list[EventSink]:
+    """An `MqttSink` when ``mqtt_url`` is set and a `WebhookSink` when webhook URLs are."""
+    sinks: list[EventSink] = []
+    if settings.mqtt.mqtt_url is not None:
+        from espdetect.server.mqtt import MqttSink
+
+        labels = {cam.id: cam.labels for cam in settings.camera_settings()}
+        sinks.append(MqttSink(settings.mqtt, labels=labels))
+    if settings.webhooks.webhook_urls:
+        from espdetect.server.webhooks import WebhookSink
+
+        sinks.append(WebhookSink(settings.webhooks))
+    return sinks
+
+
 def default_encoder(quality: int) -> Encoder:
     """An `OpenCVJpegEncoder` at ``quality``."""
     from espdetect.encoders.jpeg import OpenCVJpegEncoder
@@ -133,6 +177,7 @@ def create_app(
     detector_factory: DetectorFactory = default_detector,
     source_factory: SourceFactory = default_source,
     encoder_factory: EncoderFactory = default_encoder,
+    sink_factory: SinkFactory = default_sinks,
 ) -> FastAPI:
     """The espdetect server as an ASGI app; resources are created by its lifespan.
 
@@ -141,6 +186,7 @@ def create_app(
         detector_factory: loads the model every camera shares (called in a worker thread).
         source_factory: opens a camera's source each time a first viewer arrives.
         encoder_factory: builds the annotated stream's JPEG encoder for a quality.
+        sink_factory: the places events go besides the store (MQTT, webhooks), when events are on.
 
     Example:
         >>> app = create_app(ServerSettings(cameras=["cam=http://192.168.4.1:81/stream"]))
@@ -151,7 +197,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
-        hub = await CameraHub.open(settings, detector_factory, source_factory, encoder_factory)
+        events = None
+        if settings.events_enabled:
+            events = await anyio.to_thread.run_sync(EventService.open, settings, sink_factory(settings))
+            logger.info("events on: to %s", describe_sinks(settings))
+        hub = await CameraHub.open(settings, detector_factory, source_factory, encoder_factory, events)
         async with hub:
             # Also on app.state: the server's shutdown hook runs outside any request.
             app.state.hub = hub
@@ -171,6 +221,7 @@ def create_app(
     app.state.settings = settings
     app.state.hub = None
     app.include_router(router)
+    app.include_router(event_router)
     app.include_router(session_router)
     app.include_router(control.router)
     # Added innermost first: a request meets the host check, CORS, the guard, authentication, then
@@ -196,7 +247,7 @@ def create_app(
             allow_origins=origins,
             # Browsers refuse credentials with "*"; an explicit list may send cookies and Basic.
             allow_credentials=explicit,
-            allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
+            allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Requested-With"],
             expose_headers=["Retry-After", "X-Timestamp", "WWW-Authenticate"],
             max_age=600,
@@ -205,7 +256,9 @@ def create_app(
     if hosts.any_host or settings.host in ("0.0.0.0", "::", ""):
         # On every interface the server is reached under names it cannot guess: say which it takes.
         logger.info("answering requests whose Host is %s; add names with allowed_hosts", hosts.describe())
-    app.add_exception_handler(UnknownCamera, _unknown_camera)
+    app.add_exception_handler(UnknownCamera, _not_found)
+    app.add_exception_handler(EventsOff, _not_found)
+    app.add_exception_handler(EventNotFound, _not_found)
     app.add_exception_handler(ViewerLimitReached, _limit_reached)
     app.add_exception_handler(NoFrameAvailable, _no_frame)
     app.add_exception_handler(ConfigurationError, _setting_rejected)
@@ -220,7 +273,7 @@ def end_streams(app: FastAPI) -> None:
         hub.begin_shutdown()
 
 
-async def _unknown_camera(request: Request, exc: Exception) -> JSONResponse:
+async def _not_found(request: Request, exc: Exception) -> JSONResponse:
     return SafeJSONResponse({"detail": str(exc)}, status_code=404)
 
 

@@ -16,6 +16,7 @@ from espdetect.encoders.base import Encoder
 from espdetect.frame import Frame
 from espdetect.motion import MotionConfig
 from espdetect.pipeline import CameraPipeline, PipelineConfig, Rendered, SubscriptionKind
+from espdetect.server.event_service import check_event_labels
 from espdetect.server.settings import CameraConfig, CameraOptions, ServerSettings
 from espdetect.sources.base import FrameSource, SourceStats
 from espdetect.stats import RateWindow, SampleWindow
@@ -41,6 +42,10 @@ EncoderFactory = Callable[[int], Encoder]
 #: A cached frame older than this is not handed out as "live" (the slots keep their last value
 #: across camera reconnections).
 _LIVE_AGE: Final = 2.0
+
+
+#: Camera options the server acts on itself (events, the unattended run), not the pipeline.
+_NOT_PIPELINE: Final = frozenset({"always_on", "labels", "min_score", "min_frames", "end_timeout", "zones"})
 
 
 def _recent(arrival_mono: float) -> bool:
@@ -147,6 +152,8 @@ class Camera:
         #: Lower-quality encodes in progress, by (frame, quality): later viewers wait for them.
         self._encoding: dict[tuple[int, int], anyio.Event] = {}
         params = camera_params(settings)
+        if server.events_enabled:
+            check_event_labels(settings.id, settings.labels, list(detector.info.names.values()))
         self.pipeline = CameraPipeline(
             self._open_source,
             detector,
@@ -217,7 +224,9 @@ class Camera:
         """
         options = CameraOptions.model_validate({**self.settings.options.model_dump(), **changes})
         checked = {name: getattr(options, name) for name in changes}
-        self.pipeline.update(**checked)
+        if "labels" in changes and self.server.events_enabled:
+            check_event_labels(self.id, options.labels, list(self.detector.info.names.values()))
+        self.pipeline.update(**{k: v for k, v in checked.items() if k not in _NOT_PIPELINE})
         self.settings = self.settings.model_copy(update={**checked, "imgsz": self.pipeline.params.imgsz})
         logger.info("%s: settings changed: %s", self.id, ", ".join(f"{k}={v!r}" for k, v in changes.items()))
         return self.settings

@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse
 from espdetect.exceptions import EspdetectError
 
 __all__ = [
+    "EventNotFound",
+    "EventsOff",
     "NoFrameAvailable",
     "SafeJSONResponse",
     "UnknownCamera",
@@ -86,8 +88,10 @@ class UnknownCamera(EspdetectError, LookupError):
 class ViewerLimitReached(EspdetectError):
     """A new viewer would exceed the per-camera or the server-wide viewer limit (503)."""
 
-    def __init__(self, scope: Literal["camera", "server"], limit: int, camera_id: str) -> None:
-        where = f"camera {camera_id!r}" if scope == "camera" else "this server"
+    def __init__(self, scope: Literal["camera", "server", "event feed"], limit: int, camera_id: str) -> None:
+        where = {"camera": f"camera {camera_id!r}", "server": "this server", "event feed": "the event feed"}[
+            scope
+        ]
         super().__init__(f"expected at most {limit} viewers on {where}, and all {limit} places are taken")
         self.scope = scope
         self.limit = limit
@@ -109,3 +113,22 @@ class ViewerTimedOut(EspdetectError):
     def __init__(self, timeout: float) -> None:
         super().__init__(f"expected the viewer to take a part within {timeout:g} s, got a blocked send")
         self.timeout = timeout
+
+
+class EventsOff(EspdetectError, LookupError):
+    """The events API was asked for while events are off (404)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "expected events to be on for /events: set events = true, mqtt_url or webhook_urls "
+            "(ESPDETECT_EVENTS=true)"
+        )
+
+
+class EventNotFound(EspdetectError, LookupError):
+    """No stored event has this id, or it has no picture (404)."""
+
+    def __init__(self, event_id: str, picture: bool = False) -> None:
+        what = "a picture of event" if picture else "a stored event"
+        super().__init__(f"expected {what} {event_id!r}, got none")
+        self.event_id = event_id

@@ -13,13 +13,18 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Final
+from typing import Any, Final
 
 import anyio
+from anyio.abc import TaskGroup
 
+from espdetect._async import Stage
 from espdetect.detectors.base import Detector
+from espdetect.exceptions import EspdetectError, SlotClosed
+from espdetect.latest import Latest
 from espdetect.server.camera import Camera, EncoderFactory, SourceFactory, ViewerKind
 from espdetect.server.errors import UnknownCamera, ViewerLimitReached
+from espdetect.server.event_service import EventService
 from espdetect.server.settings import DetectorSettings, ServerSettings, redact_url
 from espdetect.workers import Workers
 
@@ -32,6 +37,11 @@ DetectorFactory = Callable[[DetectorSettings], Detector]
 
 #: Seconds between samples of the frame counters behind the rates of /stats.
 _SAMPLE_EVERY: Final = 0.5
+#: Pauses before an unattended camera whose source failed is opened again: doubling, capped.
+_RETRY_FIRST: Final = 0.5
+_RETRY_MAX: Final = 30.0
+#: Seconds the unattended cameras may take to stop on shutdown.
+_STOP_TIMEOUT: Final = 5.0
 
 
 class ViewerTicket:
@@ -92,7 +102,12 @@ class CameraHub:
     """
 
     def __init__(
-        self, settings: ServerSettings, cameras: list[Camera], detector: Detector, workers: Workers
+        self,
+        settings: ServerSettings,
+        cameras: list[Camera],
+        detector: Detector,
+        workers: Workers,
+        events: EventService | None = None,
     ) -> None:
         self.settings = settings
         self.cameras: dict[str, Camera] = {cam.id: cam for cam in cameras}
@@ -102,6 +117,11 @@ class CameraHub:
         self.workers = workers
         #: Set when the server stops: every stream ends at once.
         self.shutdown = anyio.Event()
+        #: The events of every camera, when events are on (closed with the hub).
+        self.events = events
+        #: Per camera: the job that keeps it running with no viewer (events, ``always_on``).
+        self._unattended = {cam_id: Stage(f"{cam_id}-unattended") for cam_id in self.cameras}
+        self._group: TaskGroup | None = None
         self._ticket_ids = itertools.count(1)
         self._running: contextlib.AbstractAsyncContextManager[CameraHub] | None = None
 
@@ -112,8 +132,12 @@ class CameraHub:
         detector_factory: DetectorFactory,
         source_factory: SourceFactory,
         encoder_factory: EncoderFactory,
+        events: EventService | None = None,
     ) -> CameraHub:
-        """Load the model (in a worker thread) and build every camera on it."""
+        """Load the model (in a worker thread) and build every camera on it.
+
+        ``events`` (when events are on) is closed with the hub, also when opening fails.
+        """
         detector = await anyio.to_thread.run_sync(detector_factory, settings.detector)
         logger.info("model %s on %s (%s)", detector.info.model, detector.info.device, detector.info.backend)
         all_settings = settings.camera_settings()
@@ -137,12 +161,15 @@ class CameraHub:
         except BaseException:  # a camera the model cannot serve: nothing is left loaded
             workers.close()
             detector.close()
+            if events is not None:
+                await events.finish()
             raise
-        return cls(settings, cameras, detector, workers)
+        return cls(settings, cameras, detector, workers, events)
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[CameraHub]:
-        """Sample the rates of /stats while the hub serves; close everything on the way out.
+        """Run the hub while it serves: the rates of /stats, the events and the cameras that run
+        with no viewer; on the way out end the events going on and close everything.
 
         Example:
             >>> async with hub.running():  # doctest: +SKIP
@@ -151,9 +178,20 @@ class CameraHub:
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(self._sample_rates, name="espdetect-rate-sampler")
+                if self.events is not None:
+                    await group.start(self.events.run, name="espdetect-events")
+                self._group = group
+                for cam in self.cameras.values():
+                    self.refresh(cam)
                 try:
                     yield self
                 finally:
+                    self._group = None
+                    with anyio.move_on_after(_STOP_TIMEOUT, shield=True):
+                        for stage in self._unattended.values():
+                            await stage.stop()
+                        if self.events is not None:
+                            await self.events.finish()
                     group.cancel_scope.cancel()
         finally:
             await self.aclose()
@@ -183,6 +221,54 @@ class CameraHub:
         for cam in self.cameras.values():
             return cam
         raise UnknownCamera("(first)", [])
+
+    def unattended(self, camera: Camera) -> bool:
+        """Whether ``camera`` runs with no viewer: events are on, or it is ``always_on``."""
+        return self.events is not None or camera.settings.always_on
+
+    def refresh(self, camera: Camera) -> None:
+        """Start or stop ``camera``'s unattended run after its settings changed."""
+        group = self._group
+        if group is None:
+            return
+        stage = self._unattended[camera.id]
+        if self.unattended(camera) and not stage.running:
+            stage.start(group, lambda: self._run_unattended(camera))
+            logger.info("%s: running unattended (%s)", camera.id, "events" if self.events else "always_on")
+        elif not self.unattended(camera) and stage.running:
+            stage.cancel()
+            logger.info("%s: no longer unattended; the connection follows its viewers", camera.id)
+
+    def apply(self, camera: Camera, changes: dict[str, object]) -> None:
+        """Apply settings changes to ``camera`` (see `Camera.apply`), then to its events and run."""
+        settings = camera.apply(changes)
+        if self.events is not None:
+            self.events.reconfigure(camera.id, settings)
+        self.refresh(camera)
+
+    async def _run_unattended(self, camera: Camera) -> None:
+        """Hold a detections subscription with no viewer, feeding the events when they are on;
+        when the camera's source fails, open it again after a pause."""
+        pipeline = camera.pipeline
+        delay = _RETRY_FIRST
+        while True:
+            began = time.monotonic()
+            try:
+                async with pipeline.subscribe("detections"):
+                    if self.events is not None:
+                        await self.events.follow(pipeline)
+                    else:
+                        await _until_closed(pipeline.detections)
+            except SlotClosed:
+                pass
+            except EspdetectError as exc:  # the pipeline stopped after an internal error (logged)
+                logger.warning("%s: unattended run stopped: %s", camera.id, exc)
+            # A connection that lasted resets the back-off; one failing at once doubles it.
+            if time.monotonic() - began > _RETRY_MAX:
+                delay = _RETRY_FIRST
+            logger.info("%s: camera stream ended; opening it again in %.1f s", camera.id, delay)
+            await anyio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
 
     def refusal(self, camera: Camera) -> ViewerLimitReached | None:
         """Why a new viewer of ``camera`` would be turned away now (counted), or None."""
@@ -238,3 +324,9 @@ class CameraHub:
             for cam in self.cameras.values():
                 cam.sample_rates(now)
             await anyio.sleep(_SAMPLE_EVERY)
+
+
+async def _until_closed(slot: Latest[Any]) -> None:
+    version = slot.version
+    while True:
+        version, _ = await slot.next_after(version)

@@ -13,14 +13,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from espdetect.server.camera import FrameCounts
+from espdetect.server.event_service import EventCounters
+from espdetect.server.metric_spec import MetricSpec, metric_fields
+from espdetect.server.notify import SinkStats
 from espdetect.server.stats import (
     AuthStats,
     CameraStats,
     HubStats,
-    MetricSpec,
     ProcessStats,
     json_key,
-    metric_fields,
 )
 from espdetect.stats import Percentiles
 
@@ -90,6 +91,13 @@ class StatsCollector(Collector):
         if stats.auth is not None:
             for name, spec in metric_fields(AuthStats):
                 families.add(spec, [], [], getattr(stats.auth, name))
+        if stats.events is not None:
+            for name, spec in metric_fields(EventCounters):
+                families.add(spec, [], [], getattr(stats.events, name))
+            sink_specs = metric_fields(SinkStats)
+            for sink, sink_stats in stats.events.sinks.items():
+                for name, spec in sink_specs:
+                    families.add(spec, ["sink"], [sink], getattr(sink_stats, name))
         camera_specs = metric_fields(CameraStats)
         for cam_id, cam in stats.cameras.items():
             for name, spec in camera_specs:

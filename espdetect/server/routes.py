@@ -22,18 +22,22 @@ from espdetect.exceptions import SlotClosed
 from espdetect.mjpeg import format_timestamp
 from espdetect.pipeline import StaleMode
 from espdetect.server.camera import Camera, ViewerKind
-from espdetect.server.errors import NoFrameAvailable
+from espdetect.server.errors import NoFrameAvailable, SafeJSONResponse
 from espdetect.server.hub import CameraHub
 from espdetect.server.settings import (
     Conf,
+    EndTimeout,
     Fraction,
     Imgsz,
     Keepalive,
+    MinFrames,
     MotionThreshold,
     Quality,
     StrictClassIds,
+    StrictLabels,
     StrictMotionMasks,
     StrictSkip,
+    StrictZones,
 )
 from espdetect.server.stats import hub_stats
 from espdetect.server.streaming import (
@@ -101,6 +105,12 @@ class SettingsPatch(BaseModel):
     motion_masks: StrictMotionMasks | None = None
     keepalive: Keepalive | None = None
     tracking: StrictBool | None = None
+    always_on: StrictBool | None = None
+    labels: StrictLabels | None = None
+    min_score: Conf | None = None
+    min_frames: MinFrames | None = None
+    end_timeout: EndTimeout | None = None
+    zones: StrictZones | None = None
 
     @model_validator(mode="after")
     def _no_nulls(self) -> SettingsPatch:
@@ -159,6 +169,24 @@ async def index() -> HTMLResponse:
 async def health(hub: HubDep) -> dict[str, Any]:
     """Liveness: answers at once, whatever the cameras do."""
     return {"status": "ok", "cameras": len(hub.cameras), "viewers": hub.total_viewers}
+
+
+@router.get("/ready", responses={503: {"description": "a camera that must run is not connected"}})
+async def ready(hub: HubDep) -> Response:
+    """Readiness: 200 when every camera that runs with no viewer (events, ``always_on``) is
+    connected; 503 otherwise. Cameras that follow their viewers connect on demand: always ready."""
+    cameras = {}
+    for cam_id, cam in hub.cameras.items():
+        unattended = hub.unattended(cam)
+        connected = cam.source_stats().connected
+        cameras[cam_id] = {
+            "unattended": unattended,
+            "connected": connected,
+            "ready": connected or not unattended,
+        }
+    ok = all(state["ready"] for state in cameras.values())
+    body = {"status": "ready" if ok else "not ready", "events": hub.events is not None, "cameras": cameras}
+    return SafeJSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/cameras")
@@ -251,9 +279,9 @@ async def get_settings(camera: CameraDep) -> dict[str, Any]:
 
 
 @router.patch("/cameras/{camera_id}/settings")
-async def patch_settings(camera: CameraDep, patch: SettingsPatch) -> dict[str, Any]:
+async def patch_settings(hub: HubDep, camera: CameraDep, patch: SettingsPatch) -> dict[str, Any]:
     """Change settings at run time (validated; 422 says what was expected)."""
-    camera.apply(patch.changes())
+    hub.apply(camera, patch.changes())
     return _settings_body(camera)
 
 

@@ -22,9 +22,9 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -43,6 +43,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from espdetect.constraints import (
     CAMERA_ID_PATTERN,
     CLASS_ID,
+    EVENT_END_TIMEOUT,
+    EVENT_MIN_FRAMES,
     IMGSZ,
     JPEG_QUALITY,
     MAX_CLASSES,
@@ -52,9 +54,11 @@ from espdetect.constraints import (
     Skip,
     check_camera_id,
     check_http_url,
+    check_mqtt_url,
     check_skip,
 )
 from espdetect.detectors.factory import DetectorBackend
+from espdetect.events import check_labels
 from espdetect.exceptions import ConfigurationError
 from espdetect.mjpeg import DEFAULT_MAX_PART_SIZE
 from espdetect.motion import THRESHOLD, check_polygons
@@ -75,16 +79,25 @@ __all__ = [
     "ClassIds",
     "Conf",
     "DetectorSettings",
+    "EndTimeout",
     "Imgsz",
+    "Labels",
+    "MinFrames",
+    "MqttSettings",
     "Quality",
     "ServerSettings",
     "ServingSettings",
     "SkipSetting",
+    "StorageSettings",
     "StrictClassIds",
+    "StrictLabels",
     "StrictMotionMasks",
     "StrictSkip",
+    "StrictZones",
     "UpstreamSettings",
     "ViewerSettings",
+    "WebhookSettings",
+    "Zones",
     "control_url_for",
     "leaf_fields",
     "load_settings",
@@ -93,6 +106,8 @@ __all__ = [
 ]
 
 ENV_PREFIX: Final = "ESPDETECT_"
+
+T = TypeVar("T")
 
 
 def _split_list(value: object) -> object:
@@ -105,12 +120,25 @@ def _split_list(value: object) -> object:
     return value
 
 
-def _strict_skip(value: object) -> Skip:
-    """A frame skip: an integer or ``"auto"`` (what the API takes)."""
-    try:
-        return check_skip(value)
-    except ConfigurationError as exc:
-        raise ValueError(exc.message) from None
+def _pydantic(check: Callable[[Any], T]) -> Callable[[Any], T]:
+    """A check of `espdetect.constraints` as a pydantic validator: its `ConfigurationError` becomes
+    the ``ValueError`` pydantic reports (with the check's message)."""
+
+    def validate(value: Any) -> T:
+        try:
+            return check(value)
+        except ConfigurationError as exc:
+            raise ValueError(exc.message) from None
+
+    return validate
+
+
+#: A frame skip: an integer or ``"auto"`` (what the API takes).
+_strict_skip = _pydantic(check_skip)
+_imgsz = _pydantic(lambda value: IMGSZ.check("imgsz", value))
+_http_url = _pydantic(check_http_url)
+_mqtt_url = _pydantic(check_mqtt_url)
+_labels = _pydantic(lambda value: list(check_labels(value)))
 
 
 def _skip(value: object) -> Skip:
@@ -118,20 +146,6 @@ def _skip(value: object) -> Skip:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     return _strict_skip(value)
-
-
-def _imgsz(value: int) -> int:
-    try:
-        return IMGSZ.check("imgsz", value)
-    except ConfigurationError as exc:
-        raise ValueError(exc.message) from None
-
-
-def _http_url(value: object) -> str:
-    try:
-        return check_http_url(value)
-    except ConfigurationError as exc:
-        raise ValueError(exc.message) from None
 
 
 Conf = Annotated[float, Field(ge=UNIT.low, le=UNIT.high)]
@@ -153,24 +167,30 @@ SkipSetting = Annotated[Skip, PlainValidator(_skip, json_schema_input_type=_SKIP
 StrictSkip = Annotated[Skip, PlainValidator(_strict_skip, json_schema_input_type=_SKIP_SCHEMA)]
 
 
-def _strict_polygons(value: object) -> list[list[list[float]]]:
-    """Masks as lists of [x, y] points (what the API takes); checked by the motion module."""
-    try:
-        return [[list(point) for point in polygon] for polygon in check_polygons(value, "motion_masks")]
-    except ConfigurationError as exc:
-        raise ValueError(exc.message) from None
+def _point_lists(name: str) -> Callable[[Any], list[list[list[float]]]]:
+    """Polygons as lists of [x, y] points (what the API takes); checked by the motion module."""
+    return _pydantic(lambda value: [[list(p) for p in polygon] for polygon in check_polygons(value, name)])
 
 
-def _polygons(value: object) -> list[list[list[float]]]:
-    """Masks also as JSON text (an environment variable, a flag)."""
+_strict_masks = _point_lists("motion_masks")
+_strict_zones = _point_lists("zones")
+
+
+def _polygons(value: object, name: str = "motion_masks") -> list[list[list[float]]]:
+    """Polygons also as JSON text (an environment variable, a flag)."""
+    strict = _strict_zones if name == "zones" else _strict_masks
     if isinstance(value, str):
         try:
             value = json.loads(value) if value.strip() else []
         except json.JSONDecodeError as exc:
             like = "[[[0, 0], [0.4, 0], [0.4, 0.1]]]"
-            message = f"expected motion_masks as JSON polygons like {like}, got {value!r} ({exc})"
+            message = f"expected {name} as JSON polygons like {like}, got {value!r} ({exc})"
             raise ValueError(message) from None
-    return _strict_polygons(value)
+    return strict(value)
+
+
+def _zones(value: object) -> list[list[list[float]]]:
+    return _polygons(value, "zones")
 
 
 MotionThreshold = Annotated[int, Field(ge=THRESHOLD.low, le=THRESHOLD.high)]
@@ -183,9 +203,20 @@ MotionMasks = Annotated[
 ]
 StrictMotionMasks = Annotated[
     list[list[list[float]]],
-    PlainValidator(_strict_polygons, json_schema_input_type=list[list[tuple[float, float]]]),
+    PlainValidator(_strict_masks, json_schema_input_type=list[list[tuple[float, float]]]),
 ]
 HttpUrl = Annotated[str, PlainValidator(_http_url, json_schema_input_type=str)]
+_POLYGONS_SCHEMA = list[list[tuple[float, float]]]
+Zones = Annotated[list[list[list[float]]], PlainValidator(_zones, json_schema_input_type=_POLYGONS_SCHEMA)]
+StrictZones = Annotated[
+    list[list[list[float]]], PlainValidator(_strict_zones, json_schema_input_type=_POLYGONS_SCHEMA)
+]
+_LABELS_SCHEMA = Annotated[list[str], Field(min_length=1, max_length=MAX_CLASSES)]
+StrictLabels = Annotated[list[str], PlainValidator(_labels, json_schema_input_type=_LABELS_SCHEMA)]
+Labels = Annotated[StrictLabels, BeforeValidator(_split_list)]
+MinFrames = Annotated[int, Field(ge=EVENT_MIN_FRAMES.low, le=EVENT_MIN_FRAMES.high)]
+EndTimeout = Annotated[float, Field(ge=EVENT_END_TIMEOUT.low, le=EVENT_END_TIMEOUT.high)]
+MqttUrl = Annotated[str, PlainValidator(_mqtt_url, json_schema_input_type=str)]
 
 
 def control_url_for(stream_url: str) -> str:
@@ -327,6 +358,28 @@ class CameraOptions(_Section):
     tracking: bool = Field(
         default=True,
         description="give boxes track ids and move them along their tracks between model calls",
+    )
+    always_on: bool = Field(
+        default=False,
+        description="keep the camera connected and detecting with no viewer (cameras run unattended "
+        "anyway while events are on)",
+    )
+    labels: Labels = Field(
+        default_factory=lambda: ["person"],
+        description='events: the model\'s class names that make events, e.g. ["person", "car"]',
+    )
+    min_score: Conf = Field(default=0.5, description="events: least confidence of a detection that counts")
+    min_frames: MinFrames = Field(
+        default=3,
+        description="events: frames in a row an object must be seen in a zone before its event starts",
+    )
+    end_timeout: EndTimeout = Field(
+        default=5.0, description="events: seconds an object must be gone before its event ends"
+    )
+    zones: Zones = Field(
+        default_factory=list,
+        description="events: polygons of [x, y] points from 0 to 1 where an object's bottom centre must be "
+        "(where it stands); empty: the whole frame",
     )
 
 
@@ -553,6 +606,79 @@ class AuthSettings(_Section):
         return self.auth_password_hash is not None or self.auth_token_hash is not None
 
 
+def _data_dir(value: object) -> Path | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str | Path):
+        raise ValueError(f"expected data_dir to be a folder path, got {value!r}")
+    return Path(value).expanduser()
+
+
+class StorageSettings(_Section):
+    """Where events, their pictures and changed camera settings are kept, and for how long."""
+
+    data_dir: Annotated[Path | None, BeforeValidator(_data_dir)] = Field(
+        default=None,
+        description="folder of the event database and snapshots; none: the user's data directory "
+        "(~/.local/share/espdetect on Linux)",
+    )
+    retain_days: Annotated[float, Field(ge=0.0, le=36500.0)] = Field(
+        default=30.0, description="days finished events and their pictures are kept; 0: no age limit"
+    )
+    retain_mb: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        default=2000,
+        description="megabytes events and pictures may take; the oldest finished go first; 0: no size limit",
+    )
+
+
+class MqttSettings(_Section):
+    """Events to an MQTT broker, with Home Assistant discovery."""
+
+    mqtt_url: MqttUrl | None = Field(
+        default=None,
+        description="broker to publish events to: mqtt://[user:password@]host[:port] (mqtts:// for TLS); "
+        "turns events on",
+    )
+    mqtt_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length=128)] = Field(
+        default="espdetect", description="first level of every topic: <prefix>/<camera>/events"
+    )
+    mqtt_client_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] | None = Field(
+        default=None, description="client id at the broker; none: espdetect-<host name>"
+    )
+    mqtt_discovery: bool = Field(
+        default=True, description="announce cameras and labels to Home Assistant (MQTT discovery)"
+    )
+    mqtt_discovery_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=64)] = Field(
+        default="homeassistant", description="Home Assistant's discovery prefix"
+    )
+    mqtt_outbox: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1000,
+        description="messages kept for the broker while it is away; beyond, the oldest are dropped (counted)",
+    )
+
+
+class WebhookSettings(_Section):
+    """Events POSTed as JSON to URLs of your own."""
+
+    webhook_urls: Annotated[list[HttpUrl], BeforeValidator(_split_list)] = Field(
+        default_factory=list,
+        description="URLs each event record is POSTed to (JSON, as on MQTT); turns events on",
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="key of the X-Espdetect-Signature header: sha256=HMAC-SHA256(key, timestamp.body)",
+    )
+    webhook_timeout: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=5.0, description="seconds one POST may take"
+    )
+    webhook_retries: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=5, description="further attempts after a failed POST, 1 s apart and doubling (at most 60 s)"
+    )
+    webhook_queue: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=1000, description="records waiting per URL; beyond, the oldest are dropped (counted)"
+    )
+
+
 #: The sections of `ServerSettings`, by their TOML name.
 SECTIONS: Final[dict[str, type[_Section]]] = {
     "detector": DetectorSettings,
@@ -561,9 +687,12 @@ SECTIONS: Final[dict[str, type[_Section]]] = {
     "viewers": ViewerSettings,
     "serving": ServingSettings,
     "auth": AuthSettings,
+    "storage": StorageSettings,
+    "mqtt": MqttSettings,
+    "webhooks": WebhookSettings,
 }
 #: Top-level options (not in a section).
-_TOP_LEVEL: Final = ("host", "port", "cameras")
+_TOP_LEVEL: Final = ("host", "port", "events", "cameras")
 
 
 def leaf_fields() -> Iterator[tuple[str | None, str, FieldInfo]]:
@@ -666,6 +795,11 @@ class ServerSettings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8000, description="port the server listens on"
     )
+    events: bool | None = Field(
+        default=None,
+        description="record events (and notify, when MQTT or webhooks are configured); none: on when an "
+        "MQTT URL or a webhook is configured",
+    )
     cameras: list[CameraConfig] = Field(
         default_factory=list,
         description="cameras: [[cameras]] tables in TOML; id=url,id=url or a JSON list in ESPDETECT_CAMERAS",
@@ -676,6 +810,9 @@ class ServerSettings(BaseSettings):
     viewers: ViewerSettings = Field(default_factory=ViewerSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -717,6 +854,20 @@ class ServerSettings(BaseSettings):
                 raise ValueError(f"expected unique camera ids, got {cam.id!r} twice")
             seen.add(cam.id)
         return self
+
+    @property
+    def events_enabled(self) -> bool:
+        """Whether events are recorded: ``events``, else whether MQTT or a webhook is configured."""
+        if self.events is not None:
+            return self.events
+        return self.mqtt.mqtt_url is not None or bool(self.webhooks.webhook_urls)
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory: ``data_dir``, else the user's data directory."""
+        from espdetect.event_store import default_data_dir
+
+        return self.storage.data_dir or default_data_dir()
 
     @property
     def camera_control_enabled(self) -> bool:

@@ -17,12 +17,14 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final
 
 import psutil
 
 from espdetect.server.camera import Camera, FrameCounts
+from espdetect.server.event_service import EventCounters
 from espdetect.server.hub import CameraHub
+from espdetect.server.metric_spec import MetricSpec, counter, gauge
 from espdetect.stats import Percentiles
 
 __all__ = [
@@ -38,50 +40,6 @@ __all__ = [
     "json_key",
     "process_stats",
 ]
-
-MetricKind = Literal["counter", "gauge"]
-
-
-class MetricSpec(NamedTuple):
-    """How one statistic appears in Prometheus."""
-
-    kind: MetricKind
-    #: Metric name without the ``espdetect_`` prefix (a counter also gets ``_total``).
-    name: str
-    help: str
-    #: For a mapping, a NamedTuple or `Percentiles`: the label its keys go under.
-    key_label: str | None = None
-    #: Fixed labels of this field, for several fields sharing one metric.
-    labels: tuple[tuple[str, str], ...] = ()
-
-
-_METRIC: Final = "metric"
-
-
-def counter(help: str, *, name: str | None = None) -> dict[str, MetricSpec]:
-    """Field metadata: exported as a Prometheus counter (``name`` defaults to the field's)."""
-    return {_METRIC: MetricSpec("counter", name or "", help)}
-
-
-def gauge(
-    help: str,
-    *,
-    name: str | None = None,
-    key_label: str | None = None,
-    labels: tuple[tuple[str, str], ...] = (),
-) -> dict[str, MetricSpec]:
-    """Field metadata: exported as a Prometheus gauge."""
-    return {_METRIC: MetricSpec("gauge", name or "", help, key_label, labels)}
-
-
-def metric_fields(cls: type[Any]) -> list[tuple[str, MetricSpec]]:
-    """(field name, spec) of every exported field of a statistics class, in declaration order."""
-    out = []
-    for f in fields(cls):
-        spec = f.metadata.get(_METRIC)
-        if isinstance(spec, MetricSpec):
-            out.append((f.name, spec._replace(name=spec.name or f.name)))
-    return out
 
 
 def json_key(name: str) -> str:
@@ -247,6 +205,8 @@ class HubStats:
     cameras: Mapping[str, CameraStats]
     process: ProcessStats
     auth: AuthStats | None = None
+    #: Events and where they go, while events are on.
+    events: EventCounters | None = None
 
     def to_json(self) -> dict[str, Any]:
         result: dict[str, Any] = to_json(self)
@@ -368,4 +328,5 @@ def hub_stats(hub: CameraHub, auth: AuthStats | None = None) -> HubStats:
         cameras={cam_id: camera_stats(cam, now) for cam_id, cam in hub.cameras.items()},
         process=process_stats(),
         auth=auth,
+        events=hub.events.stats() if hub.events is not None else None,
     )

@@ -43,6 +43,7 @@ __all__ = [
     "MJPEG_MEDIA_TYPE",
     "SSE_MEDIA_TYPE",
     "SendBody",
+    "StreamTicket",
     "ViewerStream",
     "annotated_mjpeg",
     "detection_events",
@@ -58,6 +59,15 @@ SSE_MEDIA_TYPE = "text/event-stream"
 SSE_KEEPALIVE = 15.0
 #: Seconds allowed for the final empty chunk that completes a response.
 _FINISH_TIMEOUT = 1.0
+
+
+class StreamTicket(Protocol):
+    """A stream's admission: its id for logs, and ``release`` (idempotent) when it ends."""
+
+    @property
+    def id(self) -> int: ...
+
+    def release(self, reason: str) -> None: ...
 
 
 class SendBody(Protocol):
@@ -86,7 +96,7 @@ class ViewerStream(Response):
         self,
         body: Body,
         *,
-        ticket: ViewerTicket,
+        ticket: StreamTicket,
         media_type: str,
         shutdown: anyio.Event,
         send_timeout: float,

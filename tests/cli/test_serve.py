@@ -62,6 +62,13 @@ def test_serve_needs_a_camera(capsys: pytest.CaptureFixture[str], monkeypatch: p
         pytest.param(["--camera", "bad id=http://h/s"], "expected camera id to be", id="camera-id"),
         pytest.param(["--camera", "http://h/s", "--conf", "3"], "less than or equal to 1", id="conf"),
         pytest.param(["--config", "/nonexistent/espdetect.toml"], "missing path", id="config"),
+        pytest.param(["--camera", "http://h/s", "--mqtt-url", "http://b"], "expected mqtt_url", id="mqtt"),
+        pytest.param(["--camera", "http://h/s", "--zones", "[[[0,0],[1,0]]]"], "three or more", id="zones"),
+        pytest.param(
+            ["--camera", "http://h/s", "--events", "--data-dir", "/proc/none/x"],
+            "writable data_dir",
+            id="data",
+        ),
     ],
 )
 def test_serve_reports_bad_settings(
@@ -116,7 +123,8 @@ def test_every_option_but_secrets_and_cameras_has_a_flag() -> None:
         name
         for _, name, _ in leaf_fields()
         if "--" + name.replace("_", "-") not in flags
-        and name not in ("cameras", "auth_password_hash", "auth_token_hash", "session_secret")
+        and name
+        not in ("cameras", "auth_password_hash", "auth_token_hash", "session_secret", "webhook_secret")
     ]
     assert missing == []
 
@@ -128,3 +136,20 @@ def test_boolean_flags_and_none(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from_args(args)
     assert settings.serving.access_log is True and settings.detector.half is False
     assert settings.defaults.imgsz is None and settings.detector.threads == 2
+
+
+def test_event_labels_the_model_lacks_are_refused_before_serving(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["serve", "--camera", "http://127.0.0.1:9/s", "--port", "0", "--events", "--labels", "persn,car"]
+    assert main([*args, "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "camera 'cam': expected labels among the model's classes" in err and "'persn'" in err
+
+
+def test_events_is_a_switch_that_may_stay_unset() -> None:
+    parse = build_parser().parse_args
+    assert settings_from_args(parse(["serve", "--camera", "http://h/s", "--events"])).events is True
+    assert settings_from_args(parse(["serve", "--camera", "http://h/s", "--no-events"])).events is False
+    unset = settings_from_args(parse(["serve", "--camera", "http://h/s", "--webhook-urls", "http://w/h"]))
+    assert unset.events is None and unset.events_enabled

@@ -168,13 +168,18 @@ def detectors() -> list[BoxDetector]:
 
 @pytest.fixture
 def make_server(
-    emulator: EmulatorThread, detectors: list[BoxDetector]
+    emulator: EmulatorThread, detectors: list[BoxDetector], tmp_path: Path
 ) -> Iterator[Callable[..., ServerThread]]:
-    """Start a server on the emulator with `BoxDetector`s; keyword arguments go to ServerSettings."""
+    """Start a server on the emulator with `BoxDetector`s; keyword arguments go to ServerSettings
+    (the data directory is a temporary one)."""
     started: list[ServerThread] = []
 
     def make(fixed_imgsz: int | None = None, **settings: Any) -> ServerThread:
-        values: dict[str, Any] = {"cameras": [f"cam={emulator.stream_url}"], "grace_period": 0.3}
+        values: dict[str, Any] = {
+            "cameras": [f"cam={emulator.stream_url}"],
+            "grace_period": 0.3,
+            "data_dir": tmp_path / "data",
+        }
         values.update(settings)
         server = ServerThread(
             ServerSettings(**values), detector_factory=box_detectors(detectors, fixed_imgsz)

@@ -24,19 +24,25 @@ Schemathesis prints a curl command for it.
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, get_type_hints
 
 import httpx
+import numpy as np
 import pytest
+import simplejpeg
 from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from espdetect.emulator import EmulatorConfig, EmulatorThread
-from espdetect.server import auth, control, routes
+from espdetect.event_store import EventStore
+from espdetect.events import Event, EventUpdate
+from espdetect.server import auth, control, event_routes, routes
 from espdetect.server.app import create_app
 from espdetect.server.passwords import hash_token
 from espdetect.server.settings import CameraConfig, ServerSettings
@@ -63,6 +69,7 @@ STREAMING = frozenset(
         ("GET", "/cameras/{camera_id}/detections"),
         ("GET", "/stream"),
         ("GET", "/stream/detect"),
+        ("GET", "/events/live"),
     }
 )
 
@@ -116,6 +123,36 @@ def _documented(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+#: Finished events stored before the server starts: some for GETs, others for DELETE to remove.
+#: An hour old: recent enough for retention to keep them.
+_HOUR_AGO = int(time.time()) - 3600
+KEPT = [f"{_HOUR_AGO}.{i:06d}-{CAMERA}-kept" for i in range(5)]
+DELETABLE = [f"{_HOUR_AGO + 100}.{i:06d}-{CAMERA}-gone" for i in range(200)]
+
+
+def _stored_events(data_dir: Path) -> Path:
+    """``data_dir`` with the `KEPT` and `DELETABLE` events stored, each with a picture."""
+    picture = simplejpeg.encode_jpeg(np.full((48, 64, 3), 128, np.uint8), colorspace="BGR")
+    with EventStore(data_dir) as store:
+        for event_id in KEPT + DELETABLE:
+            start = float(event_id.split("-")[0])
+            event = Event(
+                id=event_id,
+                camera=CAMERA,
+                label="person",
+                score=0.8,
+                box=(8.0, 8.0, 40.0, 44.0),
+                frame_size=(64, 48),
+                start_time=start,
+                best_time=start,
+                group_id=event_id,
+                snapshot=picture,
+            )
+            store.apply(EventUpdate("start", event))
+            store.apply(EventUpdate("end", replace(event, end_time=start + 2.0)))
+    return data_dir
+
+
 @dataclass
 class Target:
     """A running server, its schema as Schemathesis loaded it, and what every request carries."""
@@ -134,10 +171,16 @@ def camera() -> Iterator[EmulatorThread]:
 
 
 @pytest.fixture(scope="module", params=["open", "auth"])
-def target(request: pytest.FixtureRequest, camera: EmulatorThread) -> Iterator[Target]:
+def target(
+    request: pytest.FixtureRequest, camera: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Target]:
+    # Events on (the stand-in detector's person makes some), so their routes answer for real.
     values: dict[str, Any] = {
         "cameras": [{"id": CAMERA, "url": camera.stream_url, "control_url": camera.control_url}],
         "grace_period": 0.3,
+        "events": True,
+        "min_frames": 1,
+        "data_dir": _stored_events(tmp_path_factory.mktemp("data")),
     }
     headers: dict[str, str] = {}
     if request.param == "auth":
@@ -159,7 +202,7 @@ def target(request: pytest.FixtureRequest, camera: EmulatorThread) -> Iterator[T
 
 def test_every_operation_but_the_streams_is_fuzzed() -> None:
     # A new or renamed stream route must not slip into the fuzzed list (and hang the fuzzer).
-    routers = [routes.router, control.router, auth.session_router, auth.login_router]
+    routers = [routes.router, event_routes.router, control.router, auth.session_router, auth.login_router]
     streams = {
         (method, route.path)
         for route in (route for router in routers for route in router.routes)
@@ -219,6 +262,16 @@ def _cases(target: Target, method: str, path: str) -> st.SearchStrategy[Case[Any
     operation = target.schema[path][method]
     modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
     strategies = [operation.as_strategy(mode) for mode in modes]
+    if "{event_id}" in path:
+        # Likewise for events: half of the examples name stored ones (deleting a kept one is left
+        # to DELETE's own pool, so that GETs still find theirs).
+        pool = DELETABLE if method == "DELETE" else KEPT
+        for mode in modes:
+
+            def naming(event_id: str, mode: GenerationMode = mode) -> st.SearchStrategy[Case[Any]]:
+                return operation.as_strategy(mode, path_parameters={"event_id": event_id})
+
+            strategies.append(st.sampled_from(pool).flatmap(naming))
     if "{camera_id}" in path:
         # A generated id is almost never the configured one, and an unknown id is answered
         # before any handler runs: half of the examples name the real camera.

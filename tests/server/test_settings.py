@@ -104,7 +104,17 @@ def test_defaults() -> None:
 def test_option_names_are_unique_across_sections() -> None:
     names = [name for _, name, _ in leaf_fields()]
     assert len(names) == len(set(names))
-    assert set(SECTIONS) == {"detector", "defaults", "upstream", "viewers", "serving", "auth"}
+    assert set(SECTIONS) == {
+        "detector",
+        "defaults",
+        "upstream",
+        "viewers",
+        "serving",
+        "auth",
+        "storage",
+        "mqtt",
+        "webhooks",
+    }
 
 
 def test_every_option_has_a_description() -> None:
