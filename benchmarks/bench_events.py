@@ -277,9 +277,17 @@ async def outage_section(group: ProcessGroup, work: Path, down: float) -> dict[s
             group.stop(server)
     group.stop(cams)
     stored_ids = [e["id"] for e in stored]
-    # Records of what happened while the broker was away reached the subscriber this long after it
-    # returned (the sink's reconnect back-off, then its outbox in order).
-    held = [r.t - back for r in sub.records if r.t >= back and r.record["start_time"] < back]
+
+    # Records made while the broker was away (a start or update at its best_time, an end once
+    # end_timeout had passed after the last sighting) reached the subscriber this long after it
+    # returned: the sink's reconnect back-off, then its outbox in order.
+    def made_at(record: dict[str, Any]) -> float:
+        if record["type"] == "end":
+            return float(record["end_time"]) + 1.5
+        return float(record["best_time"])
+
+    held = [r.t - back for r in sub.records if made_at(r.record) < back and r.t >= back]
+    sink_reconnected = min((r.t - back for r in sub.records if r.t >= back), default=None)
     received_starts = [r.record["id"] for r in sub.of("start") if r.record["id"] in expected]
     return {
         "broker_down_s": round(back - stopped, 1),
@@ -288,6 +296,7 @@ async def outage_section(group: ProcessGroup, work: Path, down: float) -> dict[s
         "all_delivered": True,
         "held_back_records": len(held),
         "held_back_records_arrived_within_s": round(max(held), 2) if held else None,
+        "first_record_after_return_s": round(sink_reconnected, 2) if sink_reconnected is not None else None,
         "waited_for_delivery_s": round(took + 10.0, 1),
         "start_records_received": len(received_starts),
         "duplicate_start_records": len(received_starts) - len(set(received_starts)),
@@ -448,7 +457,11 @@ async def cost_section(group: ProcessGroup, work: Path, pairs: int, seconds: flo
 
 
 async def run(out: Path, only: set[int], quick: bool) -> dict[str, Any]:
-    results: dict[str, Any] = {
+    # Sections run alone update a results file that holds the others (meta: the last run; each
+    # section says when it was measured).
+    previous = out / "events.json"
+    results: dict[str, Any] = json.loads(previous.read_text()) if previous.is_file() else {}
+    results |= {
         "meta": {
             "started": utc_now(),
             "platform": platform.platform(),
@@ -476,6 +489,7 @@ async def run(out: Path, only: set[int], quick: bool) -> dict[str, Any]:
                     logger.exception("section %s failed", name)
                     results[name] = {"error": repr(exc)}
                 results[name + "_elapsed_s"] = round(time.time() - started, 1)
+                results[name + "_measured"] = utc_now()
                 write_json(out / "events.json", results)
     results["meta"]["finished"] = utc_now()
     write_json(out / "events.json", results)

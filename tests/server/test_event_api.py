@@ -241,3 +241,10 @@ def test_the_data_directory_holds_the_events(make_server: MakeServer, tmp_path: 
         event = _first_event(client)
     assert (tmp_path / "data" / "events.sqlite3").is_file()
     assert (tmp_path / "data" / "snapshots" / f"{event['id']}.jpg").is_file()
+
+
+def test_a_foreign_page_cannot_delete_events(events_client: httpx.Client) -> None:
+    event = _first_event(events_client)
+    refused = events_client.delete(f"/events/{event['id']}", headers={"Origin": "https://evil.example"})
+    assert refused.status_code == 403
+    assert events_client.get(f"/events/{event['id']}").status_code == 200
