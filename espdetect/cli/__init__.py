@@ -25,7 +25,18 @@ logger = logging.getLogger(__name__)
 EXIT_USER_ERROR = 2
 
 #: Sub-command modules, in the order ``--help`` lists them.
-_COMMANDS = ("demo", "serve", "emulate", "detect", "export", "record", "profile", "monitor", "hash_password")
+_COMMANDS = (
+    "demo",
+    "serve",
+    "emulate",
+    "detect",
+    "export",
+    "record",
+    "profile",
+    "capacity",
+    "monitor",
+    "hash_password",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

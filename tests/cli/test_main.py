@@ -24,6 +24,7 @@ _LISTED_COMMANDS = (
     "export",
     "record",
     "profile",
+    "capacity",
     "monitor",
     "hash-password",
 )
