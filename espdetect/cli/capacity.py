@@ -61,6 +61,7 @@ def _option(text: str) -> tuple[str, object]:
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Long: one flat list of the command's options, in the order --help shows them.
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--clip", type=Path, default=None, metavar="DIR", help="replay a recorded clip as every camera"

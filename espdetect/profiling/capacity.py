@@ -678,6 +678,7 @@ class _Window:
 
 def _step(window: _Window, targets: CapacityTargets, camera_fps: float) -> CapacityStep:
     """Judge a window against the targets."""
+    # Long: every figure of a step and its verdict come from one window, side by side.
     cams = list(window.cameras.values())
     newest = cams[-1]
     in_fps = min(c.in_fps for c in cams)
