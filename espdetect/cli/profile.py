@@ -13,12 +13,14 @@ from espdetect.exceptions import ConfigurationError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from espdetect.profiling import ReferenceChoice
     from espdetect.profiling.config import ProfileConfig
+    from espdetect.profiling.sweep import BaselineChoice, ReferenceChoice
 
 __all__ = ["COMMAND", "run"]
 
 _DEFAULT_GRID = "skip=1,2,4,auto quality=50,80"
+#: calibration.DEFAULT_DRIFT_THRESHOLD, without importing numpy when the command line starts.
+_DRIFT_THRESHOLD = 0.10
 
 _EPILOG = """\
 grid syntax: space-separated AXIS=V1,V2,... items; every combination is measured.
@@ -64,6 +66,25 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure a run again when other processes used more CPU %% than this meanwhile (50)",
     )
     parser.add_argument("--busy-retries", type=int, default=1, help="extra measurements allowed per run (1)")
+    parser.add_argument(
+        "--baseline",
+        default="auto",
+        help='configuration replayed alongside every run for fps_vs_baseline: "auto" (the first '
+        'one; none in realtime mode), "none" (about half the time), a config key of the grid, or a '
+        'config such as "skip=4 quality=50"',
+    )
+    parser.add_argument(
+        "--drift-threshold",
+        type=float,
+        default=_DRIFT_THRESHOLD,
+        help="flag a run when the machine's speed probe moved by more than this fraction during it "
+        f"({_DRIFT_THRESHOLD:g})",
+    )
+    parser.add_argument(
+        "--rerun-drifted",
+        action="store_true",
+        help="measure flagged runs again (up to 2 times), keeping the steadiest",
+    )
     parser.add_argument("--fresh", action="store_true", help="discard results already in --out")
     parser.add_argument("--report", action="store_true", help="write a report into --out")
     parser.add_argument("--format", choices=("html", "markdown"), default="html", help="report format")
@@ -97,15 +118,38 @@ def _reference(text: str) -> ReferenceChoice:
     return configs[0]
 
 
+def _baseline(text: str, configs: list[ProfileConfig]) -> BaselineChoice:
+    from espdetect.profiling.config import grid_from_text
+
+    low = text.strip().lower()
+    if low == "auto":
+        return "auto"
+    if low == "none":
+        return None
+    named = [c for c in configs if c.key == text.strip()]
+    if named:
+        return named[0]
+    # A config without a model takes the grid's first one.
+    found = grid_from_text(text, models=[configs[0].model] if configs else [])
+    if len(found) != 1:
+        raise ConfigurationError(
+            f"expected --baseline to name one configuration, got {len(found)}", field="baseline"
+        )
+    return found[0]
+
+
 def _print_table(results: pd.DataFrame) -> None:
     from espdetect.profiling import summarize
 
     summary = summarize(results)
-    cols = ["config_key", "fps_output", "fps_processed", "latency_ms_p95", "model_calls_per_min",
+    cols = ["config_key", "fps_output", "fps_vs_baseline", "fps_vs_baseline_ci_low",
+            "fps_vs_baseline_ci_high", "fps_output_norm", "latency_ms_p95", "model_calls_per_min",
             "displayed_recall", "displayed_iou", "status"]  # fmt: skip
-    cols = [c for c in cols if c in summary.columns]
+    cols = [c for c in cols if c in summary.columns and (c == "status" or summary[c].notna().any())]
     with_fps = summary.sort_values("fps_output", ascending=False, na_position="last")
-    print(with_fps[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="n/a"))
+    renamed = {"fps_vs_baseline_ci_low": "ci_low", "fps_vs_baseline_ci_high": "ci_high"}
+    table = with_fps[cols].rename(columns=renamed)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="n/a"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -114,13 +158,14 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         EspdetectError: a bad grid, reference or clip, or a model that cannot load.
     """
-    from espdetect.profiling import recommend, report, sweep, write_server_config
+    from espdetect.profiling import drift_summary, recommend, report, sweep, write_server_config
 
     if args.write_config is not None and not args.camera_url:
         raise ConfigurationError("expected --camera-url with --write-config, got none", field="camera_url")
+    configs = _configs(args)
     results = sweep(
         args.clip,
-        _configs(args),
+        configs,
         args.out,
         mode=args.mode,
         repeats=args.repeats,
@@ -132,8 +177,13 @@ def run(args: argparse.Namespace) -> int:
         resume=not args.fresh,
         busy_threshold=args.busy_threshold,
         busy_retries=args.busy_retries,
+        baseline=_baseline(args.baseline, configs),
+        drift_threshold=args.drift_threshold,
+        rerun_drifted=args.rerun_drifted,
     )
     _print_table(results)
+    print()
+    print(drift_summary(results).sentence)
     target = args.target_fps
     if target is None:
         target = (results.attrs.get("environment", {}).get("clip") or {}).get("fps") or None

@@ -21,6 +21,12 @@ from typing import Any
 from espdetect.exceptions import MissingDependency
 from espdetect.profiling.accuracy import Reference as Reference
 from espdetect.profiling.accuracy import match_boxes as match_boxes
+from espdetect.profiling.calibration import DriftSummary as DriftSummary
+from espdetect.profiling.calibration import Interval as Interval
+from espdetect.profiling.calibration import SpeedProbe as SpeedProbe
+from espdetect.profiling.calibration import drift_summary as drift_summary
+from espdetect.profiling.calibration import log_t_interval as log_t_interval
+from espdetect.profiling.calibration import t_quantile as t_quantile
 from espdetect.profiling.config import ProfileConfig as ProfileConfig
 from espdetect.profiling.config import grid as grid
 from espdetect.profiling.config import grid_from_text as grid_from_text
@@ -51,14 +57,18 @@ from espdetect.profiling.replay import load_clip as load_clip
 #: Names that need the [profile] extra (pandas, matplotlib).
 _PROFILE_EXTRA = (
     "COLUMNS",
+    "BaselineChoice",
     "DetectorFactory",
     "NoConfigurationMeets",
     "Recommendation",
     "ResultsStore",
+    "ReferenceChoice",
+    "compare_configs",
     "default_factory",
     "load_results",
     "plot_accuracy_vs_fps",
     "plot_bandwidth_vs_quality",
+    "plot_fps_vs_baseline",
     "plot_latency",
     "plot_stage_times",
     "recommend",
@@ -72,6 +82,7 @@ _PROFILE_EXTRA = (
 try:
     from espdetect.profiling.plots import plot_accuracy_vs_fps as plot_accuracy_vs_fps
     from espdetect.profiling.plots import plot_bandwidth_vs_quality as plot_bandwidth_vs_quality
+    from espdetect.profiling.plots import plot_fps_vs_baseline as plot_fps_vs_baseline
     from espdetect.profiling.plots import plot_latency as plot_latency
     from espdetect.profiling.plots import plot_stage_times as plot_stage_times
     from espdetect.profiling.plots import save_figure as save_figure
@@ -81,10 +92,13 @@ try:
     from espdetect.profiling.report import report as report
     from espdetect.profiling.results import COLUMNS as COLUMNS
     from espdetect.profiling.results import ResultsStore as ResultsStore
+    from espdetect.profiling.results import compare_configs as compare_configs
     from espdetect.profiling.results import load_results as load_results
     from espdetect.profiling.results import summarize as summarize
     from espdetect.profiling.server_config import write_server_config as write_server_config
+    from espdetect.profiling.sweep import BaselineChoice as BaselineChoice
     from espdetect.profiling.sweep import DetectorFactory as DetectorFactory
+    from espdetect.profiling.sweep import ReferenceChoice as ReferenceChoice
     from espdetect.profiling.sweep import default_factory as default_factory
     from espdetect.profiling.sweep import sweep as sweep
 except ModuleNotFoundError as exc:
@@ -103,21 +117,26 @@ __all__ = [
     "ClipDetections",
     "ClipEvent",
     "DelayStats",
+    "DriftSummary",
     "EventMatch",
     "EventRun",
     "EventScore",
     "EventSweep",
+    "Interval",
     "ProfileConfig",
     "Reference",
+    "SpeedProbe",
     "Visit",
     "arecord",
     "detect_clip",
+    "drift_summary",
     "events_toml",
     "export_model",
     "grid",
     "grid_from_text",
     "load_clip",
     "load_visits",
+    "log_t_interval",
     "match_boxes",
     "parse_grid",
     "plot_event_timeline",
@@ -126,6 +145,7 @@ __all__ = [
     "save_visits",
     "score_events",
     "sweep_events",
+    "t_quantile",
     "write_yard_clip",
     *_PROFILE_EXTRA,
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ _TRUE = ("1", "true", "yes", "on", "fp16")
 _FALSE = ("0", "false", "no", "off", "fp32")
 
 _YAML_SUFFIXES = (".yaml", ".yml")
+_LABEL = re.compile(r"[A-Za-z0-9_]*")
 
 
 def default_model() -> str:
@@ -115,6 +117,8 @@ class ProfileConfig:
         False
         >>> cfg.replace(motion=True, keepalive=10, tracking=True).key
         'yolov8n.yaml@320-fp32-conf0.25-reduceauto-skip2-q50-motion-keepalive10-tracking'
+        >>> cfg.replace(label="b").key
+        'yolov8n.yaml@320-fp32-conf0.25-reduceauto-skip2-q50-label_b'
     """
 
     #: Weights file (.pt, .onnx, OpenVINO folder) or a .yaml architecture (untrained: speed only).
@@ -139,6 +143,10 @@ class ProfileConfig:
     #: Track boxes and move them along their tracks on frames without a model call
     #: (`PipelineConfig.tracking`); off: the last boxes stay where the model saw them.
     tracking: bool = False
+    #: A name that tells otherwise identical configurations apart (letters, digits, ``_``):
+    #: changes nothing in how frames are processed, only the key (``...-q80-label_b``), so one
+    #: sweep can measure the same settings twice (how much do identical runs differ?).
+    label: str = ""
 
     def __post_init__(self) -> None:
         model = str(self.model).strip() if isinstance(self.model, str | Path) else self.model
@@ -160,6 +168,10 @@ class ProfileConfig:
         if isinstance(reduce, str) and reduce.strip().isdigit():
             reduce = int(reduce)
         object.__setattr__(self, "decode_reduce", check_decode_reduce(reduce))
+        if not isinstance(self.label, str) or not _LABEL.fullmatch(self.label):
+            raise ConfigurationError(
+                f"expected label to be letters, digits or '_' (or empty), got {self.label!r}", field="label"
+            )
         # The pipeline checks its own settings (motion, keepalive, tracking): one rule for both.
         object.__setattr__(self, "keepalive", self.pipeline_config().keepalive)
 
@@ -185,9 +197,10 @@ class ProfileConfig:
         # keepalive means nothing without motion.
         gating = f"-motion-keepalive{self.keepalive:g}" if self.motion else ""
         tracking = "-tracking" if self.tracking else ""
+        label = f"-label_{self.label}" if self.label else ""
         return (
             f"{self.model_name}@{self.imgsz}-{precision}-conf{self.conf:g}-reduce{self.decode_reduce}"
-            f"-skip{self.skip}-q{self.jpeg_quality}{gating}{tracking}"
+            f"-skip{self.skip}-q{self.jpeg_quality}{gating}{tracking}{label}"
         )
 
     @property
@@ -230,6 +243,7 @@ class ProfileConfig:
         motion: bool | None = None,
         keepalive: float | None = None,
         tracking: bool | None = None,
+        label: str | None = None,
     ) -> ProfileConfig:
         """A copy with the given fields changed."""
         return ProfileConfig(
@@ -243,6 +257,7 @@ class ProfileConfig:
             motion=self.motion if motion is None else motion,
             keepalive=self.keepalive if keepalive is None else keepalive,
             tracking=self.tracking if tracking is None else tracking,
+            label=self.label if label is None else label,
         )
 
 

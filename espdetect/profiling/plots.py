@@ -25,6 +25,7 @@ __all__ = [
     "pareto_front",
     "plot_accuracy_vs_fps",
     "plot_bandwidth_vs_quality",
+    "plot_fps_vs_baseline",
     "plot_latency",
     "plot_stage_times",
     "save_figure",
@@ -41,6 +42,7 @@ _LABEL_AXES = (
     "motion",
     "keepalive",
     "tracking",
+    "label",
 )
 _RARE_AXES = ("half", "conf", "decode_reduce")
 #: On/off axes, named in labels only where on.
@@ -101,6 +103,9 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
             elif col in _SWITCH_NAMES:
                 if isinstance(value, bool | np.bool_) and value:
                     parts.append(_SWITCH_NAMES[col])
+            elif col == "label":
+                if value:
+                    parts.append(f"[{value}]")
             elif col == "keepalive":
                 if isinstance(value, float | np.floating) and not math.isnan(value):
                     parts.append(f"ka{float(value):g}")
@@ -109,6 +114,8 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
         if not parts:
             # Only switches that are off tell this row apart: say so rather than show nothing.
             parts = [f"no {_SWITCH_NAMES[c]}" for c in varying if c in _SWITCH_NAMES]
+            if not parts and "label" in varying:
+                parts = ["unlabelled"]
         return " ".join(parts) or str(row.get("config_key", ""))
 
     if df.empty:
@@ -168,6 +175,12 @@ def plot_accuracy_vs_fps(
     ax = fig.add_subplot()
     xs, ys = df[fps].to_numpy(float), df[accuracy].to_numpy(float)
     front = pareto_front(xs, ys)
+    low, high = f"{fps}_ci_low", f"{fps}_ci_high"
+    if {low, high} <= set(df.columns) and df[low].notna().any():
+        # The 95 % interval of the speed over repeats (none for a single repeat).
+        xerr = np.vstack([xs - df[low].to_numpy(float), df[high].to_numpy(float) - xs])
+        ax.errorbar(xs, ys, xerr=np.clip(np.nan_to_num(xerr), 0, None), fmt="none", ecolor="#bbbbbb",
+                    elinewidth=1, capsize=2, zorder=1, label="95 % interval")  # fmt: skip
     ax.scatter(xs[~front], ys[~front], color="#999999", label="dominated", zorder=2)
     ax.scatter(xs[front], ys[front], color="#d62728", label="Pareto front", zorder=3)
     order = np.argsort(xs[front])
@@ -242,6 +255,40 @@ def plot_latency(results: pd.DataFrame, frames: pd.DataFrame | None = None) -> F
     ax.set_xlabel("frame arrival to output JPEG ready (ms)")
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_fps_vs_baseline(results: pd.DataFrame) -> Figure:
+    """Each configuration's speed relative to the baseline, with its 95 % interval, one row each.
+
+    The ratio comes from runs replayed alongside the baseline (``fps_vs_baseline``), so the
+    machine's changes of speed cancel; the bars are Student-t intervals over repeats (none with a
+    single repeat). A dashed line marks 1.0 (as fast as the
+    baseline).
+
+    Example:
+        >>> plot_fps_vs_baseline(results)  # doctest: +SKIP
+    """
+    df = _ok(_summary(results))
+    fig = Figure(figsize=(9, max(3.0, 0.32 * len(df) + 1.5)), layout="constrained")
+    if df.empty or "fps_vs_baseline" not in df.columns or df["fps_vs_baseline"].isna().all():
+        return _no_data(fig, "no baseline runs in these results (baseline=None, or realtime mode)")
+    df = df[df["fps_vs_baseline"].notna()].sort_values("fps_vs_baseline")
+    labels = config_labels(df).tolist()
+    y = np.arange(len(df))
+    center = df["fps_vs_baseline"].to_numpy(float)
+    low = df["fps_vs_baseline_ci_low"].to_numpy(float)
+    high = df["fps_vs_baseline_ci_high"].to_numpy(float)
+    xerr = np.clip(np.nan_to_num(np.vstack([center - low, high - center])), 0, None)
+    ax = fig.add_subplot()
+    ax.errorbar(center, y, xerr=xerr, fmt="o", color="#1f77b4", ecolor="#1f77b4", capsize=3)
+    ax.axvline(1.0, color="#666666", linestyle="--", linewidth=1)
+    ax.set_yticks(y, labels)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_xlabel("fps_output relative to the baseline replayed alongside (1.0 = as fast)")
+    ax.grid(axis="x", alpha=0.3)
+    base = str(df["baseline_key"].iloc[0]) if "baseline_key" in df.columns else ""
+    ax.set_title(f"Speed against the baseline, 95 % intervals over repeats\n{base}", fontsize=9)
     return fig
 
 

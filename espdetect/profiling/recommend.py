@@ -28,6 +28,7 @@ __all__ = ["NoConfigurationMeets", "Recommendation", "config_from_row", "recomme
 _SHOWN = (
     "config_key",
     "fps_output",
+    "fps_vs_baseline",
     "fps_processed",
     "latency_ms_p95",
     "displayed_recall",
@@ -147,6 +148,8 @@ def config_from_row(row: pd.Series) -> ProfileConfig:
         motion=_flag(row.get("motion")),
         keepalive=PipelineConfig.keepalive if keepalive is None else keepalive,
         tracking=_flag(row.get("tracking")),
+        # Tables from before labels (schema 2 and older) have none.
+        label=label if isinstance(label := row.get("label"), str) else "",
     )
 
 

@@ -1,7 +1,9 @@
 """`report`: one self-contained HTML page (or Markdown + PNGs) describing a sweep.
 
-The report holds the environment, the recommendation, the four figures of
-`espdetect.profiling.plots`, a summary table (medians over repeats) and a column glossary.
+The report holds the environment, the recommendation, how much the machine's speed drifted
+(`drift_summary`), the figures of `espdetect.profiling.plots` (speed against the baseline with
+95 % intervals when the sweep paired runs with one), a summary table (medians over repeats,
+intervals) and a column glossary.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from espdetect.profiling import plots
+from espdetect.profiling.calibration import drift_summary
 from espdetect.profiling.recommend import Recommendation, recommend
-from espdetect.profiling.results import COLUMNS, ResultsStore, load_results, summarize
+from espdetect.profiling.results import COLUMNS, SUMMARY_DOCS, ResultsStore, load_results, summarize
 from espdetect.profiling.sweep import HALF_NEEDS_CUDA
 
 __all__ = ["SUMMARY_COLUMNS", "ReportFormat", "report"]
@@ -34,7 +37,15 @@ SUMMARY_COLUMNS = (
     "status",
     "n_repeats",
     "fps_output",
+    "fps_output_ci_low",
+    "fps_output_ci_high",
     "fps_output_spread_pct",
+    "fps_output_norm",
+    "fps_output_norm_spread_pct",
+    "fps_vs_baseline",
+    "fps_vs_baseline_ci_low",
+    "fps_vs_baseline_ci_high",
+    "drifted_runs",
     "fps_processed",
     "inference_ms_p50",
     "latency_ms_p50",
@@ -117,14 +128,45 @@ def _environment_rows(env: dict[str, Any]) -> list[list[str]]:
     if "schema_version" in env:
         rows.append(["results schema version", str(env["schema_version"])])
     sweep_info = env.get("sweep") or {}
-    for key in ("mode", "repeats", "warmup", "seed", "device", "reference"):
+    for key in ("mode", "repeats", "warmup", "seed", "device", "reference", "baseline", "drift_threshold"):
         if key in sweep_info:
             rows.append([f"sweep: {key}", str(sweep_info[key])])
+    probe = sweep_info.get("probe")
+    if isinstance(probe, dict):
+        rows.append(
+            [
+                "sweep: speed probe",
+                f"{probe.get('calls')} calls of {probe.get('model')} at {probe.get('imgsz')} on frame "
+                f"{probe.get('frame')} of the clip",
+            ]
+        )
     return rows
 
 
+def _noise_notes(summary: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    """How much the machine drifted, and how to read raw, normalised and relative figures."""
+    notes = [drift_summary(runs).sentence]
+    if "fps_output_spread_pct" in summary.columns and "fps_output_norm_spread_pct" in summary.columns:
+        raw = summary["fps_output_spread_pct"].dropna()
+        norm = summary["fps_output_norm_spread_pct"].dropna()
+        if not raw.empty and not norm.empty:
+            notes.append(
+                f"Repeats of one configuration differ in fps by up to {raw.max():.0f} % raw and "
+                f"{norm.max():.0f} % normalised to the machine's typical speed (fps_output_norm)."
+            )
+    if "fps_vs_baseline" in summary.columns and summary["fps_vs_baseline"].notna().any():
+        base = next((k for k in summary.get("baseline_key", pd.Series(dtype=str)) if k), "")
+        notes.append(
+            f"fps_vs_baseline compares each run with the baseline ({base}) replayed alongside it "
+            "(taking turns frame by frame, so both saw the same machine); its 95 % interval "
+            "(Student-t over repeats, on log ratios) is the figure to trust on a machine whose "
+            "speed drifts, whatever the probe says."
+        )
+    return notes
+
+
 def _notes(summary: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
-    notes: list[str] = []
+    notes: list[str] = _noise_notes(summary, runs)
     if "background_cpu_percent" in runs.columns:
         busy = runs[runs["background_cpu_percent"] > _BUSY_NOTE]
         if not busy.empty:
@@ -165,7 +207,15 @@ def _notes(summary: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
 
 
 def _figures(results: pd.DataFrame, frames: pd.DataFrame | None) -> list[tuple[str, str, Figure]]:
-    return [
+    paired = "fps_vs_baseline" in results.columns and results["fps_vs_baseline"].notna().any()
+    relative = [
+        (
+            "fps_vs_baseline",
+            "Speed against the baseline (95 % intervals)",
+            plots.plot_fps_vs_baseline(results),
+        )
+    ]
+    return (relative if paired else []) + [
         (
             "accuracy_vs_fps",
             "Accuracy against speed (Pareto front in red)",
@@ -229,7 +279,9 @@ def report(
         headers=headers,
         rows=rows,
         environment=_environment_rows(env),
-        glossary=[[c, COLUMNS[c]] for c in headers if c in COLUMNS],
+        glossary=[
+            [c, COLUMNS.get(c) or SUMMARY_DOCS[c]] for c in headers if c in COLUMNS or c in SUMMARY_DOCS
+        ],
     )
     if fmt == "html":
         path = target / "report.html"

@@ -22,6 +22,12 @@ Schema versions:
    ``displayed_false_boxes_per_frame``; displayed accuracy judged on the boxes drawn (moved
    along their tracks with tracking); frames with nothing to draw pass the camera's JPEG
    through in fast mode too, as the server does.
+3. noise-aware measurement (`espdetect.profiling.calibration`): a speed probe before and after
+   every run (``probe_before``, ``probe_after``, ``speed_index``, ``drift``, ``drift_flag``),
+   a baseline configuration replayed alongside each run (``baseline_key``,
+   ``baseline_fps_output``, ``fps_vs_baseline``), ``fps_output_norm`` (fps at the machine's
+   typical speed, computed when the table loads) and ``label`` (identical settings
+   measured twice); ``attempts`` also counts runs measured again because the machine drifted.
 """
 
 from __future__ import annotations
@@ -39,13 +45,16 @@ import pandas as pd
 
 from espdetect.exceptions import ConfigurationError
 from espdetect.profiling.accuracy import ACCURACY_COLUMNS
+from espdetect.profiling.calibration import Interval, log_t_interval
 from espdetect.profiling.metrics import STAGES, STAT_NAMES
 
 __all__ = [
     "COLUMNS",
     "FRAME_COLUMNS",
     "SCHEMA_VERSION",
+    "SUMMARY_DOCS",
     "ResultsStore",
+    "compare_configs",
     "load_results",
     "summarize",
 ]
@@ -53,11 +62,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the results table (its columns and what they mean); see the module documentation.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: What each version added, for the message refusing to resume an older sweep.
 _SCHEMA_CHANGES = {
     2: "motion, keepalive and tracking axes, model calls per minute, CPU per camera-hour and "
     "displayed IoU; displayed accuracy judged on the boxes drawn",
+    3: "a speed probe around every run (speed index, drift flags), a baseline run paired with "
+    "every run (fps_vs_baseline) and speed-normalised fps",
 }
 
 _STAGE_DOC = {
@@ -95,6 +106,7 @@ def _columns() -> dict[str, str]:
         "tracked object is still moving or the keep-alive is due",
         "keepalive": "seconds between keep-alive model calls while nothing moves (n/a without motion)",
         "tracking": "boxes move along their tracks on frames without a model call (else they stay put)",
+        "label": "name telling otherwise identical configurations apart (ProfileConfig.label; '' for none)",
         "status": "'ok', 'n/a: <why>' (not applicable here, not measured) or 'error: <what>'",
         "accuracy_status": "'ok' or 'n/a: <why>' for the accuracy columns",
         "reference_key": "config_key of the reference the accuracy columns compare with",
@@ -139,7 +151,33 @@ def _columns() -> dict[str, str]:
     cols["cpu_percent"] = "process CPU time / wall time x 100 (200 = two cores busy)"
     cols["rss_peak_mb"] = "peak resident memory of the process during the run, MiB"
     cols["background_cpu_percent"] = "CPU used by other processes during the run (same scale as cpu_percent)"
-    cols["attempts"] = "measurements made for this row (runs with background load are measured again)"
+    cols["attempts"] = (
+        "measurements made for this row (runs with background load, and with rerun_drifted runs "
+        "during which the machine's speed moved, are measured again; the steadiest is kept)"
+    )
+    cols["probe_before"] = (
+        "speed probe just before the run: calls/s of a fixed workload (one detector on one fixed "
+        "frame of the clip, the same all sweep; environment.json sweep.probe), 1 / median call time"
+    )
+    cols["probe_after"] = "speed probe just after the run (and the baseline replayed alongside it), calls/s"
+    cols["speed_index"] = "the machine's speed during the run: geometric mean of probe_before and probe_after"
+    cols["drift"] = "probe_after / probe_before - 1: how much the machine's speed moved during the run"
+    cols["drift_flag"] = "|drift| above the sweep's drift_threshold: the run's figures are less trustworthy"
+    cols["baseline_key"] = "config_key of the baseline run paired with this one ('' without a baseline)"
+    cols["baseline_fps_output"] = (
+        "fps_output of the baseline configuration over the same stretch of time: fast mode "
+        "replays it alongside this run, the two taking turns frame by frame (realtime: right "
+        "before or after it)"
+    )
+    cols["fps_vs_baseline"] = (
+        "fps_output / baseline_fps_output: speed relative to the baseline, the machine's "
+        "changes of speed cancelled (both saw the same machine)"
+    )
+    cols["fps_output_norm"] = (
+        "fps as if the machine had run at its typical speed: fps_output x median / this run's "
+        "baseline_fps_output (the baseline took turns with the run), or x median / speed_index "
+        "for runs without a baseline; medians over the sweep's runs (computed when the table loads)"
+    )
     docs = {
         "recall": "detected frames: share of reference boxes matched (IoU >= 0.5, same class)",
         "precision": "detected frames: share of the configuration's boxes that match",
@@ -182,8 +220,11 @@ FRAME_COLUMNS = (
 )
 
 _TEXT_COLUMNS = ("config_key", "mode", "model", "model_name", "model_format", "skip", "decode_reduce",
-                 "status", "accuracy_status", "reference_key", "started_at")  # fmt: skip
-_BOOL_COLUMNS = ("trained", "half", "motion", "tracking")
+                 "label", "status", "accuracy_status", "reference_key", "started_at",
+                 "baseline_key")  # fmt: skip
+_BOOL_COLUMNS = ("trained", "half", "motion", "tracking", "drift_flag")
+#: Columns computed when a table loads (left empty in results.csv).
+_DERIVED_COLUMNS = ("fps_output_norm",)
 _INT_COLUMNS = ("schema_version", "repeat", "run_order", "imgsz", "jpeg_quality")
 
 
@@ -340,7 +381,7 @@ class ResultsStore:
             if col not in df.columns:
                 df[col] = ""
         extra = [c for c in df.columns if c not in COLUMNS]
-        return _typed(df[[*COLUMNS, *extra]].replace("", None))
+        return _derive(_typed(df[[*COLUMNS, *extra]].replace("", None)))
 
     def load_frames(self) -> pd.DataFrame:
         """Per-frame rows of the runs present in ``results.csv`` (reruns of a run keep the last)."""
@@ -369,6 +410,24 @@ class ResultsStore:
         return self.results_parquet
 
 
+def _derive(df: pd.DataFrame) -> pd.DataFrame:
+    """Fill the columns computed from the whole table (`_DERIVED_COLUMNS`).
+
+    ``fps_output_norm`` rescales each run to the machine's typical speed. The speed of a run is
+    its paired baseline run's fps where there is one (it took turns with the run, so it saw the
+    same machine), else the speed probe around it; typical is the median over the sweep's runs.
+    """
+    ok = df["status"] == "ok"
+    norm = pd.Series(math.nan, index=df.index, dtype="float64")
+    for speed in (df["baseline_fps_output"], df["speed_index"]):
+        usable = ok & speed.gt(0) & norm.isna()
+        if usable.any():
+            typical = float(speed[usable].median())
+            norm[usable] = df["fps_output"][usable] * typical / speed[usable]
+    df["fps_output_norm"] = norm
+    return df
+
+
 def load_results(out_dir: str | Path) -> pd.DataFrame:
     """A sweep folder's results; ``df.attrs`` holds ``environment`` and ``out_dir``.
 
@@ -385,11 +444,40 @@ def load_results(out_dir: str | Path) -> pd.DataFrame:
     return df
 
 
+#: Columns `summarize` adds to the per-run columns, with their meaning.
+SUMMARY_DOCS: dict[str, str] = {
+    "n_repeats": "measured repeats of the configuration",
+    "fps_processed_spread_pct": "(max - min) / median fps_processed over repeats, percent",
+    "fps_output_spread_pct": "(max - min) / median fps_output over repeats, percent: moves with the machine",
+    "fps_output_ci_low": "95 % confidence interval of fps_output (geometric mean over repeats; "
+    "Student-t on logs): lower end",
+    "fps_output_ci_high": "95 % confidence interval of fps_output: upper end",
+    "fps_output_norm_spread_pct": "(max - min) / median fps_output_norm over repeats, percent",
+    "fps_vs_baseline": "geometric mean over repeats of fps_vs_baseline (each run against the "
+    "baseline replayed alongside it)",
+    "fps_vs_baseline_ci_low": "95 % confidence interval of fps_vs_baseline (Student-t on log "
+    "ratios, paired per repeat): lower end",
+    "fps_vs_baseline_ci_high": "95 % confidence interval of fps_vs_baseline: upper end",
+    "drifted_runs": "repeats flagged because the machine's speed moved during them (drift_flag)",
+}
+
+
+def _spread_pct(values: pd.Series) -> float:
+    values = values.dropna()
+    if values.empty:
+        return math.nan
+    return float((values.max() - values.min()) / values.median() * 100.0)
+
+
 def summarize(results: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration (and mode): medians over repeats, plus how much repeats disagree.
 
-    ``n_repeats`` counts measured repeats; ``fps_processed_spread_pct`` and
-    ``fps_output_spread_pct`` are (max - min) / median x 100 over them.
+    ``n_repeats`` counts measured repeats; ``*_spread_pct`` are (max - min) / median x 100 over
+    them, raw (``fps_output``, moving with the machine) and speed-normalised
+    (``fps_output_norm``). ``fps_vs_baseline`` is the geometric mean of each run's ratio to the
+    baseline replayed alongside it, with a 95 % interval (``_ci_low``, ``_ci_high``, Student-t on log
+    ratios: honest at 3 repeats); ``fps_output_ci_*`` is the raw fps's interval. See
+    `SUMMARY_DOCS`.
 
     Example:
         >>> summarize(load_results("out/sweep1"))[["config_key", "fps_output"]]  # doctest: +SKIP
@@ -398,7 +486,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
         return results.copy()
     keys = ["config_key", "mode"]
     numeric = [c for c in results.columns if c not in keys and pd.api.types.is_float_dtype(results[c])]
-    skipped = {*keys, *numeric, "repeat", "run_order"}
+    skipped = {*keys, *numeric, "repeat", "run_order", "drift_flag"}
     first = [c for c in results.columns if c not in skipped]
     ok = results["status"] == "ok"
     # Measured repeats when a configuration has any, else its (unmeasured) rows for the status.
@@ -407,12 +495,55 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     grouped = source.groupby(keys, sort=False)
     out = grouped[first].first().join(grouped[numeric].median())
     measured = results[ok].groupby(keys, sort=False)
-    out["n_repeats"] = measured.size().reindex(out.index, fill_value=0)
-    for col in ("fps_processed", "fps_output"):
+    added: dict[str, object] = {"n_repeats": measured.size().reindex(out.index, fill_value=0)}
+    for col in ("fps_processed", "fps_output", "fps_output_norm"):
+        if col in results.columns:
+            added[f"{col}_spread_pct"] = measured[col].agg(_spread_pct).reindex(out.index)
+    for col in ("fps_output", "fps_vs_baseline"):
         if col not in results.columns:
             continue
-        stats = measured[col].agg(["min", "max", "median"]).reindex(out.index)
-        out[f"{col}_spread_pct"] = (stats["max"] - stats["min"]) / stats["median"] * 100.0
-    return out.reset_index()[
-        [*keys, *first, *numeric, "n_repeats", *[c for c in out.columns if c.endswith("_spread_pct")]]
-    ]
+        values = measured[col].agg(list).reindex(out.index)
+        intervals = [log_t_interval(v if isinstance(v, list) else []) for v in values]
+        if col == "fps_vs_baseline":
+            out[col] = [iv.center for iv in intervals]
+        added[f"{col}_ci_low"] = [iv.low for iv in intervals]
+        added[f"{col}_ci_high"] = [iv.high for iv in intervals]
+    if "drift_flag" in results.columns:
+        added["drifted_runs"] = measured["drift_flag"].sum().reindex(out.index, fill_value=0).astype(int)
+    out = pd.concat([out, pd.DataFrame(added, index=out.index)], axis=1)
+    return out.reset_index()[[*keys, *first, *numeric, *added]]
+
+
+def compare_configs(results: pd.DataFrame, key_a: str, key_b: str, confidence: float = 0.95) -> Interval:
+    """How much faster ``key_a`` runs than ``key_b`` (fps_output ratio), with its confidence interval.
+
+    Paired per repeat: with a baseline, each repeat's ratio is ``a / b`` of their ratios to the
+    baseline runs next to them (``fps_vs_baseline``; ``a``'s own ratio when ``b`` is the baseline),
+    so the machine's drift between repeats cancels; without one, the raw fps of the two
+    configurations in the same repeat. The interval is Student-t on the log ratios
+    (`log_t_interval`).
+
+    Raises:
+        ValueError: a key without measured runs.
+
+    Example:
+        >>> iv = compare_configs(df, "m.onnx@640-...-q80", "m.onnx@640-...-q80-label_b")  # doctest: +SKIP
+        >>> iv.contains(1.0), iv.half_width_pct  # doctest: +SKIP
+        (True, 2.1)
+    """
+    ok = results[results["status"] == "ok"]
+    a = ok[ok["config_key"] == key_a].set_index("repeat")
+    b = ok[ok["config_key"] == key_b].set_index("repeat")
+    to_a, to_b = a["fps_vs_baseline"], b["fps_vs_baseline"]
+    if not a.empty and (a["baseline_key"] == key_b).all() and to_a.notna().all():
+        # b is the baseline (measured next to every run of a, whether or not it has rows of its own).
+        return log_t_interval(to_a.tolist(), confidence)
+    if not b.empty and (b["baseline_key"] == key_a).all() and to_b.notna().all():
+        return log_t_interval((1.0 / to_b).tolist(), confidence)
+    for key, rows in ((key_a, a), (key_b, b)):
+        if rows.empty:
+            raise ValueError(f"expected measured runs of {key!r}, got none")
+    paired = to_a.notna().all() and to_b.notna().all()
+    # Aligned on the repeat; without baseline runs, the raw fps of the same repeat.
+    ratios = to_a / to_b if paired else a["fps_output"] / b["fps_output"]
+    return log_t_interval(ratios.dropna().tolist(), confidence)

@@ -7,6 +7,15 @@ frames are processed before each run and left out. Loaded detectors are kept for
 configurations sharing model and precision; input size and confidence are passed with each
 call (`DetectParams`). Each finished run is appended to ``results.csv`` at once, so an interrupted sweep
 resumes where it stopped.
+
+The machine's speed drifts (this one by ±25 % over minutes, and it switches between two speeds
+1.6x apart every few seconds), so every run is bracketed by a speed probe
+(`espdetect.profiling.calibration.SpeedProbe`: one detector on the clip's first frame) and, in
+fast mode, replayed alongside a baseline configuration: the two take turns frame by frame
+(`replay_alongside`), so they see the same machine, and ``fps_vs_baseline`` is their ratio
+(realtime runs, paced by the camera, run one after the other, alternating which goes first).
+``fps_output_norm`` rescales fps to the machine's typical speed, and runs during which the probe
+moved more than ``drift_threshold`` are flagged (and measured again with ``rerun_drifted``).
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import re
 import shutil
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -29,6 +39,16 @@ from espdetect.detectors.base import Detector
 from espdetect.exceptions import ConfigurationError
 from espdetect.pipeline import FrameProcessor
 from espdetect.profiling.accuracy import Reference, accuracy_metrics, compute_reference
+from espdetect.profiling.calibration import (
+    DEFAULT_DRIFT_THRESHOLD,
+    Alongside,
+    Replay,
+    RunCost,
+    SpeedProbe,
+    drift,
+    replay_alongside,
+    speed_index,
+)
 from espdetect.profiling.config import ProfileConfig, unique
 from espdetect.profiling.environment import collect_environment, cuda_available
 from espdetect.profiling.metrics import ResourceMonitor, trace_metrics
@@ -36,11 +56,15 @@ from espdetect.profiling.replay import ClipData, Mode, RunTrace, load_clip, repl
 from espdetect.profiling.results import SCHEMA_VERSION, ResultsStore, load_results
 
 __all__ = [
+    "DRIFT_RETRIES",
     "HALF_NEEDS_CUDA",
+    "TURN_S",
+    "BaselineChoice",
     "DetectorCache",
     "DetectorFactory",
     "ReferenceChoice",
     "RunStatus",
+    "choose_baseline",
     "choose_reference",
     "default_factory",
     "sweep",
@@ -53,6 +77,13 @@ logger = logging.getLogger(__name__)
 DetectorFactory = Callable[[ProfileConfig], Detector]
 #: ``"auto"`` (see `choose_reference`), an explicit configuration, or None (no accuracy columns).
 ReferenceChoice = ProfileConfig | Literal["auto"] | None
+#: ``"auto"`` (see `choose_baseline`), an explicit configuration, or None (no paired baseline runs).
+BaselineChoice = ProfileConfig | Literal["auto"] | None
+#: Extra measurements of a run whose speed probe drifted, with ``rerun_drifted``.
+DRIFT_RETRIES = 2
+#: Seconds a configuration and its baseline each hold the machine before handing it over
+#: (0: after every frame; a handover costs about 0.1 ms, a model call 10-100 ms).
+TURN_S = 0.0
 
 
 class RunStatus(NamedTuple):
@@ -164,6 +195,24 @@ def choose_reference(configs: Iterable[ProfileConfig]) -> ProfileConfig | None:
     )
 
 
+def choose_baseline(
+    configs: Iterable[ProfileConfig], mode: Mode = "fast", half_ok: bool = False
+) -> ProfileConfig | None:
+    """The automatic baseline: the sweep's first configuration that can run here.
+
+    None in realtime mode, where runs are paced by the camera and their fps say little about
+    speed (pass a configuration to pair them anyway). Half-precision configurations are passed
+    over unless ``half_ok`` (CUDA).
+
+    Example:
+        >>> choose_baseline(grid(model="m.onnx", skip=[4, 1])).skip  # doctest: +SKIP
+        4
+    """
+    if mode == "realtime":
+        return None
+    return next((c for c in configs if half_ok or not c.half), None)
+
+
 def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._@-]+", "_", key)
 
@@ -214,6 +263,7 @@ def _identity(config: ProfileConfig, repeat: int, order: int, mode: Mode) -> dic
         # Without motion no keep-alive is ever due: the value would claim a setting that did nothing.
         "keepalive": config.keepalive if config.motion else math.nan,
         "tracking": config.tracking,
+        "label": config.label,
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -252,6 +302,10 @@ def sweep(
     on_result: Callable[[dict[str, object]], None] | None = None,
     busy_threshold: float | None = 50.0,
     busy_retries: int = 1,
+    baseline: BaselineChoice = "auto",
+    drift_threshold: float | None = DEFAULT_DRIFT_THRESHOLD,
+    rerun_drifted: bool = False,
+    probe_calls: int = 5,
 ) -> pd.DataFrame:
     """Measure every configuration ``repeats`` times on ``clip``; return the results table.
 
@@ -273,6 +327,14 @@ def sweep(
             one core) is measured again, up to ``busy_retries`` times; the quietest run is kept.
             None never measures again.
         busy_retries: the most extra measurements per row.
+        baseline: the configuration replayed alongside every run (taking turns frame by frame)
+            so each row has ``fps_vs_baseline``; ``"auto"`` is `choose_baseline` (the first
+            configuration; none in realtime mode), None pairs nothing (about half the time).
+        drift_threshold: a run during which the speed probe moved by more than this fraction
+            gets ``drift_flag``; None flags nothing.
+        rerun_drifted: measure flagged runs again, up to `DRIFT_RETRIES` times; the steadiest is kept.
+        probe_calls: detector calls per speed probe (on the clip's first frame, with the
+            baseline's model and input size, else the first configuration's); 0: no probe.
 
     Returns:
         One row per configuration and repeat, with the documented `COLUMNS`; ``attrs`` holds
@@ -289,13 +351,20 @@ def sweep(
     # Long: the sweep's outline, one step per line; every step is a helper of its own.
     from tqdm.auto import tqdm
 
-    _check_arguments(mode, repeats, warmup, busy_retries)
+    _check_arguments(mode, repeats, warmup, busy_retries, drift_threshold, probe_calls)
     config_list = unique(configs)
     if not config_list:
         raise ConfigurationError("expected at least one configuration, got none", field="configs")
     data = clip if isinstance(clip, ClipData) else load_clip(clip)
     store = _open_store(out_dir, data, resume)
     ref_config = choose_reference(config_list) if reference == "auto" else reference
+    half_ok = cuda_available() and device != "cpu"
+    base_config = _baseline(config_list, baseline, mode, half_ok)
+    cache = DetectorCache(detector_factory or default_factory(device))
+    ref, ref_status = _reference(data, ref_config, reference is None, cache, store, progress)
+    probe, probe_config = _speed_probe(
+        data, cache, (base_config, choose_baseline(config_list, "fast", half_ok)), probe_calls
+    )
     store.write_environment(
         _environment(
             data,
@@ -308,11 +377,14 @@ def sweep(
             device=device,
             busy_threshold=busy_threshold,
             busy_retries=busy_retries,
+            baseline=base_config.key if base_config else None,
+            drift_threshold=drift_threshold,
+            rerun_drifted=rerun_drifted,
+            probe=_probe_settings(probe_config, probe_calls),
         )
     )
-    cache = DetectorCache(detector_factory or default_factory(device))
-    half_ok = cuda_available() and device != "cpu"
-    ref, ref_status = _reference(data, ref_config, reference is None, cache, store, progress)
+    noise = _Noise(probe, base_config, drift_threshold, rerun_drifted)
+    busy = _Busy(busy_threshold, busy_retries)
     bar = tqdm(
         _pending_runs(config_list, repeats, seed, store, mode), desc="sweep", unit="run", disable=not progress
     )
@@ -324,7 +396,7 @@ def sweep(
             if cfg.half and not half_ok:
                 row["status"] = HALF_NEEDS_CUDA
             else:
-                trace = _run(row, data, cache, cfg, mode, warmup, busy_threshold, busy_retries)
+                trace = _run(row, data, cache, cfg, mode, warmup, busy, noise)
             _add_accuracy(row, cfg, trace, ref, ref_config, ref_status, data)
             store.append(row, _frame_rows(cfg, repeat, mode, trace) if trace is not None else ())
             if on_result is not None:
@@ -336,16 +408,61 @@ def sweep(
     return load_results(store.out_dir)
 
 
-def _check_arguments(mode: str, repeats: int, warmup: int, busy_retries: int) -> None:
+def _check_arguments(
+    mode: str, repeats: int, warmup: int, busy_retries: int, drift_threshold: float | None, probe_calls: int
+) -> None:
     if mode not in ("fast", "realtime"):
         raise ConfigurationError(f"expected mode 'fast' or 'realtime', got {mode!r}", field="mode")
     for name, value, low in (
         ("repeats", repeats, 1),
         ("warmup", warmup, 0),
         ("busy_retries", busy_retries, 0),
+        ("probe_calls", probe_calls, 0),
     ):
         if value < low:
             raise ConfigurationError(f"expected {name} >= {low}, got {value}", field=name)
+    if drift_threshold is not None and not (math.isfinite(drift_threshold) and drift_threshold >= 0):
+        raise ConfigurationError(
+            f"expected drift_threshold >= 0 (a fraction) or None, got {drift_threshold!r}",
+            field="drift_threshold",
+        )
+
+
+def _baseline(
+    configs: list[ProfileConfig], baseline: BaselineChoice, mode: Mode, half_ok: bool
+) -> ProfileConfig | None:
+    if baseline == "auto":
+        return choose_baseline(configs, mode, half_ok)
+    if baseline is not None and baseline.half and not half_ok:
+        raise ConfigurationError(
+            f"expected a baseline that runs on this machine, got {baseline.key} (half needs CUDA)",
+            field="baseline",
+        )
+    return baseline
+
+
+def _probe_settings(config: ProfileConfig | None, calls: int) -> dict[str, object] | None:
+    """What environment.json records about the speed probe (None: no probe)."""
+    if config is None or calls == 0:
+        return None
+    return {"model": config.model, "imgsz": config.imgsz, "conf": config.conf, "frame": 0, "calls": calls}
+
+
+def _speed_probe(
+    data: ClipData, cache: DetectorCache, candidates: Iterable[ProfileConfig | None], calls: int
+) -> tuple[SpeedProbe | None, ProfileConfig | None]:
+    """The sweep's speed probe: the first candidate's detector that runs on the clip's first frame."""
+    if calls == 0:
+        return None, None
+    for config in dict.fromkeys(c for c in candidates if c is not None):
+        try:
+            probe = SpeedProbe(cache.get(config), data.frame(0).image(), config.detect_params(), calls=calls)
+            probe.measure()  # untimed: the first calls of a fresh detector are slower
+        except Exception as exc:  # the next candidate, or the sweep goes on without speed figures
+            logger.warning("speed probe: %s failed on the clip's first frame: %s", config.key, exc)
+            continue
+        return probe, config
+    return None, None
 
 
 def _open_store(out_dir: str | Path, data: ClipData, resume: bool) -> ResultsStore:
@@ -428,6 +545,42 @@ def _pending_runs(
     return pending
 
 
+class _Busy(NamedTuple):
+    """When a run shared the CPU with other work and is measured again."""
+
+    threshold: float | None
+    retries: int
+
+
+@dataclass
+class _Noise:
+    """How runs are bracketed: the speed probe, the paired baseline and the drift rule."""
+
+    probe: SpeedProbe | None
+    baseline: ProfileConfig | None
+    drift_threshold: float | None
+    rerun_drifted: bool
+
+
+class _Pair(NamedTuple):
+    """One measurement of a row: the configuration's run, its baseline run and the probes around."""
+
+    trace: RunTrace
+    cost: RunCost
+    probe_before: float
+    probe_after: float
+    baseline_fps: float
+    flagged: bool
+
+    @property
+    def drift(self) -> float:
+        return drift(self.probe_before, self.probe_after)
+
+    def steadier_than(self, other: _Pair) -> bool:
+        mine, theirs = abs(self.drift), abs(other.drift)
+        return math.isfinite(mine) and not (theirs <= mine)
+
+
 def _run(
     row: dict[str, object],
     data: ClipData,
@@ -435,8 +588,8 @@ def _run(
     cfg: ProfileConfig,
     mode: Mode,
     warmup: int,
-    busy_threshold: float | None,
-    busy_retries: int,
+    busy: _Busy,
+    noise: _Noise,
 ) -> RunTrace | None:
     """Measure one run into ``row``; its trace, or None when it could not run (``row`` says why)."""
     try:
@@ -447,7 +600,9 @@ def _run(
                 f"half precision is not applied by {detector.info.backend} on {detector.info.device}",
                 field="half",
             )
-        trace, monitor, attempts = _measure(data, detector, cfg, mode, warmup, busy_threshold, busy_retries)
+        baseline_first = int(str(row["run_order"])) % 2 == 0
+        run = _Replayer(data, mode, warmup, busy)
+        pair, attempts = _measure_pair(run, cache, detector, cfg, noise, baseline_first)
     except Exception as exc:  # a failed run is a row of the table, not the end of the sweep
         status = _status_of_error(exc)
         row["status"] = str(status)
@@ -455,48 +610,108 @@ def _run(
             logger.exception("run %s (repeat %s) failed", cfg.key, row["repeat"])
         return None
     row["status"] = "ok"
-    metrics = trace_metrics(trace, data.fps)
+    metrics = trace_metrics(pair.trace, data.fps)
     row.update(metrics)
-    row["cpu_percent"] = monitor.cpu_percent
+    cost = pair.cost
+    row["cpu_percent"] = cost.cpu_percent
     video_s = metrics["video_s"]
-    row["cpu_core_hours_per_camera_hour"] = monitor.cpu_s / video_s if video_s > 0 else math.nan
-    row["rss_peak_mb"] = monitor.rss_peak_mb
-    row["background_cpu_percent"] = monitor.background_cpu_percent
+    row["cpu_core_hours_per_camera_hour"] = cost.cpu_s / video_s if video_s > 0 else math.nan
+    row["rss_peak_mb"] = cost.rss_peak_mb
+    row["background_cpu_percent"] = cost.background_cpu_percent
     row["attempts"] = attempts
-    return trace
+    row["probe_before"] = pair.probe_before
+    row["probe_after"] = pair.probe_after
+    row["speed_index"] = speed_index(pair.probe_before, pair.probe_after)
+    row["drift"] = pair.drift
+    row["drift_flag"] = pair.flagged
+    if noise.baseline is not None and pair.baseline_fps > 0:
+        row["baseline_key"] = noise.baseline.key
+        row["baseline_fps_output"] = pair.baseline_fps
+        row["fps_vs_baseline"] = metrics["fps_output"] / pair.baseline_fps
+    return pair.trace
 
 
-def _measure(
-    data: ClipData,
+def _measure_pair(
+    run: _Replayer,
+    cache: DetectorCache,
     detector: Detector,
     cfg: ProfileConfig,
-    mode: Mode,
-    warmup: int,
-    busy_threshold: float | None,
-    busy_retries: int,
-) -> tuple[RunTrace, ResourceMonitor, int]:
-    """One measured replay; measured again (keeping the quietest) while other work shared the CPU."""
-    from espdetect.encoders.jpeg import OpenCVJpegEncoder
+    noise: _Noise,
+    baseline_first: bool,
+) -> tuple[_Pair, int]:
+    """Probe, the configuration with its baseline, probe; again while the probe drifted (if asked).
 
-    best: tuple[RunTrace, ResourceMonitor] | None = None
+    Returns the steadiest measurement and how many times the configuration was measured.
+    """
+    best: _Pair | None = None
     attempts = 0
-    while True:
-        attempts += 1
+    for _ in range(1 + (DRIFT_RETRIES if noise.rerun_drifted else 0)):
+        before = noise.probe.measure().speed if noise.probe is not None else math.nan
+        base_detector = _baseline_detector(cache, noise)
+        if noise.baseline is not None and base_detector is not None:
+            trace, cost, base_fps, runs = run.pair(detector, cfg, base_detector, noise, baseline_first)
+        else:
+            trace, cost, runs = run.alone(detector, cfg)
+            base_fps = math.nan
+        attempts += runs
+        after = noise.probe.measure().speed if noise.probe is not None else math.nan
+        moved = drift(before, after)
+        flagged = noise.drift_threshold is not None and abs(moved) > noise.drift_threshold
+        pair = _Pair(trace, cost, before, after, base_fps, flagged)
+        if best is None or pair.steadier_than(best):
+            best = pair
+        if not flagged:
+            break
+        if noise.rerun_drifted:
+            logger.info("%s: the machine's speed moved %+.0f %% during the run", cfg.key, moved * 100)
+    assert best is not None
+    return best, attempts
+
+
+def _baseline_detector(cache: DetectorCache, noise: _Noise) -> Detector | None:
+    """The baseline's detector; None (and no baseline from now on) when it cannot load."""
+    if noise.baseline is None:
+        return None
+    try:
+        return cache.get(noise.baseline)
+    except Exception as exc:  # the sweep goes on without baseline ratios, saying why
+        logger.warning("no baseline runs: %s failed: %s", noise.baseline.key, exc)
+        noise.baseline = None
+        return None
+
+
+def _cost(monitor: ResourceMonitor) -> RunCost:
+    return RunCost(monitor.wall_s, monitor.cpu_s, monitor.background_cpu_percent, monitor.rss_peak_mb)
+
+
+class _Replayer:
+    """Measured replays of one clip: alone, or a configuration paired with the baseline.
+
+    Both measure again (keeping the quietest) while other processes used more CPU than the
+    busy threshold.
+    """
+
+    def __init__(self, data: ClipData, mode: Mode, warmup: int, busy: _Busy) -> None:
+        self.data = data
+        self.mode = mode
+        self.warmup = warmup
+        self.busy = busy
+
+    def _prepare(self, detector: Detector, cfg: ProfileConfig) -> Replay:
+        """Warm up (outside any measurement) and return the measured replay of ``cfg``."""
+        from espdetect.encoders.jpeg import OpenCVJpegEncoder
+
         encoder = OpenCVJpegEncoder(quality=cfg.jpeg_quality)
-        # Warm up outside the monitor so CPU % covers only the measured replay.
         params = cfg.detect_params()
-        warm_up(
-            data,
-            FrameProcessor(detector, None, encoder, params=params, decode_reduce=cfg.decode_reduce),
-            warmup,
-        )
-        _quiet_gc()
-        with ResourceMonitor() as monitor:
-            trace = replay(
-                data,
+        processor = FrameProcessor(detector, None, encoder, params=params, decode_reduce=cfg.decode_reduce)
+        warm_up(self.data, processor, self.warmup)
+
+        def measured(clip: ClipData) -> RunTrace:
+            return replay(
+                clip,
                 detector,
                 encoder,
-                mode=mode,
+                mode=self.mode,
                 skip=cfg.skip,
                 decode_reduce=cfg.decode_reduce,
                 params=params,
@@ -505,17 +720,94 @@ def _measure(
                 keepalive=cfg.keepalive,
                 tracking=cfg.tracking,
             )
-        if best is None or monitor.background_cpu_percent < best[1].background_cpu_percent:
-            best = (trace, monitor)
-        busy = busy_threshold is not None and monitor.background_cpu_percent > busy_threshold
-        if not busy or attempts > busy_retries:
-            break
+
+        return measured
+
+    def _again(self, cfg: ProfileConfig, background: float, attempts: int) -> bool:
+        if (
+            self.busy.threshold is None
+            or not background > self.busy.threshold
+            or attempts > self.busy.retries
+        ):
+            return False
         logger.info(
-            "%s: other processes used %.0f %% CPU during the run; measuring again",
-            cfg.key,
-            monitor.background_cpu_percent,
+            "%s: other processes used %.0f %% CPU during the run; measuring again", cfg.key, background
         )
-    return best[0], best[1], attempts
+        return True
+
+    def alone(self, detector: Detector, cfg: ProfileConfig) -> tuple[RunTrace, RunCost, int]:
+        """One measured replay of ``cfg``, its cost and how many were made."""
+        best: tuple[RunTrace, RunCost] | None = None
+        attempts = 0
+        while True:
+            attempts += 1
+            measured = self._prepare(detector, cfg)
+            _quiet_gc()
+            with ResourceMonitor() as monitor:
+                trace = measured(self.data)
+            cost = _cost(monitor)
+            if best is None or cost.background_cpu_percent < best[1].background_cpu_percent:
+                best = (trace, cost)
+            if not self._again(cfg, cost.background_cpu_percent, attempts):
+                return best[0], best[1], attempts
+
+    def pair(
+        self,
+        detector: Detector,
+        cfg: ProfileConfig,
+        base_detector: Detector,
+        noise: _Noise,
+        baseline_first: bool,
+    ) -> tuple[RunTrace, RunCost, float, int]:
+        """``cfg`` and the baseline, taking turns (fast mode) or one after the other (realtime).
+
+        Returns the configuration's trace and cost, the baseline's fps_output (NaN when it
+        failed: no baseline from then on) and how many measurements were made.
+        """
+        assert noise.baseline is not None
+        baseline = noise.baseline
+        best: tuple[RunTrace, RunCost, float] | None = None
+        attempts = 0
+        while True:
+            attempts += 1
+            own, base = self._prepare(detector, cfg), self._prepare(base_detector, baseline)
+            _quiet_gc()
+            with ResourceMonitor() as monitor:
+                if self.mode == "fast":
+                    both = replay_alongside(
+                        self.data, own, base, turn_s=TURN_S, companion_first=baseline_first
+                    )
+                else:
+                    both = _one_after_the_other(self.data, own, base, baseline_first)
+            base_fps = both.companion_fps
+            if isinstance(base_fps, Exception):
+                logger.warning("no baseline runs: %s failed: %s", baseline.key, base_fps)
+                noise.baseline = None
+                base_fps = math.nan
+            cost = both.cost._replace(rss_peak_mb=monitor.rss_peak_mb)
+            if best is None or cost.background_cpu_percent < best[1].background_cpu_percent:
+                best = (both.trace, cost, base_fps)
+            if not self._again(cfg, cost.background_cpu_percent, attempts):
+                return best[0], best[1], best[2], attempts
+
+
+def _one_after_the_other(data: ClipData, own: Replay, base: Replay, baseline_first: bool) -> Alongside:
+    """Realtime replays are paced by the camera and cannot take turns: one runs after the other."""
+    base_fps: float | Exception = math.nan
+    if baseline_first:
+        base_fps = _fps_of(data, base)
+    with ResourceMonitor() as monitor:
+        trace = own(data)
+    if not baseline_first:
+        base_fps = _fps_of(data, base)
+    return Alongside(trace, _cost(monitor), base_fps)
+
+
+def _fps_of(data: ClipData, run: Replay) -> float | Exception:
+    try:
+        return trace_metrics(run(data), data.fps)["fps_output"]
+    except Exception as exc:  # reported to the caller, as replay_alongside does
+        return exc
 
 
 def _quiet_gc() -> None:

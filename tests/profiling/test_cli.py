@@ -98,3 +98,60 @@ def test_profile_cli_sweeps_motion_and_tracking_from_the_grid(
     assert "motion = " in text and "tracking = " in text
     assert main(["profile", str(square_clip), "--grid", "motion=maybe", "--out", str(tmp_path / "x")]) == 2
     assert "valid motion value" in capsys.readouterr().err
+
+
+def test_profile_cli_noise_flags_reach_the_sweep_and_the_drift_sentence_is_printed(
+    square_clip: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    clean_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from espdetect.cli.profile import _DRIFT_THRESHOLD
+    from espdetect.profiling.calibration import DEFAULT_DRIFT_THRESHOLD
+
+    from ._squares import SquareFactory
+
+    assert _DRIFT_THRESHOLD == DEFAULT_DRIFT_THRESHOLD
+    sweep_module = sys.modules["espdetect.profiling.sweep"]
+    monkeypatch.setattr(sweep_module, "default_factory", lambda device: SquareFactory())
+    common = ["--repeats", "2", "--warmup", "0", "--no-progress", "--reference", "none"]
+    grid = ["--grid", "model=squares.pt skip=1,2"]
+    out = tmp_path / "a"
+    code = main(["profile", str(square_clip), *grid, "--out", str(out), *common,
+                 "--baseline", "skip=4", "--drift-threshold", "0.5", "--rerun-drifted"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "The machine's speed (the probe:" in printed and "flagged (drift above 50 %)" in printed
+    assert "fps_vs_baseline" in printed and "ci_low" in printed
+    df = load_results(out)
+    settings = df.attrs["environment"]["sweep"]
+    assert settings["baseline"] == "squares.pt@640-fp32-conf0.25-reduceauto-skip4-q80"
+    assert settings["drift_threshold"] == 0.5 and settings["rerun_drifted"] is True
+    assert set(df["baseline_key"]) == {settings["baseline"]} and df["fps_vs_baseline"].notna().all()
+
+    # A key of the grid, or none at all.
+    key = "squares.pt@640-fp32-conf0.25-reduceauto-skip2-q80"
+    assert (
+        main(["profile", str(square_clip), *grid, "--out", str(tmp_path / "b"), *common, "--baseline", key])
+        == 0
+    )
+    assert load_results(tmp_path / "b").attrs["environment"]["sweep"]["baseline"] == key
+    assert (
+        main(
+            ["profile", str(square_clip), *grid, "--out", str(tmp_path / "c"), *common, "--baseline", "none"]
+        )
+        == 0
+    )
+    assert load_results(tmp_path / "c")["fps_vs_baseline"].isna().all()
+    capsys.readouterr()
+    assert (
+        main(["profile", str(square_clip), *grid, "--out", str(tmp_path / "d"), "--baseline", "skip=1,2"])
+        == 2
+    )
+    assert "expected --baseline to name one configuration, got 2" in capsys.readouterr().err
+    assert (
+        main(["profile", str(square_clip), *grid, "--out", str(tmp_path / "e"), "--drift-threshold", "-1"])
+        == 2
+    )
+    assert "drift_threshold" in capsys.readouterr().err

@@ -178,3 +178,13 @@ def test_pipeline_config_carries_motion_keepalive_and_tracking() -> None:
     assert (pc.motion, pc.keepalive, pc.tracking) == (True, 12.0, True)
     off = ProfileConfig(model="m.onnx").pipeline_config()
     assert (off.motion, off.tracking) == (False, False)
+
+
+def test_a_label_tells_identical_settings_apart_and_nothing_else() -> None:
+    cfg = ProfileConfig(model="m.onnx", skip=2)
+    twin = cfg.replace(label="b")
+    assert twin.key == cfg.key + "-label_b" and twin.replace(label="").key == cfg.key
+    assert twin.pipeline_config() == cfg.pipeline_config() and twin.detect_params() == cfg.detect_params()
+    assert twin.model_key == cfg.model_key  # one detector serves both
+    with pytest.raises(ConfigurationError, match="label"):
+        ProfileConfig(model="m.onnx", label="a b")

@@ -39,7 +39,7 @@ def test_html_report_is_self_contained_with_embedded_figures(results: pd.DataFra
     assert path == tmp_path / "report.html" and path.is_file()
     text = path.read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
-    assert len(images) == 4
+    assert len(images) == 5  # the four figures and speed against the baseline
     assert all(base64.b64decode(img).startswith(PNG_MAGIC) for img in images)
     assert "Recommendation" in text and "Environment" in text and "cpu_model" in text
     assert "untrained network" in text  # the .yaml rows are explained
@@ -51,10 +51,28 @@ def test_markdown_report_writes_png_files(results: pd.DataFrame, tmp_path: Path)
     path = report(results, tmp_path, "markdown")
     text = path.read_text()
     pngs = sorted((tmp_path / "figures").glob("*.png"))
-    assert len(pngs) == 4 and all(p.read_bytes().startswith(PNG_MAGIC) for p in pngs)
+    assert len(pngs) == 5 and all(p.read_bytes().startswith(PNG_MAGIC) for p in pngs)
     for png in pngs:
         assert f"(figures/{png.name})" in text
     assert "| config_key |" in text
+    header = next(line for line in text.splitlines() if line.startswith("| config_key |"))
+    for col in ("fps_vs_baseline", "fps_vs_baseline_ci_low", "fps_output_norm", "drifted_runs"):
+        assert f" {col} " in header, col
+    assert "| fps_vs_baseline_ci_high | 95 % confidence interval of fps_vs_baseline" in text  # glossary
+
+
+def test_report_says_in_words_how_much_the_machine_drifted(results: pd.DataFrame, tmp_path: Path) -> None:
+    text = report(results, tmp_path, "markdown").read_text()
+    assert re.search(
+        r"The machine's speed \(the probe: [\d.]+ to [\d.]+ calls/s\) moved by up to \d+ % between "
+        r"runs and \d+ % within one; \d+ of 10 runs flagged \(drift above 10 %\)\.",
+        text,
+    )
+    assert "Repeats of one configuration differ in fps by up to" in text
+    assert "fps_vs_baseline compares each run with the baseline (squares.pt@640" in text
+    assert "replayed alongside it" in text
+    assert "| sweep: baseline | squares.pt@640-fp32-conf0.25-reduceauto-skip1-q30 |" in text
+    assert "| sweep: speed probe | 5 calls of squares.pt at 640 on frame 0 of the clip |" in text
 
 
 def test_report_from_a_sweep_folder_with_a_given_recommendation(
@@ -74,6 +92,7 @@ def test_plots_return_figures_with_the_expected_content(results: pd.DataFrame, t
         "latency": plots.plot_latency(results, frames),
         "latency_percentiles": plots.plot_latency(results),
         "bandwidth": plots.plot_bandwidth_vs_quality(results),
+        "baseline": plots.plot_fps_vs_baseline(results),
     }
     for name, fig in figures.items():
         assert isinstance(fig, Figure)
@@ -84,6 +103,15 @@ def test_plots_return_figures_with_the_expected_content(results: pd.DataFrame, t
     assert legend is not None
     stage_labels = {t.get_text() for t in legend.get_texts()}
     assert {"decode", "inference", "annotate", "encode"} <= stage_labels
+    # Intervals are drawn: error bars around the ratio to the baseline and around the speed.
+    baseline_ax = figures["baseline"].axes[0]
+    assert len(baseline_ax.containers) == 1 and len(baseline_ax.get_yticklabels()) == 5
+    assert "95 % intervals" in baseline_ax.get_title()
+    accuracy_legend = accuracy_ax.get_legend()
+    assert accuracy_legend is not None
+    assert "95 % interval" in {t.get_text() for t in accuracy_legend.get_texts()}
+    no_baseline = plots.plot_fps_vs_baseline(results.assign(fps_vs_baseline=float("nan")))
+    assert "no baseline runs" in no_baseline.axes[0].texts[0].get_text()
 
 
 def test_pareto_front() -> None:
@@ -107,7 +135,7 @@ def test_report_and_figures_show_motion_gating_and_tracking(square_clip: Path, t
     for col in ("model_calls_per_min", "gated_fraction", "cpu_core_hours_per_camera_hour", "displayed_iou"):
         assert f" {col} " in header, col
     assert "Motion gating depends on the scene" in text
-    assert "| results schema version | 2 |" in text
+    assert "| results schema version | 3 |" in text
     labels = sorted(plots.config_labels(df.drop_duplicates("config_key")).tolist())
     assert labels == ["motion", "motion track", "no motion no track", "track"]
     legend = plots.plot_stage_times(df).axes[0].get_legend()

@@ -12,10 +12,18 @@ import pandas as pd
 
 from espdetect.detectors.base import Detector
 from espdetect.exceptions import ConfigurationError, ModelLoadError
+from espdetect.profiling.calibration import drift_summary, log_t_interval
 from espdetect.profiling.config import ProfileConfig, grid
 from espdetect.profiling.environment import cuda_available
-from espdetect.profiling.results import COLUMNS, SCHEMA_VERSION, ResultsStore, load_results, summarize
-from espdetect.profiling.sweep import HALF_NEEDS_CUDA, sweep
+from espdetect.profiling.results import (
+    COLUMNS,
+    SCHEMA_VERSION,
+    ResultsStore,
+    compare_configs,
+    load_results,
+    summarize,
+)
+from espdetect.profiling.sweep import HALF_NEEDS_CUDA, choose_baseline, sweep
 
 from ._squares import FRAMES, SquareDetector, SquareFactory
 
@@ -277,7 +285,7 @@ def test_a_sweep_of_schema_1_loads_but_resuming_it_is_refused_with_what_to_do(
     df = sweep(
         square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
     )
-    assert df["schema_version"].tolist() == [SCHEMA_VERSION] == [2]
+    assert df["schema_version"].tolist() == [SCHEMA_VERSION] == [3]
     assert ResultsStore(tmp_path).environment()["schema_version"] == SCHEMA_VERSION
     store = ResultsStore(tmp_path)
     store.results_csv.write_text(df.drop(columns=list(_ADDED_IN_2)).to_csv(index=False), encoding="utf-8")
@@ -301,7 +309,7 @@ def test_a_sweep_of_schema_1_loads_but_resuming_it_is_refused_with_what_to_do(
         square_clip, grid(model="squares.pt", motion=True), tmp_path, repeats=1, progress=False,
         detector_factory=squares, resume=False,
     )  # fmt: skip
-    assert fresh["schema_version"].tolist() == [2] and fresh["motion"].tolist() == [True]
+    assert fresh["schema_version"].tolist() == [3] and fresh["motion"].tolist() == [True]
 
 
 def test_rows_of_a_newer_schema_are_not_appended_to(
@@ -311,9 +319,116 @@ def test_rows_of_a_newer_schema_are_not_appended_to(
         square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
     )
     store = ResultsStore(tmp_path)
-    store.results_csv.write_text(df.assign(schema_version=3).to_csv(index=False), encoding="utf-8")
-    with pytest.raises(ConfigurationError, match="schema version 3, written by a newer espdetect"):
+    store.results_csv.write_text(df.assign(schema_version=4).to_csv(index=False), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="schema version 4, written by a newer espdetect"):
         sweep(
             square_clip, grid(model="squares.pt", skip=2), tmp_path, repeats=1, progress=False,
             detector_factory=squares,
         )  # fmt: skip
+
+
+#: Columns schema version 3 added (noise-aware measurement).
+_ADDED_IN_3 = (
+    "label", "probe_before", "probe_after", "speed_index", "drift", "drift_flag", "baseline_key",
+    "baseline_fps_output", "fps_vs_baseline", "fps_output_norm",
+)  # fmt: skip
+
+
+def test_a_sweep_of_schema_2_loads_without_noise_figures_but_resuming_it_is_refused(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    df = sweep(
+        square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
+    )
+    assert set(_ADDED_IN_3) <= set(COLUMNS)
+    store = ResultsStore(tmp_path)
+    v2 = df.drop(columns=list(_ADDED_IN_3)).assign(schema_version=2)
+    store.results_csv.write_text(v2.to_csv(index=False), encoding="utf-8")
+
+    old = load_results(tmp_path)
+    assert old["schema_version"].tolist() == [2] and list(old.columns) == list(COLUMNS)
+    assert old["speed_index"].isna().all() and old["fps_vs_baseline"].isna().all()
+    assert old["label"].tolist() == [""] and old["drift_flag"].tolist() == [False]
+    assert "unknown" in drift_summary(old).sentence
+    assert summarize(old)["fps_vs_baseline"].isna().all()
+    from espdetect.profiling.report import report
+
+    text = report(old, tmp_path / "report", "markdown").read_text()
+    assert "how much the machine drifted is unknown" in text and "fps_vs_baseline.png" not in text
+    with pytest.raises(ConfigurationError, match="schema version 2") as info:
+        sweep(
+            square_clip, grid(model="squares.pt", skip=2), tmp_path, repeats=1, progress=False,
+            detector_factory=squares,
+        )  # fmt: skip
+    message = str(info.value)
+    assert "version 3 added a speed probe" in message and "--fresh" in message
+    assert "motion, keepalive" not in message  # only what changed since the folder's version
+    assert len(load_results(tmp_path)) == 1
+
+
+def test_identical_configurations_under_two_labels_are_measured_and_compared(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    a = ProfileConfig(model="squares.pt", skip=2)
+    b = a.replace(label="twin")
+    base = a.replace(skip=1)
+    df = sweep(
+        square_clip, [a, b], tmp_path, repeats=3, warmup=0, progress=False, detector_factory=squares,
+        baseline=base, probe_calls=2,
+    )  # fmt: skip
+    assert sorted(df["label"].unique()) == ["", "twin"] and b.key == a.key + "-label_twin"
+    assert set(df["baseline_key"]) == {base.key}
+    assert df["fps_vs_baseline"].notna().all() and df["speed_index"].gt(0).all()
+    iv = compare_configs(df, a.key, b.key)
+    assert iv.n == 3 and iv.low <= iv.center <= iv.high
+    paired = df.set_index(["config_key", "repeat"])["fps_vs_baseline"]
+    expected = [paired[(a.key, r)] / paired[(b.key, r)] for r in range(3)]
+    assert iv == log_t_interval(expected)
+    # The baseline's own key compares through each run's paired ratio.
+    assert compare_configs(df, a.key, base.key) == log_t_interval(
+        df[df["config_key"] == a.key]["fps_vs_baseline"]
+    )
+    inverse = compare_configs(df, base.key, a.key)
+    assert inverse.center == pytest.approx(
+        1 / log_t_interval(df[df["config_key"] == a.key]["fps_vs_baseline"]).center
+    )
+    with pytest.raises(ValueError, match="measured runs"):
+        compare_configs(df, a.key, "nope")
+    summary = summarize(df).set_index("config_key")
+    for key in (a.key, b.key):
+        row = summary.loc[key]
+        assert row["fps_vs_baseline_ci_low"] <= row["fps_vs_baseline"] <= row["fps_vs_baseline_ci_high"]
+        assert row["fps_output_ci_low"] <= row["fps_output_ci_high"]
+
+
+def test_the_baseline_alternates_sides_and_realtime_mode_pairs_none_by_default(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    configs = grid(model="squares.pt", skip=[1, 2, 3])
+    assert choose_baseline(configs) == configs[0]
+    assert choose_baseline(grid(model="squares.pt", half=[True, False])) == ProfileConfig(model="squares.pt")
+    assert choose_baseline(configs, "realtime") is None
+    df = sweep(
+        square_clip, grid(model="squares.pt", skip=[2]), tmp_path, mode="realtime", repeats=1,
+        progress=False, detector_factory=squares,
+    )  # fmt: skip
+    assert df["baseline_key"].tolist() == [""] and df["fps_vs_baseline"].isna().all()
+    assert df["speed_index"].gt(0).all()
+    assert df.attrs["environment"]["sweep"]["baseline"] is None
+
+
+def test_a_baseline_that_fails_leaves_the_rows_without_ratios(square_clip: Path, tmp_path: Path) -> None:
+    def factory(config: ProfileConfig) -> Detector:
+        if config.model == "broken.onnx":
+            raise ModelLoadError(config.model, "expected an ONNX file, got garbage")
+        return SquareDetector()
+
+    df = sweep(
+        square_clip, grid(model="squares.pt", skip=[1, 2]), tmp_path, repeats=1, progress=False,
+        detector_factory=factory, reference=None, baseline=ProfileConfig(model="broken.onnx"),
+    )  # fmt: skip
+    assert set(df["status"]) == {"ok"}
+    assert df["fps_vs_baseline"].isna().all() and set(df["baseline_key"]) == {""}
+    # The probe falls back to the first configuration's model.
+    assert df["speed_index"].gt(0).all()
+    assert df.attrs["environment"]["sweep"]["probe"]["model"] == "squares.pt"
