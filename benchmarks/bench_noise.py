@@ -72,6 +72,19 @@ def _interval(iv: Any) -> dict[str, Any]:
     }
 
 
+def _portable(folder: Path, model_dirs: set[str]) -> None:
+    """Keep this machine's folders out of the committed files: the clip relative to the
+    repository, the model by its file name."""
+    for name in ("results.csv", "environment.json"):
+        path = folder / name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8").replace(str(ROOT) + "/", "")
+            for model_dir in sorted(model_dirs, key=len, reverse=True):
+                if model_dir not in ("", "."):
+                    text = text.replace(model_dir + "/", "")
+            path.write_text(text, encoding="utf-8")
+
+
 def _sweep(
     out: Path, name: str, clip: Any, configs: list[Any], repeats: int, probe_calls: int
 ) -> dict[str, Any]:
@@ -88,6 +101,7 @@ def _sweep(
     save_figure(plot_fps_vs_baseline(df), folder / "fps_vs_baseline.png")
     for bulky in ("frames.csv", "results.parquet"):
         (folder / bulky).unlink(missing_ok=True)
+    _portable(folder, {str(Path(m).parent) for m in df["model"].dropna().unique()})
     ok = df[df["status"] == "ok"]
     per_config: dict[str, Any] = {}
     for key, rows in ok.groupby("config_key", sort=False):

@@ -2,16 +2,40 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Final
+import asyncio
+import concurrent.futures
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
-__all__ = ["Stage", "first_completed"]
+__all__ = ["Stage", "first_completed", "run_blocking"]
+
+_T = TypeVar("_T")
 
 #: Seconds a cancelled stage may spend on its own cleanup (closing a connection) before it is cut short.
 CLEANUP_TIMEOUT: Final = 5.0
+
+
+def run_blocking(coro: Coroutine[Any, Any, _T], thread_name: str = "espdetect") -> _T:
+    """Run ``coro`` to its end on a fresh event loop and return its result, from any caller.
+
+    ``asyncio.run`` refuses to start inside a running loop, which is where Jupyter runs every
+    cell; there the coroutine runs on a private loop in a worker thread instead.
+
+    Example:
+        >>> async def two() -> int:
+        ...     return 2
+        >>> run_blocking(two())
+        2
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=thread_name) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 async def first_completed(*waits: Callable[[], Awaitable[object]]) -> int:

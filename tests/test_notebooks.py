@@ -102,6 +102,28 @@ def _check_event_tuning(nb: Notebook, cwd: Path) -> None:
     assert _has_mime(nb, "image/png"), "expected the zone drawing, the error grids and the timeline inline"
 
 
+def _check_capacity(nb: Notebook, cwd: Path) -> None:
+    from espdetect.server.settings import load_settings
+
+    text = _text(nb)
+    # The comparison of the two configurations carries its interval and a verdict.
+    assert re.search(
+        r"\d\.\d{3}x \[\d\.\d{3}, \d\.\d{3}\] \(\+-[\d.]+ %, 2 repeats\): "
+        r"(inside the noise|a real difference)",
+        text,
+    ), text
+    assert "The machine's speed (the probe:" in text, text
+    found = re.search(r"capacity: (\d+) cameras", text)
+    assert found is not None, text
+    out = cwd / "espdetect-capacity"
+    assert (out / "capacity" / "capacity.png").is_file()
+    assert _has_mime(nb, "image/png"), "expected the interval plot and the capacity plot inline"
+    if int(found.group(1)) >= 1:
+        assert len(load_settings(out / "espdetect.toml").cameras) == int(found.group(1))
+    else:
+        assert "not even one camera held the targets" in text, text
+
+
 @pytest.mark.model
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize(
@@ -111,6 +133,7 @@ def _check_event_tuning(nb: Notebook, cwd: Path) -> None:
         pytest.param("02_live_tuning.ipynb", _check_live_tuning, id="live_tuning"),
         pytest.param("03_profiling_sweep.ipynb", _check_profiling_sweep, id="profiling_sweep"),
         pytest.param("04_event_tuning.ipynb", _check_event_tuning, id="events"),
+        pytest.param("05_capacity.ipynb", _check_capacity, id="capacity"),
     ],
 )
 def test_notebook_runs_clean(

@@ -73,6 +73,7 @@ from typing import IO, Any, Final, Literal
 
 import psutil
 
+from espdetect._async import run_blocking
 from espdetect.exceptions import ConfigurationError, EspdetectError
 from espdetect.profiling.capacity_viewers import StreamViewer, ViewerKind
 from espdetect.stats import percentile
@@ -1351,7 +1352,7 @@ def measure_capacity(
         >>> result = measure_capacity(CapacityTargets(15, min_detections=2), max_cameras=6)  # doctest: +SKIP
         >>> print(result.text)  # doctest: +SKIP
     """
-    return asyncio.run(
+    return run_blocking(
         ameasure_capacity(
             targets,
             load,
@@ -1427,7 +1428,7 @@ def hold_capacity(
         >>> all(s.passed for s in steps)  # doctest: +SKIP
         True
     """
-    return asyncio.run(
+    return run_blocking(
         ahold_capacity(
             targets,
             cameras,
