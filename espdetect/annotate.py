@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -40,6 +40,26 @@ PALETTE: Final[tuple[tuple[int, int, int], ...]] = (
 )
 
 _FONT: Final = cv2.FONT_HERSHEY_SIMPLEX
+#: ``font_scale="auto"``: this scale up to a 480-pixel short side, then in proportion to it (a
+#: 1600x1200 frame gets 1.25), so tags read the same share of the picture on any frame size.
+_AUTO_FONT_SCALE: Final = 0.5
+_AUTO_FONT_SIDE: Final = 480
+_AUTO_FONT_MAX: Final = 3.0
+
+
+class _Rect(NamedTuple):
+    left: int
+    top: int
+    right: int
+    bottom: int
+
+    def overlap(self, other: _Rect) -> int:
+        """Area shared with ``other`` (0 when they only touch)."""
+        dx = min(self.right, other.right) - max(self.left, other.left)
+        dy = min(self.bottom, other.bottom) - max(self.top, other.top)
+        return dx * dy if dx > 0 and dy > 0 else 0
+
+
 _OVERLAY_BG: Final = (32, 32, 32)
 _OVERLAY_FG: Final = (255, 255, 255)
 
@@ -67,6 +87,11 @@ class Annotator:
     image; boxes entirely outside it are skipped. The input image is left untouched unless
     ``copy=False`` is passed to `annotate`.
 
+    Tags never cover each other while there is room: each goes above its box, else inside its
+    top edge, below it, or inside its bottom edge, the first of these that overlaps no tag
+    already placed (the most confident boxes are placed first); when every place is taken, the
+    one overlapping least. ``font_scale="auto"`` (the default) grows the text with the frame.
+
     Example:
         >>> ann = Annotator(overlay=True)
         >>> img = np.zeros((240, 320, 3), np.uint8)
@@ -80,16 +105,20 @@ class Annotator:
         self,
         *,
         thickness: int = 2,
-        font_scale: float = 0.5,
+        font_scale: float | Literal["auto"] = "auto",
         show_confidence: bool = True,
         overlay: bool = False,
     ) -> None:
         if isinstance(thickness, bool) or not isinstance(thickness, int) or thickness < 1:
             raise ValueError(f"thickness must be a positive integer, got {thickness!r}")
-        if not isinstance(font_scale, int | float) or not 0 < font_scale <= 10:
-            raise ValueError(f"font_scale must be a number in (0, 10], got {font_scale!r}")
+        if font_scale != "auto" and (
+            isinstance(font_scale, bool)
+            or not isinstance(font_scale, int | float)
+            or not 0 < font_scale <= 10
+        ):
+            raise ValueError(f"font_scale must be a number in (0, 10] or 'auto', got {font_scale!r}")
         self.thickness = thickness
-        self.font_scale = float(font_scale)
+        self.font_scale: float | Literal["auto"] = font_scale if font_scale == "auto" else float(font_scale)
         self.show_confidence = show_confidence
         self.overlay = overlay
         self._font_thickness = max(1, thickness // 2)
@@ -129,11 +158,13 @@ class Annotator:
                 )
             canvas = image
         h, w = canvas.shape[:2]
+        scale = self._scale(h, w)
         labels = detections.labels
         if detections.tracker_id is not None:
             labels = [
                 f"{label} #{int(track)}" for label, track in zip(labels, detections.tracker_id, strict=True)
             ]
+        tags: list[tuple[float, str, _Rect, tuple[int, int, int]]] = []
         for box, conf, cid, label in zip(
             detections.xyxy, detections.confidence, detections.class_id, labels, strict=True
         ):
@@ -149,34 +180,58 @@ class Annotator:
             color = class_color(int(cid))
             cv2.rectangle(canvas, (x1, y1), (x2, y2), color, self.thickness, cv2.LINE_AA)
             text = f"{label} {float(conf):.2f}" if self.show_confidence else label
-            self._draw_tag(canvas, text, x1, y1, color)
+            tags.append((float(conf), text, _Rect(x1, y1, x2, y2), color))
+        # Boxes first, then every tag over them, the most confident placed first.
+        placed: list[_Rect] = []
+        for _, text, box, color in sorted(tags, key=lambda tag: -tag[0]):
+            placed.append(self._draw_tag(canvas, text, box, color, placed, scale))
         if self.overlay and stats:
-            self._draw_overlay(canvas, stats)
+            self._draw_overlay(canvas, stats, scale)
         return canvas
 
-    def _draw_tag(self, canvas: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int]) -> None:
+    def _scale(self, h: int, w: int) -> float:
+        if self.font_scale != "auto":
+            return self.font_scale
+        return min(_AUTO_FONT_MAX, _AUTO_FONT_SCALE * max(1.0, min(h, w) / _AUTO_FONT_SIDE))
+
+    def _draw_tag(
+        self,
+        canvas: np.ndarray,
+        text: str,
+        box: _Rect,
+        color: tuple[int, int, int],
+        taken: list[_Rect],
+        scale: float,
+    ) -> _Rect:
         h, w = canvas.shape[:2]
-        (tw, th), baseline = cv2.getTextSize(text, _FONT, self.font_scale, self._font_thickness)
-        tag_h = th + baseline + 2
-        # Above the box when it fits, otherwise just inside its top edge.
-        top = y - tag_h if y - tag_h >= 0 else y
-        left = max(0, min(x, w - tw - 2))
-        bottom = min(h - 1, top + tag_h)
-        cv2.rectangle(canvas, (left, top), (min(w - 1, left + tw + 2), bottom), color, cv2.FILLED)
+        (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, self._font_thickness)
+        tag_w, tag_h = tw + 2, th + baseline + 2
+        left = max(0, min(box.left, w - 1 - tag_w))
+        tops = (box.top - tag_h, box.top, box.bottom + 1, box.bottom - tag_h)  # above, inside, below, inside
+        spots = [
+            _Rect(left, top, min(w - 1, left + tag_w), top + tag_h)
+            for top in tops
+            if top >= 0 and top + tag_h < h
+        ] or [_Rect(left, max(0, box.top), min(w - 1, left + tag_w), min(h - 1, max(0, box.top) + tag_h))]
+        # min() keeps the first of equals: the first free spot in order of preference, else the
+        # least covered one.
+        spot = min(spots, key=lambda r: sum(r.overlap(t) for t in taken))
+        cv2.rectangle(canvas, (spot.left, spot.top), (spot.right, spot.bottom), color, cv2.FILLED)
         cv2.putText(
             canvas,
             text,
-            (left + 1, bottom - baseline - 1),
+            (spot.left + 1, spot.bottom - baseline - 1),
             _FONT,
-            self.font_scale,
+            scale,
             _text_color(color),
             self._font_thickness,
             cv2.LINE_AA,
         )
+        return spot
 
-    def _draw_overlay(self, canvas: np.ndarray, stats: Mapping[str, float]) -> None:
+    def _draw_overlay(self, canvas: np.ndarray, stats: Mapping[str, float], scale: float) -> None:
         lines = [f"{name}: {value:.1f}" for name, value in stats.items()]
-        sizes = [cv2.getTextSize(line, _FONT, self.font_scale, self._font_thickness) for line in lines]
+        sizes = [cv2.getTextSize(line, _FONT, scale, self._font_thickness) for line in lines]
         line_h = max(th + baseline for (_, th), baseline in sizes) + 4
         width = max(tw for (tw, _), _ in sizes) + 8
         cv2.rectangle(canvas, (0, 0), (width, line_h * len(lines) + 4), _OVERLAY_BG, cv2.FILLED)
@@ -186,7 +241,7 @@ class Annotator:
                 line,
                 (4, (i + 1) * line_h - 2),
                 _FONT,
-                self.font_scale,
+                scale,
                 _OVERLAY_FG,
                 self._font_thickness,
                 cv2.LINE_AA,

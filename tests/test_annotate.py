@@ -175,3 +175,56 @@ def test_rejects_non_bgr_images(image: np.ndarray) -> None:
 def test_rejects_bad_settings(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Annotator(**kwargs)  # type: ignore[arg-type]
+
+
+def _tag_rows(image: np.ndarray, color: tuple[int, int, int], cols: slice) -> np.ndarray:
+    """Rows where ``color`` fills most of the columns ``cols`` for 6 rows or more in a row: a
+    tag, not a box's edge (a few rows thick)."""
+    filled = np.flatnonzero(np.all(image[:, cols] == np.array(color, np.uint8), axis=2).mean(axis=1) > 0.5)
+    runs = np.split(filled, np.flatnonzero(np.diff(filled) != 1) + 1)
+    return np.concatenate([run for run in runs if run.size >= 6] or [np.array([], np.int64)])
+
+
+def test_tags_of_neighbouring_boxes_do_not_cover_each_other() -> None:
+    # Two people side by side with the same top edge: both tags want the same place above.
+    dets = Detections(
+        xyxy=np.array([[40, 100, 140, 220], [60, 100, 160, 220]], np.float32),
+        confidence=np.array([0.9, 0.8], np.float32),
+        class_id=np.array([0, 5], np.int64),
+        names=NAMES,
+    )
+    out = Annotator().annotate(blank(), dets)
+    first = _tag_rows(out, class_color(0), slice(42, 60))
+    second = _tag_rows(out, class_color(5), slice(62, 140))
+    # The more confident box keeps its tag above it; the other moves inside its top edge.
+    assert first.size > 5 and np.median(first) < 100, first
+    assert second.size > 5 and np.median(second) > 100, second
+    edge = set(range(98, 103))  # the boxes' top edges, which both tags touch
+    assert not (set(first) & set(second)) - edge
+
+
+def test_a_tag_below_the_top_edge_of_the_frame_goes_inside_or_below_its_box() -> None:
+    # No room above (the box starts at the top), and a tag already inside: below the box.
+    dets = Detections(
+        xyxy=np.array([[40, 0, 140, 120], [60, 0, 160, 120]], np.float32),
+        confidence=np.array([0.9, 0.8], np.float32),
+        class_id=np.array([0, 5], np.int64),
+        names=NAMES,
+    )
+    out = Annotator().annotate(blank(), dets)
+    assert np.median(_tag_rows(out, class_color(0), slice(42, 60))) < 30
+    assert np.median(_tag_rows(out, class_color(5), slice(62, 140))) > 120
+
+
+def test_auto_font_scale_grows_with_the_frame() -> None:
+    small = Annotator().annotate(blank(240, 320), make_detections([[40, 100, 200, 200]], [0]))
+    large = Annotator().annotate(blank(1200, 1600), make_detections([[200, 500, 1000, 1000]], [0]))
+    fixed = Annotator(font_scale=0.5).annotate(
+        blank(1200, 1600), make_detections([[200, 500, 1000, 1000]], [0])
+    )
+    small_h = _tag_rows(small, class_color(0), slice(42, 60)).size
+    large_h = _tag_rows(large, class_color(0), slice(202, 260)).size
+    fixed_h = _tag_rows(fixed, class_color(0), slice(202, 260)).size
+    # 1200 / 480 x 0.5 = 1.25: the tag is about 2.5 times as tall as at 320x240 or at a fixed 0.5.
+    assert small_h == fixed_h
+    assert 2.0 * small_h <= large_h <= 3.0 * small_h, (small_h, large_h)
