@@ -11,6 +11,7 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -148,13 +149,64 @@ def _no_data(fig: Figure, text: str) -> Figure:
     return fig
 
 
+#: Where a point's label may go, in points from it, in order of preference: right above, right
+#: below, left above, left below, then further up and down.
+_LABEL_SPOTS: tuple[tuple[float, float, str], ...] = (
+    (5, 4, "left"),
+    (5, -11, "left"),
+    (-5, 4, "right"),
+    (-5, -11, "right"),
+    (5, 16, "left"),
+    (5, -23, "left"),
+    (-5, 16, "right"),
+    (-5, -23, "right"),
+)
+
+
+def _label_points(fig: Figure, ax: Any, xs: np.ndarray, ys: np.ndarray, texts: Sequence[str]) -> None:
+    """Label each point at the first spot of `_LABEL_SPOTS` whose text overlaps no label placed
+    before it (nor leaves the axes); where every spot is taken, the least crowded one."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # type: ignore[no-untyped-call]
+    fig.draw_without_rendering()  # the constrained layout settles the axes before measuring
+    frame = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    for x, y, text in sorted(zip(xs, ys, texts, strict=True), key=lambda p: (-p[1], p[0])):
+        best: tuple[float, Any] | None = None
+        for dx, dy, ha in _LABEL_SPOTS:
+            note = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=7)
+            box = note.get_window_extent(renderer)
+            inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+            crowd = sum(_overlap(box, other) for other in placed) + (
+                0.0 if inside else box.width * box.height
+            )
+            if best is None or crowd < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (crowd, note)
+            else:
+                note.remove()
+            if crowd == 0:
+                break
+        assert best is not None
+        placed.append(best[1].get_window_extent(renderer))
+
+
+def _overlap(a: Any, b: Any) -> float:
+    dx = min(a.x1, b.x1) - max(a.x0, b.x0)
+    dy = min(a.y1, b.y1) - max(a.y0, b.y0)
+    return dx * dy if dx > 0 and dy > 0 else 0.0
+
+
 def plot_accuracy_vs_fps(
     results: pd.DataFrame,
     *,
     accuracy: str = "displayed_recall",
     fps: str = "fps_output",
 ) -> Figure:
-    """Accuracy against frame rate, one point per configuration, the Pareto front joined.
+    """Accuracy against frame rate, one point per configuration, the Pareto front joined and
+    labelled (labels placed so they do not cover each other; the dominated points are in the table).
 
     Configurations without accuracy (untrained models) are left out and counted in the title.
 
@@ -185,16 +237,16 @@ def plot_accuracy_vs_fps(
     ax.scatter(xs[front], ys[front], color="#d62728", label="Pareto front", zorder=3)
     order = np.argsort(xs[front])
     ax.step(xs[front][order], ys[front][order], where="post", color="#d62728", alpha=0.6, zorder=1)
-    for i, (x, y, text) in enumerate(zip(xs, ys, labels, strict=True)):
-        # Alternate above/below so points of equal accuracy keep readable labels.
-        ax.annotate(text, (x, y), textcoords="offset points", xytext=(4, 4 if i % 2 else -10), fontsize=7)
+    _label_points(fig, ax, xs[front], ys[front], list(labels.to_numpy()[front]))
     ax.set_xlabel(f"{fps} (frames/s)")
     ax.set_ylabel(accuracy)
     ax.set_ylim(min(0.0, float(np.nanmin(ys))) - 0.02, 1.05)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
     note = f" ({missing} without accuracy not shown)" if missing else ""
-    ax.set_title(f"Accuracy against speed{note}", fontsize=10)
+    unlabelled = int((~front).sum())
+    note += f"; {unlabelled} dominated, unlabelled (see the table)" if unlabelled else ""
+    ax.set_title(f"Accuracy against speed, the Pareto front labelled{note}", fontsize=10)
     return fig
 
 

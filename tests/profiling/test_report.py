@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("pandas", reason="profiling sweeps need pandas: pip install 'espdetect[profile]'")
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -140,3 +141,36 @@ def test_report_and_figures_show_motion_gating_and_tracking(square_clip: Path, t
     assert labels == ["motion", "motion track", "no motion no track", "track"]
     legend = plots.plot_stage_times(df).axes[0].get_legend()
     assert legend is not None and "motion" in {t.get_text() for t in legend.get_texts()}
+
+
+def test_accuracy_plot_labels_the_pareto_front_without_collisions() -> None:
+    # Twelve configurations, all on the front, crowded close together: their labels must not
+    # overlap; two dominated ones get no label.
+    n = 12
+    fps = np.r_[10 + 0.15 * np.arange(n - 2), 10.2, 10.5]
+    recall = np.r_[0.95 - 0.003 * np.arange(n - 2), 0.5, 0.6]
+    df = pd.DataFrame(
+        {
+            "config_key": [f"m.onnx@640-fp32-conf0.25-reduceauto-skip{i}-q80" for i in range(n)],
+            "status": "ok",
+            "mode": "fast",
+            "repeat": 0,
+            "skip": list(range(n)),
+            "imgsz": [320, 640] * (n // 2),
+            "jpeg_quality": [50, 80, 95] * (n // 3),
+            "fps_output": fps,
+            "displayed_recall": recall,
+        }
+    )
+    fig = plots.plot_accuracy_vs_fps(df)
+    ax = fig.axes[0]
+    front = plots.pareto_front(fps, recall)
+    texts = [t for t in ax.texts]
+    assert len(texts) == int(front.sum()) >= 2
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    fig.draw_without_rendering()
+    boxes = [t.get_window_extent(renderer) for t in texts]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
+    assert "dominated, unlabelled" in ax.get_title()
