@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import fields, replace
 from typing import Any, Final, Literal
@@ -58,6 +59,11 @@ from espdetect.sources.base import FrameSource
 from espdetect.workers import Workers
 
 __all__ = ["CameraPipeline", "PipelineChanges", "SubscriptionKind"]
+
+if sys.version_info >= (3, 11):
+    _ExceptionGroup = ExceptionGroup  # noqa: F821 - a builtin from 3.11
+else:  # anyio depends on the backport there
+    from exceptiongroup import ExceptionGroup as _ExceptionGroup
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +140,9 @@ class CameraPipeline:
         self.detections: Latest[DetectionResult] = Latest()
         self.output: Latest[Rendered] = Latest()
         self.stats = PipelineStats()
+        #: The last failure that stopped the source or the stages, or failed a model call (None:
+        #: none yet): what a user interface shows, where the counters in `stats` only count.
+        self.last_error: Exception | None = None
         self._demand: dict[SubscriptionKind, int] = {"raw": 0, "annotated": 0, "detections": 0}
         self._reader = Stage(f"{name}-reader")
         self._detector = Stage(f"{name}-detector")
@@ -320,11 +329,15 @@ class CameraPipeline:
                 started.set()
                 await self._stopping.wait()
                 group.cancel_scope.cancel()
-        except Exception:
+        except Exception as exc:
             # The pipeline supervises its stages: an unexpected error (a bug, or a third-party
             # source raising something of its own) is logged with its traceback and counted;
             # its consumers end, and the next subscriber starts the stages afresh.
             self.stats.stage_errors += 1
+            # The task group wraps the stage's error; one error is what a user wants to see.
+            while isinstance(exc, _ExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]
+            self.last_error = exc
             logger.exception("%s: pipeline stages stopped by an unexpected error", self.name)
         finally:
             self._group = None
@@ -391,6 +404,7 @@ class CameraPipeline:
         except (EspdetectError, OSError) as exc:
             # Not `ended`: the next subscriber opens a fresh source.
             self.stats.source_errors += 1
+            self.last_error = exc
             logger.error("%s: source failed: %r", self.name, exc)
             self.raw.close()
         finally:
@@ -481,6 +495,7 @@ class CameraPipeline:
             logger.debug("%s: skipped undecodable frame %d: %s", self.name, frame.seq, exc)
         except DetectorError as exc:
             self.stats.detector_errors += 1
+            self.last_error = exc
             logger.error("%s: detection failed on frame %d: %s", self.name, frame.seq, exc)
         return None
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from espdetect.exceptions import ConfigurationError, EspdetectError, SourceUnavailable
+from espdetect.exceptions import ConfigurationError, DetectorError, EspdetectError, SourceUnavailable
 from espdetect.frame import Frame
 from espdetect.pipeline import (
     CameraPipeline,
@@ -411,6 +411,7 @@ async def test_detector_exception_is_counted_and_the_frame_still_rendered(upstre
         assert failed.detection is not None and failed.detection.frame.seq == 0
         assert not failed.fresh
         assert pipe.stats.detector_errors == 1
+        assert isinstance(pipe.last_error, DetectorError) and "call 2" in str(pipe.last_error)
         await upstream.push(make_frame(2))
         ok = await viewer.until_seq(2)
         assert ok.fresh and ok.detection is not None and ok.detection.frame is ok.frame
@@ -427,6 +428,7 @@ async def test_an_unexpected_error_stops_the_stages_and_the_next_subscriber_rest
         await upstream.push(ValueError("a third-party source's own error"))
         await within(viewer.task)  # the consumers end instead of waiting forever
         assert pipe.stats.stage_errors == 1
+        assert isinstance(pipe.last_error, ValueError)  # what a user interface shows
         assert "pipeline stages stopped by an unexpected error" in caplog.text
         (again,) = await start_viewers(pipe)
         await upstream.push(make_frame(1), index=1)
@@ -445,6 +447,7 @@ async def test_source_error_ends_the_streams_and_a_new_subscriber_reconnects(
         await within(viewer.task)  # ends instead of waiting forever
         assert not pipe.ended
         assert pipe.stats.source_errors == 1
+        assert isinstance(pipe.last_error, SourceUnavailable) and "camera rebooted" in str(pipe.last_error)
         (again,) = await start_viewers(pipe)
         await upstream.push(make_frame(1), index=1)
         assert (await again.until_seq(1)).fresh
