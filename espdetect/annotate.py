@@ -12,7 +12,7 @@ import numpy as np
 from espdetect.constraints import check_bgr_image
 from espdetect.detections import Detections
 
-__all__ = ["PALETTE", "Annotator", "class_color"]
+__all__ = ["PALETTE", "Annotator", "Rect", "Tag", "class_color"]
 
 #: Box colours (BGR), picked by class id modulo its length so a class keeps its colour
 #: across frames, runs and processes.
@@ -47,17 +47,31 @@ _AUTO_FONT_SIDE: Final = 480
 _AUTO_FONT_MAX: Final = 3.0
 
 
-class _Rect(NamedTuple):
+class Rect(NamedTuple):
+    """A rectangle in pixels, edges included (``right``, ``bottom`` are the last column and row)."""
+
     left: int
     top: int
     right: int
     bottom: int
 
-    def overlap(self, other: _Rect) -> int:
+    def overlap(self, other: Rect) -> int:
         """Area shared with ``other`` (0 when they only touch)."""
         dx = min(self.right, other.right) - max(self.left, other.left)
         dy = min(self.bottom, other.bottom) - max(self.top, other.top)
         return dx * dy if dx > 0 and dy > 0 else 0
+
+
+class Tag(NamedTuple):
+    """One detection as `Annotator.layout` places it: its box and its label's rectangle."""
+
+    text: str
+    box: Rect
+    label: Rect
+    color: tuple[int, int, int]
+    scale: float
+    #: Pixels below the text's baseline inside ``label`` (OpenCV's measure).
+    baseline: int
 
 
 _OVERLAY_BG: Final = (32, 32, 32)
@@ -157,14 +171,35 @@ class Annotator:
                     f"c_contiguous={image.flags.c_contiguous}, writeable={image.flags.writeable}"
                 )
             canvas = image
-        h, w = canvas.shape[:2]
+        tags = self.layout(detections, (canvas.shape[1], canvas.shape[0]))
+        for tag in tags:
+            cv2.rectangle(canvas, tag.box[:2], tag.box[2:], tag.color, self.thickness, cv2.LINE_AA)
+        for tag in tags:  # over every box
+            self._draw_tag(canvas, tag)
+        if self.overlay and stats:
+            self._draw_overlay(canvas, stats, self._scale(*canvas.shape[:2]))
+        return canvas
+
+    def layout(self, detections: Detections, size: tuple[int, int]) -> list[Tag]:
+        """Where `annotate` draws each box and its tag on a ``size`` (width, height) image.
+
+        Boxes are clipped to the image, those outside it or not finite left out; tags are
+        placed most confident first, each at the first free spot (see the class docstring).
+
+        Example:
+            >>> dets = Detections(np.array([[10, 40, 100, 200]]), np.array([0.9]), np.array([0]), {0: "pe"})
+            >>> tag = Annotator(font_scale=0.5).layout(dets, (320, 240))[0]
+            >>> tag.text, tag.box, tag.label.bottom
+            ('pe 0.90', Rect(left=10, top=40, right=100, bottom=200), 40)
+        """
+        w, h = size
         scale = self._scale(h, w)
         labels = detections.labels
         if detections.tracker_id is not None:
             labels = [
                 f"{label} #{int(track)}" for label, track in zip(labels, detections.tracker_id, strict=True)
             ]
-        tags: list[tuple[float, str, _Rect, tuple[int, int, int]]] = []
+        boxes: list[tuple[float, str, Rect, int]] = []
         for box, conf, cid, label in zip(
             detections.xyxy, detections.confidence, detections.class_id, labels, strict=True
         ):
@@ -177,57 +212,50 @@ class Annotator:
             y1, y2 = max(0, min(y1, h - 1)), max(0, min(y2, h - 1))
             if x2 < x1 or y2 < y1:
                 continue
-            color = class_color(int(cid))
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), color, self.thickness, cv2.LINE_AA)
             text = f"{label} {float(conf):.2f}" if self.show_confidence else label
-            tags.append((float(conf), text, _Rect(x1, y1, x2, y2), color))
-        # Boxes first, then every tag over them, the most confident placed first.
-        placed: list[_Rect] = []
-        for _, text, box, color in sorted(tags, key=lambda tag: -tag[0]):
-            placed.append(self._draw_tag(canvas, text, box, color, placed, scale))
-        if self.overlay and stats:
-            self._draw_overlay(canvas, stats, scale)
-        return canvas
+            boxes.append((float(conf), text, Rect(x1, y1, x2, y2), int(cid)))
+        tags: list[Tag] = []
+        for _, text, box, cid in sorted(boxes, key=lambda b: -b[0]):
+            spot, baseline = self._place(text, box, [t.label for t in tags], (w, h), scale)
+            tags.append(Tag(text, box, spot, class_color(cid), scale, baseline))
+        return tags
 
     def _scale(self, h: int, w: int) -> float:
         if self.font_scale != "auto":
             return self.font_scale
         return min(_AUTO_FONT_MAX, _AUTO_FONT_SCALE * max(1.0, min(h, w) / _AUTO_FONT_SIDE))
 
-    def _draw_tag(
-        self,
-        canvas: np.ndarray,
-        text: str,
-        box: _Rect,
-        color: tuple[int, int, int],
-        taken: list[_Rect],
-        scale: float,
-    ) -> _Rect:
-        h, w = canvas.shape[:2]
+    def _place(
+        self, text: str, box: Rect, taken: list[Rect], size: tuple[int, int], scale: float
+    ) -> tuple[Rect, int]:
+        """The tag's rectangle for ``text`` on ``box``, avoiding ``taken``; and the text's baseline."""
+        w, h = size
         (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, self._font_thickness)
         tag_w, tag_h = tw + 2, th + baseline + 2
         left = max(0, min(box.left, w - 1 - tag_w))
         tops = (box.top - tag_h, box.top, box.bottom + 1, box.bottom - tag_h)  # above, inside, below, inside
         spots = [
-            _Rect(left, top, min(w - 1, left + tag_w), top + tag_h)
+            Rect(left, top, min(w - 1, left + tag_w), top + tag_h)
             for top in tops
             if top >= 0 and top + tag_h < h
-        ] or [_Rect(left, max(0, box.top), min(w - 1, left + tag_w), min(h - 1, max(0, box.top) + tag_h))]
+        ] or [Rect(left, max(0, box.top), min(w - 1, left + tag_w), min(h - 1, max(0, box.top) + tag_h))]
         # min() keeps the first of equals: the first free spot in order of preference, else the
         # least covered one.
-        spot = min(spots, key=lambda r: sum(r.overlap(t) for t in taken))
-        cv2.rectangle(canvas, (spot.left, spot.top), (spot.right, spot.bottom), color, cv2.FILLED)
+        return min(spots, key=lambda r: sum(r.overlap(t) for t in taken)), baseline
+
+    def _draw_tag(self, canvas: np.ndarray, tag: Tag) -> None:
+        spot = tag.label
+        cv2.rectangle(canvas, (spot.left, spot.top), (spot.right, spot.bottom), tag.color, cv2.FILLED)
         cv2.putText(
             canvas,
-            text,
-            (spot.left + 1, spot.bottom - baseline - 1),
+            tag.text,
+            (spot.left + 1, spot.bottom - tag.baseline - 1),
             _FONT,
-            scale,
-            _text_color(color),
+            tag.scale,
+            _text_color(tag.color),
             self._font_thickness,
             cv2.LINE_AA,
         )
-        return spot
 
     def _draw_overlay(self, canvas: np.ndarray, stats: Mapping[str, float], scale: float) -> None:
         lines = [f"{name}: {value:.1f}" for name, value in stats.items()]

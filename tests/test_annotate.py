@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
 import pytest
 
@@ -228,3 +231,29 @@ def test_auto_font_scale_grows_with_the_frame() -> None:
     # 1200 / 480 x 0.5 = 1.25: the tag is about 2.5 times as tall as at 320x240 or at a fixed 0.5.
     assert small_h == fixed_h
     assert 2.0 * small_h <= large_h <= 3.0 * small_h, (small_h, large_h)
+
+
+PHOTOS = Path(__file__).resolve().parents[1] / "espdetect" / "emulator" / "photos"
+
+
+@pytest.mark.model
+@pytest.mark.parametrize("photo", ["zidane.jpg", "bus.jpg"])
+@pytest.mark.parametrize("size", [(320, 240), (1600, 1200)])
+def test_no_two_labels_overlap_on_the_sample_photos(
+    photo: str, size: tuple[int, int], model_path: str
+) -> None:
+    from espdetect.detectors.factory import open_detector
+
+    original = cv2.imread(str(PHOTOS / photo))
+    assert original is not None
+    image = cv2.resize(original, size, interpolation=cv2.INTER_AREA)
+    detections = open_detector(model_path).detect(image)
+    tags = Annotator().layout(detections, size)
+    assert len(tags) >= 3, detections  # people close together (and a tie, a bus): labels compete
+    for i, a in enumerate(tags):
+        assert a.label.left >= 0 and a.label.right < size[0] and a.label.top >= 0 and a.label.bottom < size[1]
+        for b in tags[i + 1 :]:
+            assert a.label.overlap(b.label) == 0, (a, b)
+    # Readable at both sizes: the text grows with the frame.
+    heights = {t.label.bottom - t.label.top for t in tags}
+    assert min(heights) >= (15 if size[1] <= 240 else 30), heights

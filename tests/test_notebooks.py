@@ -70,6 +70,12 @@ def _check_live_tuning(nb: Notebook, cwd: Path) -> None:
     assert "first frame detected with the new settings" in text, text
     shown = re.search(r"live preview: (\d+) frames shown", text)
     assert shown is not None and int(shown.group(1)) > 0, text
+    # Camera controls reach the camera; Stop disables the controls; Restart builds a fresh pipeline.
+    assert "camera: firmware 2.x, QVGA (320x240)" in text, text
+    assert "camera set to VGA, quality 20: frames now 640x480, shown 640px wide" in text, text
+    assert re.search(r"stopped after \d+ frames: controls disabled, button says Restart", text), text
+    assert text.count("restarted: a fresh pipeline shows frames again") == 2, text
+    assert "an unreachable camera is shown under the controls: SourceUnavailable" in text, text
     assert _has_mime(nb, "application/vnd.jupyter.widget-view+json"), "expected the widgets displayed"
 
 

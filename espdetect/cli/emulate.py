@@ -66,7 +66,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="control port; the stream is on PORT+1 (default 8080; 0: any)",
     )
     parser.add_argument(
-        "--fps", type=float, default=15.0, help="frames per second; 0 for unlimited (default 15)"
+        "--fps",
+        type=float,
+        default=None,
+        help="frames per second; 0 for unlimited (default 15; with --sensor-model ov2640 a cap, "
+        "default none)",
+    )
+    parser.add_argument(
+        "--sensor-model",
+        choices=("ideal", "ov2640"),
+        default="ideal",
+        help="ideal: --fps at every size (default); ov2640: the board's frame rate per frame size "
+        "and quality, and a few bad frames after a framesize change",
     )
     parser.add_argument("--size", type=_size, default=(320, 240), help="frame size WxH (default 320x240)")
     parser.add_argument(
@@ -154,8 +165,9 @@ def run(args: argparse.Namespace) -> int:
     """
     from espdetect.emulator import Emulator, EmulatorConfig
 
+    fps = args.fps if args.fps is not None else (None if args.sensor_model == "ov2640" else 15.0)
     config = EmulatorConfig(
-        fps=args.fps if args.fps > 0 else None,
+        fps=fps if fps else None,
         framesize=args.framesize,
         size=args.size,
         quality=args.quality,
@@ -168,12 +180,15 @@ def run(args: argparse.Namespace) -> int:
         noise=args.noise,
         brightness_ramp=args.brightness_ramp,
         prerender=True,
+        sensor_model=args.sensor_model,
     )
 
     async def serve() -> None:
         async with Emulator(config, host=args.host, port=args.port) as emu:
             w, h = emu.frame_size
-            rate = f"{args.fps:g} fps" if args.fps > 0 else "unlimited fps"
+            rate = f"{config.fps:g} fps" if config.fps else "unlimited fps"
+            if config.sensor_model != "ideal":
+                rate += f", {config.sensor_model} sensor model"
             print(f"ESP32-CAM emulator ({config.firmware} firmware, {w}x{h}, {rate})")
             print(f"  control: {emu.control_url}/  status: {emu.status_url}")
             print(f"  stream:  {emu.stream_url}")

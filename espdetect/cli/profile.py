@@ -1,11 +1,11 @@
-"""``espdetect profile``: sweep configurations over a recorded clip, report, recommend."""
+"""``espdetect profile``: sweep configurations over a recorded clip (or a live camera), report, recommend."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from espdetect.cli._command import Command
 from espdetect.exceptions import ConfigurationError
@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from espdetect.profiling.config import ProfileConfig
+    from espdetect.profiling.recommend import Recommendation
     from espdetect.profiling.sweep import BaselineChoice, ReferenceChoice
 
 __all__ = ["COMMAND", "run"]
@@ -26,6 +27,10 @@ _EPILOG = """\
 grid syntax: space-separated AXIS=V1,V2,... items; every combination is measured.
   axes: model, imgsz, half, skip (N or auto), quality (1-100), conf (0-1), reduce (1,2,4,8,auto),
         motion (on,off), keepalive (seconds), tracking (on,off)
+  camera axes (--live only): camera_framesize (QQVGA, QVGA, VGA, SVGA, ... or WxH),
+        camera_quality (the camera's JPEG quality 4-63, lower is better), e.g.
+    espdetect profile --live http://192.168.4.1:81/stream --out out/live --seconds 5 \
+      --grid "camera_framesize=QVGA,VGA,SVGA camera_quality=10,30" --write-config espdetect.toml
   give --grid several times to measure the union of several grids, e.g. a fixed-size ONNX
   model at 640 plus an untrained yolov8n.yaml over sizes (speed only):
     espdetect profile clips/desk --out out/desk \\
@@ -35,7 +40,8 @@ grid syntax: space-separated AXIS=V1,V2,... items; every combination is measured
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("clip", type=Path, help="clip folder")
+    parser.add_argument("clip", type=Path, nargs="?", default=None, help="clip folder (or --live URL)")
+    _add_live_arguments(parser)
     parser.add_argument(
         "--grid",
         action="append",
@@ -86,14 +92,42 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure flagged runs again (up to 2 times), keeping the steadiest",
     )
     parser.add_argument("--fresh", action="store_true", help="discard results already in --out")
+    _add_output_arguments(parser)
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", action="store_true", help="write a report into --out")
     parser.add_argument("--format", choices=("html", "markdown"), default="html", help="report format")
-    parser.add_argument("--target-fps", type=float, default=None, help="default: the clip's camera fps")
+    parser.add_argument(
+        "--target-fps", type=float, default=None, help="default: the clip's camera fps (--live: none)"
+    )
     parser.add_argument("--max-latency-ms", type=float, default=None, help="p95 latency limit")
     parser.add_argument("--min-recall", type=float, default=None, help="least displayed recall (0-1)")
     parser.add_argument("--write-config", type=Path, default=None, help="write a server TOML here")
     parser.add_argument("--camera-url", default=None, help="camera URL for --write-config")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _add_live_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--live",
+        metavar="URL",
+        default=None,
+        help="profile a live ESP32-CAM stream instead of a clip: a clip per camera setting of the "
+        "grid (camera_framesize, camera_quality); its settings are restored afterwards",
+    )
+    parser.add_argument(
+        "--control-url",
+        default=None,
+        help="--live: the camera's control server (default: port 80 / stream-1)",
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="--live: seconds per camera setting (5)")
+    parser.add_argument(
+        "--firmware",
+        choices=("legacy", "2.x", "3.x"),
+        default=None,
+        help="--live: firmware generation if the camera cannot tell (default: learned)",
+    )
 
 
 def _configs(args: argparse.Namespace) -> list[ProfileConfig]:
@@ -152,21 +186,82 @@ def _print_table(results: pd.DataFrame) -> None:
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="n/a"))
 
 
+def _print_camera_table(results: pd.DataFrame) -> None:
+    from espdetect.profiling import camera_table
+
+    table = camera_table(results)
+    if table.empty:
+        return
+    basis = set(table["accuracy_basis"].dropna())
+    print("\ncamera settings (medians over the grid's configurations and repeats):")
+    cols = [c for c in table.columns if c != "accuracy_basis" and (table[c].notna().any())]
+    print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3g}", na_rep="n/a"))
+    if "indicative" in basis:
+        print("(indicative: a live camera's clips show different moments; counts and confidence only)")
+
+
+def _sweep(args: argparse.Namespace, configs: list[ProfileConfig], options: dict[str, Any]) -> pd.DataFrame:
+    from espdetect.profiling import LiveCamera, sweep, sweep_live
+
+    if args.live is None:
+        if args.clip is None:
+            raise ConfigurationError("expected a clip folder or --live URL, got neither", field="clip")
+        from espdetect.profiling import estimate_sweep
+
+        # What it will cost, before it starts (a few model calls on the clip).
+        estimate = estimate_sweep(
+            args.clip,
+            configs,
+            repeats=options["repeats"],
+            mode=options["mode"],
+            warmup=options["warmup"],
+            baseline=options["baseline"] is not None,
+            reference=options["reference"] is not None,
+        )
+        print(f"estimate: {estimate.text}", flush=True)
+        return sweep(args.clip, configs, args.out, **options)
+    if args.clip is not None:
+        raise ConfigurationError("expected a clip folder or --live URL, got both", field="clip")
+    camera = LiveCamera(args.live, control_url=args.control_url, firmware=args.firmware)
+    return sweep_live(args.live, configs, args.out, seconds=args.seconds, camera=camera, **options)
+
+
+def _recommend(args: argparse.Namespace, results: pd.DataFrame, live: bool) -> Recommendation:
+    from espdetect.profiling import recommend
+
+    target = args.target_fps
+    if target is None and not live:
+        target = (results.attrs.get("environment", {}).get("clip") or {}).get("fps") or None
+    fps_metric, accuracy_metric = "fps_output", "displayed_recall"
+    if live:
+        # What a viewer gets live is capped by the camera's rate; a real camera's clips do not
+        # correspond frame by frame, so its detection quality is the indicative count ratio.
+        fps_metric = "fps_delivered"
+        if (results["accuracy_basis"] == "indicative").any():
+            accuracy_metric = "count_vs_reference"
+    return recommend(
+        results,
+        target_fps=target,
+        max_latency_ms=args.max_latency_ms,
+        min_recall=args.min_recall,
+        fps_metric=fps_metric,
+        accuracy_metric=accuracy_metric,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Sweep, print the recommendation; 0, or 1 when the constraints of --write-config are unmet.
 
     Raises:
         EspdetectError: a bad grid, reference or clip, or a model that cannot load.
     """
-    from espdetect.profiling import drift_summary, recommend, report, sweep, write_server_config
+    from espdetect.profiling import drift_summary, margin_over_runner_up, report, write_server_config
 
-    if args.write_config is not None and not args.camera_url:
+    camera_url = args.camera_url or args.live
+    if args.write_config is not None and not camera_url:
         raise ConfigurationError("expected --camera-url with --write-config, got none", field="camera_url")
     configs = _configs(args)
-    results = sweep(
-        args.clip,
-        configs,
-        args.out,
+    options: dict[str, Any] = dict(
         mode=args.mode,
         repeats=args.repeats,
         warmup=args.warmup,
@@ -181,17 +276,21 @@ def run(args: argparse.Namespace) -> int:
         drift_threshold=args.drift_threshold,
         rerun_drifted=args.rerun_drifted,
     )
+    results = _sweep(args, configs, options)
     _print_table(results)
+    live = args.live is not None
+    if live:
+        _print_camera_table(results)
+        for setting, why in results.attrs.get("lost", {}).items():
+            print(f"camera setting {setting} lost: {why} (run again to resume)", file=sys.stderr)
     print()
     print(drift_summary(results).sentence)
-    target = args.target_fps
-    if target is None:
-        target = (results.attrs.get("environment", {}).get("clip") or {}).get("fps") or None
-    rec = recommend(
-        results, target_fps=target, max_latency_ms=args.max_latency_ms, min_recall=args.min_recall
-    )
+    rec = _recommend(args, results, live)
     print()
     print(rec.summary())
+    margin = margin_over_runner_up(results, rec)
+    if margin is not None:
+        print(margin)
     print(f"\nresults: {Path(args.out) / 'results.csv'} (and .parquet, environment.json)")
     if args.report:
         path = report(results, args.out, args.format, recommendation=rec)
@@ -200,18 +299,19 @@ def run(args: argparse.Namespace) -> int:
         if not rec.ok:
             print("espdetect profile: no server config written (constraints not met)", file=sys.stderr)
             return 1
-        path = write_server_config(rec, args.write_config, camera_url=args.camera_url, device=args.device)
+        path = write_server_config(rec, args.write_config, camera_url=camera_url, device=args.device)
         print(f"server config: {path}  (espdetect serve --config {path})")
     return 0
 
 
 COMMAND = Command(
     name="profile",
-    help="sweep frame skip, input size, precision, JPEG quality... over a recorded clip",
+    help="sweep frame skip, input size, precision, JPEG quality... over a recorded clip or a live camera",
     description=(
         "Replay CLIP (recorded with 'espdetect record') through every configuration of the "
         "grid with the server's own pipeline code; write results.csv/.parquet, optionally a "
-        "report, and print the recommended configuration."
+        "report, and print the recommended configuration. With --live URL, the camera's own "
+        "frame size and JPEG quality are swept too (a clip per camera setting)."
     ),
     add_arguments=_add_arguments,
     run=run,

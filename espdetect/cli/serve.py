@@ -48,11 +48,17 @@ TOML example (sections as in the option groups above; a key may also stand at th
   [viewers]
   max_viewers_total = 20
 
+  [sensor]            # the cameras' own settings, applied on every connection (/control names)
+  framesize = "VGA"   # a size name or WxH; quality 4..63 (lower is better), hmirror = true...
+
   [[cameras]]
   id = "front"
   url = "http://192.168.1.50:81/stream"
   conf = 0.5          # per camera: conf iou imgsz classes skip stale quality
   classes = [0]
+  firmware = "2.x"    # optional (legacy, 2.x, 3.x): otherwise learned from the camera
+  [cameras.sensor]    # this camera's sensor settings, over [sensor]
+  quality = 10
 """
 
 #: Shorter flags kept from before the options came from the settings schema.

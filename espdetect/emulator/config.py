@@ -16,6 +16,7 @@ from espdetect.emulator.scene import (
     SceneSource,
     check_sensor_effects,
 )
+from espdetect.emulator.sensor import SENSOR_MODELS, SensorModel
 from espdetect.exceptions import ConfigurationError
 
 __all__ = ["EmulatorConfig"]
@@ -36,7 +37,8 @@ class EmulatorConfig:
         15.0
     """
 
-    #: Frames per second of each stream; None streams as fast as the client reads.
+    #: Frames per second of each stream; None streams as fast as the client reads (or, with
+    #: ``sensor_model="ov2640"``, as fast as the model allows: then fps is only a cap).
     fps: float | None = 15.0
     #: Initial resolution as the firmware enum (for ``firmware``); overrides ``size`` when set.
     framesize: int | None = None
@@ -72,11 +74,19 @@ class EmulatorConfig:
     uptime: float = 0.0
     #: A stream whose client stops reading is dropped after this long (esp_http_server: 5 s).
     send_timeout: float = 5.0
+    #: ``"ideal"`` (every size at ``fps``, clean size changes) or ``"ov2640"``: frame rates per
+    #: frame size and quality, and a few bad frames after a size change
+    #: (`espdetect.emulator.sensor`); opt-in so existing benchmarks keep their rates.
+    sensor_model: SensorModel = "ideal"
 
     def __post_init__(self) -> None:
         if self.firmware not in FIRMWARE_GENERATIONS:
             raise ConfigurationError(
                 f"expected firmware to be one of {', '.join(FIRMWARE_GENERATIONS)}, got {self.firmware!r}"
+            )
+        if self.sensor_model not in SENSOR_MODELS:
+            raise ConfigurationError(
+                f"expected sensor_model to be one of {', '.join(SENSOR_MODELS)}, got {self.sensor_model!r}"
             )
         if self.fps is not None and not (self.fps > 0 and not math.isnan(self.fps)):
             raise ConfigurationError(f"expected fps > 0 or None (unlimited), got {self.fps!r}")

@@ -1,15 +1,18 @@
-"""The firmware's ``framesize`` enum, per firmware generation.
+"""The firmware's ``framesize`` enum per generation: re-exported from `espdetect.framesizes`.
 
-esp32-camera renumbered ``framesize_t`` twice (see docs/esp32-camera-protocol.md §2), so the
-number that ``/control?var=framesize&val=N`` takes and ``/status`` reports means a different
-resolution depending on the firmware. Only the sizes an OV2640 can produce (up to UXGA) are
-listed; larger enum values are rejected like the sensor driver rejects them.
+The tables live in the library (the server and the profiler translate size names with them);
+this module keeps the emulator's imports working.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Literal, NamedTuple, get_args
+from espdetect.framesizes import FIRMWARE_GENERATIONS as FIRMWARE_GENERATIONS
+from espdetect.framesizes import FirmwareGeneration as FirmwareGeneration
+from espdetect.framesizes import FrameSize as FrameSize
+from espdetect.framesizes import framesize_for as framesize_for
+from espdetect.framesizes import framesize_table as framesize_table
+from espdetect.framesizes import nearest_framesize as nearest_framesize
+from espdetect.framesizes import size_of_framesize as size_of_framesize
 
 __all__ = [
     "FIRMWARE_GENERATIONS",
@@ -20,131 +23,3 @@ __all__ = [
     "nearest_framesize",
     "size_of_framesize",
 ]
-
-#: ``"legacy"``: esp32-camera up to 2019 (Arduino core 1.0.0–1.0.4);
-#: ``"2.x"``: 2020-03 up to esp32-camera v2.0.13 (Arduino 1.0.5–3.0.x);
-#: ``"3.x"``: esp32-camera v2.0.14 and later (Arduino 3.1.0 and later).
-FirmwareGeneration = Literal["legacy", "2.x", "3.x"]
-FIRMWARE_GENERATIONS: tuple[FirmwareGeneration, ...] = get_args(FirmwareGeneration)
-
-
-class FrameSize(NamedTuple):
-    """One entry of the ``framesize_t`` enum."""
-
-    #: The enum value as the firmware numbers it.
-    value: int
-    #: The enum name without the ``FRAMESIZE_`` prefix.
-    name: str
-    width: int
-    height: int
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.width, self.height)
-
-
-#: Every frame size an OV2640 produces, in the order every generation numbers them: a
-#: generation's enum is this list without the sizes it lacks, counted from 0.
-_SIZES: dict[str, tuple[int, int]] = {
-    "96X96": (96, 96),
-    "QQVGA": (160, 120),
-    "QQVGA2": (128, 160),
-    "128X128": (128, 128),
-    "QCIF": (176, 144),
-    "HQVGA": (240, 176),
-    "240X240": (240, 240),
-    "QVGA": (320, 240),
-    "320X320": (320, 320),
-    "CIF": (400, 296),
-    "HVGA": (480, 320),
-    "VGA": (640, 480),
-    "SVGA": (800, 600),
-    "XGA": (1024, 768),
-    "HD": (1280, 720),
-    "SXGA": (1280, 1024),
-    "UXGA": (1600, 1200),
-}
-
-# 2020-03 dropped QQVGA2 and inserted 96X96, 240X240, HVGA and HD; v2.0.14 inserted 128X128 and 320X320.
-_LACKING: dict[FirmwareGeneration, frozenset[str]] = {
-    "legacy": frozenset({"96X96", "128X128", "240X240", "320X320", "HVGA", "HD"}),
-    "2.x": frozenset({"QQVGA2", "128X128", "320X320"}),
-    "3.x": frozenset({"QQVGA2"}),
-}
-
-_TABLES: dict[str, dict[int, FrameSize]] = {
-    firmware: {
-        value: FrameSize(value, name, *_SIZES[name])
-        for value, name in enumerate(name for name in _SIZES if name not in lacking)
-    }
-    for firmware, lacking in _LACKING.items()
-}
-
-
-def _check_firmware(firmware: str) -> None:
-    if firmware not in _TABLES:
-        raise ValueError(
-            f"expected firmware to be one of {', '.join(FIRMWARE_GENERATIONS)}, got {firmware!r}"
-        )
-
-
-def framesize_table(firmware: FirmwareGeneration) -> Mapping[int, FrameSize]:
-    """The enum of one firmware generation, keyed by enum value.
-
-    Example:
-        >>> framesize_table("2.x")[8].size
-        (640, 480)
-    """
-    _check_firmware(firmware)
-    return _TABLES[firmware]
-
-
-def size_of_framesize(framesize: int, firmware: FirmwareGeneration) -> tuple[int, int]:
-    """``(width, height)`` of a framesize enum value; ValueError when the firmware has no such value.
-
-    Example:
-        >>> size_of_framesize(10, "3.x")
-        (640, 480)
-    """
-    table = framesize_table(firmware)
-    if framesize not in table:
-        raise ValueError(
-            f"expected a {firmware} framesize between {min(table)} and {max(table)}, got {framesize!r}"
-        )
-    return table[framesize].size
-
-
-def framesize_for(size: tuple[int, int], firmware: FirmwareGeneration) -> int | None:
-    """The enum value of an exact ``(width, height)``, or None if the firmware has no such size.
-
-    Example:
-        >>> framesize_for((320, 240), "legacy")
-        4
-    """
-    for entry in framesize_table(firmware).values():
-        if entry.size == tuple(size):
-            return entry.value
-    return None
-
-
-def nearest_framesize(size: tuple[int, int], firmware: FirmwareGeneration) -> int:
-    """The enum value whose size is closest to ``size`` (by pixel count, then aspect ratio).
-
-    Used to report a framesize in ``/status`` when the emulator runs at a size the firmware
-    cannot produce (a video at its native resolution, for instance).
-
-    Example:
-        >>> nearest_framesize((336, 252), "2.x")
-        5
-    """
-    exact = framesize_for(size, firmware)
-    if exact is not None:
-        return exact
-    w, h = size
-    area = w * h
-    aspect = w / h
-
-    def distance(entry: FrameSize) -> tuple[float, float]:
-        return (abs(entry.width * entry.height - area), abs(entry.width / entry.height - aspect))
-
-    return min(framesize_table(firmware).values(), key=distance).value

@@ -100,6 +100,8 @@ class EmulatorStats:
     boots: int = 1
     #: True while the emulated camera is rebooting and both ports refuse connections.
     refusing: bool = False
+    #: Frames served stale or garbled after a change of size (``sensor_model="ov2640"``).
+    bad_frames: int = 0
 
 
 @dataclass
@@ -179,8 +181,10 @@ class Emulator(CameraEndpoints):
     With ``port=0`` both ports are ephemeral; with ``port=P`` the control server listens on P
     and the stream server on P+1 (the device uses 80 and 81). The emulator must be used from
     one event loop; :class:`~espdetect.emulator.thread.EmulatorThread` runs one in the background
-    for synchronous code. Every stream starts at frame 0 of the scene loop, so what a test sees
-    first is deterministic; X-Timestamp is the time since the emulated boot.
+    for synchronous code. Every stream starts at frame 0 of the scene loop and counts frames
+    sent, not time (frame k of any stream is scene frame k), so what a test sees first is
+    deterministic and clips recorded on fresh connections correspond frame by frame;
+    X-Timestamp is the time since the emulated boot.
 
     Example:
         >>> async def main() -> None:
@@ -205,8 +209,9 @@ class Emulator(CameraEndpoints):
         self._faults_changed = asyncio.Event()
         self._refuses_fired: set[tuple[int, int]] = set()
         self._cache: FrameCache | None = None
-        self._sensor = Sensor(self.config.firmware, self.config.frame_size, self.config.quality)
+        self._sensor = _sensor_of(self.config)
         self._servers: list[asyncio.Server] = []
+        self._serving_since_boot = False
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._slots = asyncio.Semaphore(self.config.max_stream_clients)
         self._waiters: list[tuple[Callable[[EmulatorStats], bool], asyncio.Future[EmulatorStats]]] = []
@@ -238,7 +243,7 @@ class Emulator(CameraEndpoints):
             brightness_ramp=cfg.brightness_ramp,
         )
         self._cache = FrameCache(scene)
-        self._sensor = Sensor(cfg.firmware, cfg.frame_size, cfg.quality)
+        self._sensor = _sensor_of(cfg)
         if cfg.prerender:
             await self._cache.prerender(self._sensor.view)
         self._boot = time.monotonic() - cfg.uptime
@@ -264,6 +269,9 @@ class Emulator(CameraEndpoints):
         await asyncio.gather(*tasks, return_exceptions=True)
         for server in servers:
             await server.wait_closed()
+        # A closed transport lets go of its socket in a callback of the next loop iteration; the
+        # loop may end right after stop() (EmulatorThread), leaving it "unclosed" at exit.
+        await asyncio.sleep(0)
         for _, future in self._waiters:
             future.cancel()
         self._waiters.clear()
@@ -288,6 +296,9 @@ class Emulator(CameraEndpoints):
             raise
         self._stream_port = stream.sockets[0].getsockname()[1]
         self._servers = [control, stream]
+        # Until the loop runs once more, nothing can have been accepted (see _fire_refuse).
+        self._serving_since_boot = False
+        asyncio.get_running_loop().call_soon(self._mark_serving, self._servers)
         self._index_page = _index_page(self._stream_port)
 
     async def _start_server(
@@ -306,6 +317,10 @@ class Emulator(CameraEndpoints):
             raise OSError(
                 exc.errno, f"address {self._address(port)} ({role} server) is already in use"
             ) from exc
+
+    def _mark_serving(self, servers: list[asyncio.Server]) -> None:
+        if self._servers is servers:
+            self._serving_since_boot = True
 
     def _abort_connections(self, reset: bool) -> list[asyncio.Task[Any]]:
         tasks = list(self._connections)
@@ -424,6 +439,11 @@ class Emulator(CameraEndpoints):
     async def _tracked(self, writer: asyncio.StreamWriter, handler: Coroutine[Any, Any, None]) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if self._stats.refusing:  # accepted in the instant the camera went down
+            writer.transport.abort()
+            writer.close()
+            handler.close()
+            return
         self._connections[task] = writer
         self._stats.connections_total += 1
         self._notify()
@@ -549,6 +569,7 @@ class Emulator(CameraEndpoints):
         return next((f for f in self._faults if f.kind is kind), None)
 
     async def _stream(self, writer: asyncio.StreamWriter) -> None:
+        # Long: one frame's life (faults, pacing, the sensor, the send) reads best as one loop.
         html = self._find(FaultKind.HTML_ERROR)
         if html is not None:
             self._stats.faults_injected += 1
@@ -566,6 +587,8 @@ class Emulator(CameraEndpoints):
         assert self._cache is not None
         loop = asyncio.get_running_loop()
         period = self.config.period
+        # Seconds the previous frame took (the sensor model's, when longer than fps allows).
+        gap = period
         due = loop.time()
         index = 0
         while True:
@@ -589,23 +612,34 @@ class Emulator(CameraEndpoints):
                 due = loop.time()
                 continue
 
-            if period:
+            if gap:
                 now = loop.time()
                 if due > now:
                     await asyncio.sleep(due - now)
-                elif now - due > period:
+                elif now - due > gap:
                     due = now  # fell behind (slow client): skip frames rather than burst
-                due += period
 
-            jpeg = await self._cache.get(index, self._sensor.view)
+            jpeg = await self._sensor_frame(index)
             index += 1
+            gap = max(period, self._sensor.frame_interval(len(jpeg)))
+            due += gap
             pieces = self._frame_pieces(jpeg, state.frames + 1, legacy)
             await self._send(writer, [http_chunk(p) for p in pieces], state)
             state.frames += 1
             self._stats.frames_sent += 1
             self._notify()
-            if not period:
+            if not gap:
                 await asyncio.sleep(0)  # unpaced: let other connections run between frames
+
+    async def _sensor_frame(self, index: int) -> bytes:
+        """Frame ``index`` of the scene as the sensor delivers it now (a bad one after a size change)."""
+        assert self._cache is not None
+        bad = self._sensor.next_bad_frame()
+        if bad is None:
+            return await self._cache.get(index, self._sensor.view)
+        self._stats.bad_frames += 1
+        jpeg = await self._cache.get(index, bad.view)
+        return corrupt_jpeg(jpeg) if bad.kind == "garbled" else jpeg
 
     def _frame_pieces(self, jpeg: bytes, number: int, legacy: bool) -> tuple[bytes, bytes, bytes]:
         """The three chunk payloads of frame ``number`` (1-based), with per-frame faults applied."""
@@ -696,17 +730,34 @@ class Emulator(CameraEndpoints):
         self._stats.refusing = True
         self._stats.faults_injected += 1
         servers, self._servers = self._servers, []
-        for server in servers:
-            server.close()
+        loop = asyncio.get_running_loop()
+        if self._serving_since_boot:
+            # Stop accepting first: a connection the loop has accepted but not yet wrapped in a
+            # transport when its server closes is left half-built (asyncio leaks it as an
+            # "unclosed transport"); the reboot task closes the servers once those are done.
+            for server in servers:
+                for sock in server.sockets:
+                    loop.remove_reader(sock.fileno())
+        else:  # nothing was accepted yet (a REFUSE from the start): refuse at once
+            for server in servers:
+                server.close()
+            servers = []
         self._abort_connections(reset=True)
-        self._reboot_task = asyncio.get_running_loop().create_task(self._finish_reboot(seconds))
+        self._reboot_task = loop.create_task(self._finish_reboot(seconds, servers))
         self._notify()
         return True
 
-    async def _finish_reboot(self, seconds: float) -> None:
+    async def _finish_reboot(self, seconds: float, servers: list[asyncio.Server]) -> None:
+        try:
+            for _ in range(2):  # connections accepted just before: their transports, then handlers
+                await asyncio.sleep(0)
+        finally:  # stop() may cancel this task: the servers close all the same
+            for server in servers:
+                server.close()
+            self._abort_connections(reset=True)
         await asyncio.sleep(seconds)
         cfg = self.config
-        self._sensor = Sensor(cfg.firmware, cfg.frame_size, cfg.quality)
+        self._sensor = _sensor_of(cfg)
         self._boot = time.monotonic()
         try:
             await self._listen()
@@ -717,6 +768,11 @@ class Emulator(CameraEndpoints):
         self._stats.refusing = False
         self._reboot_task = None
         self._notify()
+
+
+def _sensor_of(config: EmulatorConfig) -> Sensor:
+    """The sensor as the camera boots (at power-on and after every reboot)."""
+    return Sensor(config.firmware, config.frame_size, config.quality, config.sensor_model)
 
 
 def _relength(head: bytes, length: int, delta: int) -> bytes:

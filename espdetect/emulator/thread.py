@@ -130,6 +130,11 @@ class EmulatorThread(CameraEndpoints):
         return self.emulator.control_port
 
     @property
+    def control_url(self) -> str:
+        """Base URL of the control server (``/control``, ``/status``), like the firmware's port 80."""
+        return self.emulator.control_url
+
+    @property
     def stream_port(self) -> int:
         return self.emulator.stream_port
 

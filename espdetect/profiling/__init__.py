@@ -12,6 +12,12 @@ Example:
     >>> results = sweep(clip, configs, "out/desk")  # doctest: +SKIP
     >>> report(results, "out/desk")  # doctest: +SKIP
     >>> print(recommend(results, target_fps=10, min_recall=0.8).summary())  # doctest: +SKIP
+
+A live camera's own frame size and JPEG quality are swept with `sweep_live` (one clip per
+camera setting, then the same replays):
+
+    >>> configs = grid(camera_framesize=["QVGA", "VGA"], camera_quality=[10, 30])
+    >>> results = sweep_live("http://192.168.4.1:81/stream", configs, "out/live")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -27,10 +33,13 @@ from espdetect.profiling.calibration import SpeedProbe as SpeedProbe
 from espdetect.profiling.calibration import drift_summary as drift_summary
 from espdetect.profiling.calibration import log_t_interval as log_t_interval
 from espdetect.profiling.calibration import t_quantile as t_quantile
+from espdetect.profiling.config import CameraSetting as CameraSetting
 from espdetect.profiling.config import ProfileConfig as ProfileConfig
 from espdetect.profiling.config import grid as grid
 from espdetect.profiling.config import grid_from_text as grid_from_text
 from espdetect.profiling.config import parse_grid as parse_grid
+from espdetect.profiling.estimate import SweepEstimate as SweepEstimate
+from espdetect.profiling.estimate import estimate_sweep as estimate_sweep
 from espdetect.profiling.events import ClipDetections as ClipDetections
 from espdetect.profiling.events import ClipEvent as ClipEvent
 from espdetect.profiling.events import DelayStats as DelayStats
@@ -58,28 +67,42 @@ from espdetect.profiling.replay import load_clip as load_clip
 _PROFILE_EXTRA = (
     "COLUMNS",
     "BaselineChoice",
+    "CameraBusy",
+    "CameraSettingLost",
     "DetectorFactory",
+    "LiveCamera",
     "NoConfigurationMeets",
     "Recommendation",
     "ResultsStore",
     "ReferenceChoice",
+    "camera_table",
     "compare_configs",
     "default_factory",
     "load_results",
+    "margin_over_runner_up",
     "plot_accuracy_vs_fps",
     "plot_bandwidth_vs_quality",
     "plot_fps_vs_baseline",
     "plot_latency",
     "plot_stage_times",
+    "readable_summary",
     "recommend",
     "report",
     "save_figure",
+    "style_summary",
     "summarize",
     "sweep",
+    "sweep_clips",
+    "sweep_live",
     "write_server_config",
 )
 
 try:
+    from espdetect.profiling.live import CameraBusy as CameraBusy
+    from espdetect.profiling.live import CameraSettingLost as CameraSettingLost
+    from espdetect.profiling.live import LiveCamera as LiveCamera
+    from espdetect.profiling.live import camera_table as camera_table
+    from espdetect.profiling.live import sweep_live as sweep_live
     from espdetect.profiling.plots import plot_accuracy_vs_fps as plot_accuracy_vs_fps
     from espdetect.profiling.plots import plot_bandwidth_vs_quality as plot_bandwidth_vs_quality
     from espdetect.profiling.plots import plot_fps_vs_baseline as plot_fps_vs_baseline
@@ -101,6 +124,10 @@ try:
     from espdetect.profiling.sweep import ReferenceChoice as ReferenceChoice
     from espdetect.profiling.sweep import default_factory as default_factory
     from espdetect.profiling.sweep import sweep as sweep
+    from espdetect.profiling.sweep import sweep_clips as sweep_clips
+    from espdetect.profiling.tables import margin_over_runner_up as margin_over_runner_up
+    from espdetect.profiling.tables import readable_summary as readable_summary
+    from espdetect.profiling.tables import style_summary as style_summary
 except ModuleNotFoundError as exc:
     if exc.name not in ("pandas", "matplotlib"):
         raise
@@ -113,6 +140,7 @@ except ModuleNotFoundError as exc:
 
 
 __all__ = [
+    "CameraSetting",
     "ClipData",
     "ClipDetections",
     "ClipEvent",
@@ -126,10 +154,12 @@ __all__ = [
     "ProfileConfig",
     "Reference",
     "SpeedProbe",
+    "SweepEstimate",
     "Visit",
     "arecord",
     "detect_clip",
     "drift_summary",
+    "estimate_sweep",
     "events_toml",
     "export_model",
     "grid",

@@ -3,20 +3,23 @@
 A configuration is everything that changes how the server would process a camera: the model
 file (and so its format), the detector input size, half precision, the confidence threshold,
 reduced-scale decoding, the frame skip, the output JPEG quality, motion gating (with its
-keep-alive) and tracking. Its ``key`` is stable across runs and machines, so results files can
-be resumed and compared; settings left at their "off" value add nothing to it, so keys from
-before motion and tracking existed still name the same configuration.
+keep-alive) and tracking, and, for a live camera (`espdetect.profiling.live`), the camera's own
+frame size and JPEG quality. Its ``key`` is stable across runs and machines, so results files
+can be resumed and compared; settings left at their "off" value (the camera axes: "camera
+unchanged") add nothing to it, so keys from before those settings existed still name the same
+configuration.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from espdetect.constraints import (
     IMGSZ,
@@ -29,10 +32,15 @@ from espdetect.constraints import (
 )
 from espdetect.detectors.base import DetectParams
 from espdetect.exceptions import ConfigurationError
+from espdetect.firmware import check_control_value
+from espdetect.framesizes import parse_framesize
 from espdetect.pipeline import PipelineConfig
 
 __all__ = [
     "AXES",
+    "CAMERA_AXES",
+    "SETTING_COLUMNS",
+    "CameraSetting",
     "DecodeReduce",
     "ModelFormat",
     "ProfileConfig",
@@ -47,6 +55,23 @@ __all__ = [
 ModelFormat = Literal["pytorch", "onnx", "openvino", "torchscript", "tensorrt", "yaml", "other"]
 
 #: Sweep axes a grid may vary, with the spellings ``parse_grid`` also accepts.
+#: The results columns holding a configuration's settings (the model by its file name), in the
+#: order tables and plot labels name them.
+SETTING_COLUMNS: tuple[str, ...] = (
+    "model_name",
+    "imgsz",
+    "half",
+    "skip",
+    "jpeg_quality",
+    "conf",
+    "decode_reduce",
+    "motion",
+    "keepalive",
+    "tracking",
+    "camera_framesize",
+    "camera_quality",
+    "label",
+)
 AXES: dict[str, tuple[str, ...]] = {
     "model": ("model", "models"),
     "imgsz": ("imgsz", "size"),
@@ -58,7 +83,11 @@ AXES: dict[str, tuple[str, ...]] = {
     "motion": ("motion",),
     "keepalive": ("keepalive", "keep_alive"),
     "tracking": ("tracking", "tracker", "track"),
+    "camera_framesize": ("camera_framesize", "camera_size", "framesize"),
+    "camera_quality": ("camera_quality", "camera_q"),
 }
+#: The axes that change the camera itself (a live camera only: `espdetect.profiling.live`).
+CAMERA_AXES = ("camera_framesize", "camera_quality")
 
 #: Axes whose values are true or false, and the words ``parse_grid`` reads as each.
 _BOOL_AXES = ("half", "motion", "tracking")
@@ -67,6 +96,35 @@ _FALSE = ("0", "false", "no", "off", "fp32")
 
 _YAML_SUFFIXES = (".yaml", ".yml")
 _LABEL = re.compile(r"[A-Za-z0-9_]*")
+
+
+class CameraSetting(NamedTuple):
+    """The camera's own settings a configuration asks for; None: camera unchanged.
+
+    Example:
+        >>> CameraSetting("SVGA", 10).label, CameraSetting().label
+        ('SVGA-q10', 'unchanged')
+    """
+
+    #: A frame size name (``QVGA``, ``SVGA``, ... as `espdetect.framesizes` names them).
+    framesize: str | None = None
+    #: The firmware's JPEG quality, 4..63, lower is better (not the output ``jpeg_quality``).
+    quality: int | None = None
+
+    @property
+    def unchanged(self) -> bool:
+        return self.framesize is None and self.quality is None
+
+    @property
+    def label(self) -> str:
+        """A short readable name, safe as a folder name."""
+        parts = [self.framesize or "", f"q{self.quality}" if self.quality is not None else ""]
+        return "-".join(p for p in parts if p) or "unchanged"
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """(width, height) of the frame size; None when unchanged."""
+        return parse_framesize(self.framesize).size if self.framesize is not None else None
 
 
 def default_model() -> str:
@@ -119,6 +177,8 @@ class ProfileConfig:
         'yolov8n.yaml@320-fp32-conf0.25-reduceauto-skip2-q50-motion-keepalive10-tracking'
         >>> cfg.replace(label="b").key
         'yolov8n.yaml@320-fp32-conf0.25-reduceauto-skip2-q50-label_b'
+        >>> cfg.replace(camera_framesize="800x600", camera_quality=10).key
+        'yolov8n.yaml@320-fp32-conf0.25-reduceauto-skip2-q50-camSVGA-camq10'
     """
 
     #: Weights file (.pt, .onnx, OpenVINO folder) or a .yaml architecture (untrained: speed only).
@@ -147,6 +207,12 @@ class ProfileConfig:
     #: changes nothing in how frames are processed, only the key (``...-q80-label_b``), so one
     #: sweep can measure the same settings twice (how much do identical runs differ?).
     label: str = ""
+    #: The camera's frame size, a name (``QVGA``) or ``WxH``, kept as its name; None: the
+    #: camera as it is (live sweeps only: `espdetect.profiling.live`).
+    camera_framesize: str | None = None
+    #: The camera's JPEG quality (firmware ``quality``, 4..63, lower is better: a different
+    #: setting from the output ``jpeg_quality``); None: the camera as it is.
+    camera_quality: int | None = None
 
     def __post_init__(self) -> None:
         model = str(self.model).strip() if isinstance(self.model, str | Path) else self.model
@@ -174,6 +240,29 @@ class ProfileConfig:
             )
         # The pipeline checks its own settings (motion, keepalive, tracking): one rule for both.
         object.__setattr__(self, "keepalive", self.pipeline_config().keepalive)
+        if self.camera_framesize is not None:
+            try:
+                name = parse_framesize(str(self.camera_framesize)).name
+            except ValueError as exc:
+                raise ConfigurationError(str(exc), field="camera_framesize") from None
+            object.__setattr__(self, "camera_framesize", name)
+        if self.camera_quality is not None:
+            quality: object = self.camera_quality
+            if isinstance(quality, str) and quality.strip().isdigit():
+                quality = int(quality)
+            try:
+                object.__setattr__(self, "camera_quality", check_control_value("quality", quality))
+            except ValueError as exc:
+                raise ConfigurationError(f"camera_quality: {exc}", field="camera_quality") from None
+
+    @property
+    def camera(self) -> CameraSetting:
+        """The camera settings this configuration asks for (both None: camera unchanged)."""
+        return CameraSetting(self.camera_framesize, self.camera_quality)
+
+    def with_camera(self, camera: CameraSetting) -> ProfileConfig:
+        """A copy asking for ``camera`` (None fields: unchanged)."""
+        return dataclasses.replace(self, camera_framesize=camera.framesize, camera_quality=camera.quality)
 
     @property
     def model_name(self) -> str:
@@ -198,9 +287,11 @@ class ProfileConfig:
         gating = f"-motion-keepalive{self.keepalive:g}" if self.motion else ""
         tracking = "-tracking" if self.tracking else ""
         label = f"-label_{self.label}" if self.label else ""
+        camera = f"-cam{self.camera_framesize}" if self.camera_framesize is not None else ""
+        camera += f"-camq{self.camera_quality}" if self.camera_quality is not None else ""
         return (
             f"{self.model_name}@{self.imgsz}-{precision}-conf{self.conf:g}-reduce{self.decode_reduce}"
-            f"-skip{self.skip}-q{self.jpeg_quality}{gating}{tracking}{label}"
+            f"-skip{self.skip}-q{self.jpeg_quality}{gating}{tracking}{camera}{label}"
         )
 
     @property
@@ -244,8 +335,10 @@ class ProfileConfig:
         keepalive: float | None = None,
         tracking: bool | None = None,
         label: str | None = None,
+        camera_framesize: str | None = None,
+        camera_quality: int | None = None,
     ) -> ProfileConfig:
-        """A copy with the given fields changed."""
+        """A copy with the given fields changed (`with_camera` sets the camera ones back to None)."""
         return ProfileConfig(
             model=self.model if model is None else model,
             imgsz=self.imgsz if imgsz is None else imgsz,
@@ -258,6 +351,8 @@ class ProfileConfig:
             keepalive=self.keepalive if keepalive is None else keepalive,
             tracking=self.tracking if tracking is None else tracking,
             label=self.label if label is None else label,
+            camera_framesize=self.camera_framesize if camera_framesize is None else camera_framesize,
+            camera_quality=self.camera_quality if camera_quality is None else camera_quality,
         )
 
 
@@ -297,11 +392,14 @@ def grid(
     motion: bool | Sequence[bool] = False,
     keepalive: float | Sequence[float] = PipelineConfig.keepalive,
     tracking: bool | Sequence[bool] = False,
+    camera_framesize: str | Sequence[str] | None = None,
+    camera_quality: int | Sequence[int] | None = None,
 ) -> list[ProfileConfig]:
     """Every combination of the given axis values (a cartesian product), duplicates removed.
 
     Grids are lists: concatenate them with ``+`` to sweep different models over different sizes.
-    Without motion, keepalive changes nothing: those combinations are one configuration.
+    Without motion, keepalive changes nothing: those combinations are one configuration. The
+    camera axes (None: camera unchanged) need a live camera (`espdetect.profiling.live`).
 
     Example:
         >>> configs = grid(model="yolov8n.yaml", skip=[1, 2, 4, "auto"], imgsz=[320, 640])
@@ -322,6 +420,8 @@ def grid(
             "motion": motion,
             "keepalive": keepalive,
             "tracking": tracking,
+            "camera_framesize": camera_framesize,
+            "camera_quality": camera_quality,
         }
     )
 
@@ -358,6 +458,8 @@ def _parse_value(axis: str, text: str) -> object:
     try:
         if axis == "model":
             return text
+        if axis == "camera_framesize":
+            return parse_framesize(text).name
         if axis in _BOOL_AXES:
             low = text.lower()
             if low in _TRUE:
@@ -382,8 +484,8 @@ def parse_grid(text: str) -> dict[str, list[object]]:
 
     Axis names and their accepted spellings are in `AXES` (``quality`` for ``jpeg_quality``,
     ``reduce`` for ``decode_reduce``, ``tracker`` for ``tracking``...); ``half``, ``motion`` and
-    ``tracking`` take on/off, true/false, yes/no or 1/0. Pass the result to `grid` as keyword
-    arguments.
+    ``tracking`` take on/off, true/false, yes/no or 1/0; ``camera_framesize`` takes size names
+    or ``WxH``. Pass the result to `grid` as keyword arguments.
 
     Raises:
         ConfigurationError: an unknown axis, a malformed item or a bad value.
@@ -393,6 +495,8 @@ def parse_grid(text: str) -> dict[str, list[object]]:
         {'skip': [1, 'auto'], 'jpeg_quality': [50]}
         >>> parse_grid("motion=off,on tracker=on keepalive=10")
         {'motion': [False, True], 'tracking': [True], 'keepalive': [10.0]}
+        >>> parse_grid("camera_framesize=qvga,800x600 camera_quality=10")
+        {'camera_framesize': ['QVGA', 'SVGA'], 'camera_quality': [10]}
     """
     aliases = {alias: axis for axis, names in AXES.items() for alias in names}
     out: dict[str, list[object]] = {}

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from espdetect.profiling.config import SETTING_COLUMNS
 from espdetect.profiling.metrics import STAGES
 from espdetect.profiling.results import summarize
 
@@ -32,19 +33,7 @@ __all__ = [
     "save_figure",
 ]
 
-_LABEL_AXES = (
-    "model_name",
-    "imgsz",
-    "half",
-    "skip",
-    "jpeg_quality",
-    "conf",
-    "decode_reduce",
-    "motion",
-    "keepalive",
-    "tracking",
-    "label",
-)
+_LABEL_AXES = SETTING_COLUMNS
 _RARE_AXES = ("half", "conf", "decode_reduce")
 #: On/off axes, named in labels only where on.
 _SWITCH_NAMES = {"motion": "motion", "tracking": "track"}
@@ -101,6 +90,8 @@ def config_labels(df: pd.DataFrame) -> pd.Series:
                 parts.append(f"c{float(value):g}")
             elif col == "decode_reduce":
                 parts.append(f"r{value}")
+            elif col == "camera_quality":
+                parts.append(f"camq{value:g}" if isinstance(value, int | float) else f"camq{value}")
             elif col in _SWITCH_NAMES:
                 if isinstance(value, bool | np.bool_) and value:
                     parts.append(_SWITCH_NAMES[col])

@@ -28,6 +28,8 @@ __all__ = ["NoConfigurationMeets", "Recommendation", "config_from_row", "recomme
 _SHOWN = (
     "config_key",
     "fps_output",
+    "fps_delivered",
+    "camera_bytes_per_frame",
     "fps_vs_baseline",
     "fps_processed",
     "latency_ms_p95",
@@ -150,6 +152,11 @@ def config_from_row(row: pd.Series) -> ProfileConfig:
         tracking=_flag(row.get("tracking")),
         # Tables from before labels (schema 2 and older) have none.
         label=label if isinstance(label := row.get("label"), str) else "",
+        # Tables from before the camera axes (schema 3 and older): the camera unchanged.
+        camera_framesize=framesize
+        if isinstance(framesize := row.get("camera_framesize"), str) and framesize
+        else None,
+        camera_quality=int(quality) if (quality := _number(row.get("camera_quality"))) is not None else None,
     )
 
 

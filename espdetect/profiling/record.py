@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypedDict
 
 from typing_extensions import Unpack
 
 from espdetect.exceptions import EndOfStream, SourceUnavailable
+from espdetect.frame import Frame
 from espdetect.sources.base import FrameSource
 from espdetect.sources.clip import ClipWriter
 from espdetect.sources.factory import open_source
@@ -35,6 +37,7 @@ class RecordOptions(TypedDict, total=False):
     overwrite: bool
     first_frame_timeout: float
     stall_timeout: float
+    check: Callable[[Frame], None] | None
 
 
 async def arecord(
@@ -46,8 +49,12 @@ async def arecord(
     overwrite: bool = False,
     first_frame_timeout: float = 15.0,
     stall_timeout: float = 10.0,
+    check: Callable[[Frame], None] | None = None,
 ) -> Path:
     """Async `record` (for code already running an event loop).
+
+    ``check`` sees every frame before it is written; what it raises ends the recording and
+    propagates (the live profiler refuses frames of another size than it set).
 
     Example:
         >>> await arecord("http://192.168.4.1:81/stream", 10, "clips/desk")  # doctest: +SKIP
@@ -87,6 +94,8 @@ async def arecord(
                 elapsed = frame.arrival_mono - first
                 if elapsed >= seconds:
                     break
+                if check is not None:
+                    check(frame)
                 await asyncio.to_thread(writer.write, frame)
                 bar.set_postfix_str(f"{writer.frames} frames", refresh=False)
                 bar.update(round(elapsed, 1) - bar.n)

@@ -28,6 +28,13 @@ Schema versions:
    ``baseline_fps_output``, ``fps_vs_baseline``), ``fps_output_norm`` (fps at the machine's
    typical speed, computed when the table loads) and ``label`` (identical settings
    measured twice); ``attempts`` also counts runs measured again because the machine drifted.
+4. the camera's own settings (`espdetect.profiling.live`): ``camera_framesize`` and
+   ``camera_quality`` axes (empty: camera unchanged), ``camera_size`` and
+   ``camera_bytes_per_frame`` of the clip, ``accuracy_basis`` with the indicative
+   ``count_vs_reference``, ``confidence_vs_reference`` and ``class_counts_vs_reference``, and
+   ``fps_delivered`` (computed when the table loads). A version-3 folder is upgraded in place
+   when resumed (`ResultsStore.check_appendable`): its rows are runs with the camera unchanged,
+   which version 4 writes the same way, so nothing of two meanings is mixed.
 """
 
 from __future__ import annotations
@@ -62,14 +69,28 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the results table (its columns and what they mean); see the module documentation.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: What each version added, for the message refusing to resume an older sweep.
 _SCHEMA_CHANGES = {
     2: "motion, keepalive and tracking axes, model calls per minute, CPU per camera-hour and "
     "displayed IoU; displayed accuracy judged on the boxes drawn",
     3: "a speed probe around every run (speed index, drift flags), a baseline run paired with "
     "every run (fps_vs_baseline) and speed-normalised fps",
+    4: "camera_framesize and camera_quality axes (live cameras), camera bytes per frame and "
+    "indicative accuracy against the reference",
 }
+#: Columns version 4 added; a version-3 table without them resumes (camera unchanged).
+ADDED_IN_4 = (
+    "camera_framesize",
+    "camera_quality",
+    "camera_size",
+    "camera_bytes_per_frame",
+    "accuracy_basis",
+    "count_vs_reference",
+    "confidence_vs_reference",
+    "class_counts_vs_reference",
+    "fps_delivered",
+)
 
 _STAGE_DOC = {
     "motion": "motion test of motion gating (tiny grayscale decode, background difference); "
@@ -107,6 +128,9 @@ def _columns() -> dict[str, str]:
         "keepalive": "seconds between keep-alive model calls while nothing moves (n/a without motion)",
         "tracking": "boxes move along their tracks on frames without a model call (else they stay put)",
         "label": "name telling otherwise identical configurations apart (ProfileConfig.label; '' for none)",
+        "camera_framesize": "the camera's frame size set for this run (a size name; '' = camera unchanged)",
+        "camera_quality": "the camera's JPEG quality set for this run (firmware 4..63, lower is "
+        "better; empty = camera unchanged); not the output jpeg_quality",
         "status": "'ok', 'n/a: <why>' (not applicable here, not measured) or 'error: <what>'",
         "accuracy_status": "'ok' or 'n/a: <why>' for the accuracy columns",
         "reference_key": "config_key of the reference the accuracy columns compare with",
@@ -119,7 +143,11 @@ def _columns() -> dict[str, str]:
         "wall_s": "seconds from the first frame in to the last frame out",
         "fps_processed": "frames detected per second",
         "fps_output": "frames output per second (fast mode: capacity, may exceed the camera)",
-        "fps_camera": "frame rate of the recorded camera",
+        "fps_camera": "frame rate of the recorded camera (a live sweep: the rate the camera delivered "
+        "at this run's camera settings)",
+        "camera_size": "WxH of the clip's frames",
+        "camera_bytes_per_frame": "mean JPEG size of the camera's frames in the clip, bytes (what "
+        "each frame costs over Wi-Fi)",
         "video_s": "camera time replayed: frames_in / fps_camera, seconds",
         "model_calls_per_min": "model calls (frames_detected) per minute of camera time (video_s)",
         "cpu_core_hours_per_camera_hour": (
@@ -200,6 +228,24 @@ def _columns() -> dict[str, str]:
     }
     for name in ACCURACY_COLUMNS:
         cols[name] = docs[name]
+    cols["accuracy_basis"] = (
+        "'per frame': the clip's frames correspond one to one with the reference clip's (the same "
+        "clip, or an emulator's clips of one scene loop), so recall etc. compare frame by frame; "
+        "'indicative': a live camera's clips show different moments, so only the *_vs_reference "
+        "columns (counts and confidence) compare, and only roughly"
+    )
+    cols["count_vs_reference"] = (
+        "detections per detected frame / the reference's, averaged over the reference's classes "
+        "(indicative: more is not always better, false boxes count too)"
+    )
+    cols["confidence_vs_reference"] = "mean confidence of the detections / the reference's (indicative)"
+    cols["class_counts_vs_reference"] = (
+        "per class: detections per detected frame / the reference's, 'person 0.95, bus 1' (indicative)"
+    )
+    cols["fps_delivered"] = (
+        "frames per second a live viewer gets: fps_output capped at fps_camera (computed when the "
+        "table loads)"
+    )
     return cols
 
 
@@ -221,11 +267,12 @@ FRAME_COLUMNS = (
 
 _TEXT_COLUMNS = ("config_key", "mode", "model", "model_name", "model_format", "skip", "decode_reduce",
                  "label", "status", "accuracy_status", "reference_key", "started_at",
-                 "baseline_key")  # fmt: skip
+                 "baseline_key", "camera_framesize", "camera_size", "accuracy_basis",
+                 "class_counts_vs_reference")  # fmt: skip
 _BOOL_COLUMNS = ("trained", "half", "motion", "tracking", "drift_flag")
 #: Columns computed when a table loads (left empty in results.csv).
-_DERIVED_COLUMNS = ("fps_output_norm",)
-_INT_COLUMNS = ("schema_version", "repeat", "run_order", "imgsz", "jpeg_quality")
+_DERIVED_COLUMNS = ("fps_output_norm", "fps_delivered")
+_INT_COLUMNS = ("schema_version", "repeat", "run_order", "imgsz", "jpeg_quality", "camera_quality")
 
 
 def _cell(value: object) -> object:
@@ -314,11 +361,42 @@ class ResultsStore:
         return True
 
     def check_appendable(self) -> None:
-        """Raise `ConfigurationError` now if new rows could not be appended (another schema)."""
+        """Raise `ConfigurationError` now if new rows could not be appended (another schema).
+
+        A version-3 table is upgraded to this version first (`upgrade`).
+        """
+        self.upgrade()
         self._check_header(self.results_csv, list(COLUMNS))
         self._check_header(self.frames_csv, FRAME_COLUMNS)
         if self.schema_versions() - {SCHEMA_VERSION}:
             self._refuse_other_schema(self.results_csv)
+
+    def upgrade(self) -> bool:
+        """Rewrite a version-3 ``results.csv`` as version 4; True when it did.
+
+        Version 4 only added the camera axes and columns: a version-3 row is a run with the camera
+        unchanged, which is what a version-4 row with those columns empty says.
+        """
+        header = self._header(self.results_csv)
+        if header != [c for c in COLUMNS if c not in ADDED_IN_4] or self.schema_versions() != {3}:
+            return False
+        with self.results_csv.open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        tmp = self.results_csv.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(COLUMNS)
+            for row in rows:
+                row["schema_version"] = str(SCHEMA_VERSION)
+                writer.writerow([row.get(col, "") for col in COLUMNS])
+        tmp.replace(self.results_csv)
+        environment = self.environment()
+        if environment:
+            self.write_environment({**environment, "schema_version": SCHEMA_VERSION})
+        logger.info(
+            "%s: upgraded results of schema version 3 to %d (camera unchanged)", self.out_dir, SCHEMA_VERSION
+        )
+        return True
 
     def done(self) -> set[tuple[str, int, str]]:
         """(config_key, repeat, mode) of every run already in ``results.csv``."""
@@ -415,16 +493,24 @@ def _derive(df: pd.DataFrame) -> pd.DataFrame:
 
     ``fps_output_norm`` rescales each run to the machine's typical speed. The speed of a run is
     its paired baseline run's fps where there is one (it took turns with the run, so it saw the
-    same machine), else the speed probe around it; typical is the median over the sweep's runs.
+    same machine), else the speed probe around it; typical is the median over the sweep's runs
+    (with the same baseline: a live sweep pairs each camera setting with the baseline replayed
+    on that setting's clip, whose speed belongs to the setting, not to the machine).
+    ``fps_delivered`` is ``fps_output`` capped at the camera's frame rate.
     """
     ok = df["status"] == "ok"
     norm = pd.Series(math.nan, index=df.index, dtype="float64")
-    for speed in (df["baseline_fps_output"], df["speed_index"]):
-        usable = ok & speed.gt(0) & norm.isna()
-        if usable.any():
-            typical = float(speed[usable].median())
-            norm[usable] = df["fps_output"][usable] * typical / speed[usable]
+    paired = ok & df["baseline_fps_output"].gt(0)
+    for _, group in df[paired].groupby(df["baseline_key"][paired], sort=False):
+        typical = float(group["baseline_fps_output"].median())
+        norm[group.index] = group["fps_output"] * typical / group["baseline_fps_output"]
+    probed = ok & df["speed_index"].gt(0) & norm.isna()
+    if probed.any():
+        typical = float(df["speed_index"][probed].median())
+        norm[probed] = df["fps_output"][probed] * typical / df["speed_index"][probed]
     df["fps_output_norm"] = norm
+    camera = df["fps_camera"].where(df["fps_camera"].gt(0))
+    df["fps_delivered"] = df["fps_output"].where(camera.isna() | df["fps_output"].le(camera), camera)
     return df
 
 
@@ -493,7 +579,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     has_ok = ok.groupby([results[k] for k in keys]).transform("any")
     source = results[ok | ~has_ok]
     grouped = source.groupby(keys, sort=False)
-    out = grouped[first].first().join(grouped[numeric].median())
+    # One copy defragments the joined table before columns are replaced in it.
+    out = grouped[first].first().join(grouped[numeric].median()).copy()
     measured = results[ok].groupby(keys, sort=False)
     added: dict[str, object] = {"n_repeats": measured.size().reindex(out.index, fill_value=0)}
     for col in ("fps_processed", "fps_output", "fps_output_norm"):

@@ -5,6 +5,9 @@ The file has the sections of `espdetect.server.settings.ServerSettings` (``[dete
 schema. Measured values the server has no setting for (``decode_reduce`` at the time of
 writing) are written as comments, so the file always loads.
 
+A configuration with camera axes (a live sweep) also gets a ``[cameras.sensor]`` table with the
+camera's ``framesize`` (by name) and ``quality``, which the server applies on every connection.
+
 Motion gating and tracking are written when the sweep varied them (`Recommendation.swept_axes`)
 or measured them on; otherwise the file says, in a comment, that they were measured off and the
 server's own default applies (the server turns both on by default).
@@ -104,8 +107,21 @@ def _toml_text(
         )
     for section, entries in sorted(tables.items(), key=lambda item: item[0] is not None):
         lines += ["", *([f"[{section}]"] if section is not None else []), *entries]
-    lines += ["", "[[cameras]]", f"id = {_toml(camera_id)}", f"url = {_toml(camera_url)}", ""]
-    return "\n".join(lines)
+    return "\n".join([*lines, *_camera_lines(config, camera_id, camera_url)])
+
+
+def _camera_lines(config: ProfileConfig, camera_id: str, camera_url: str) -> list[str]:
+    """The ``[[cameras]]`` table, with ``[cameras.sensor]`` when the sweep set the camera."""
+    lines = ["", "[[cameras]]", f"id = {_toml(camera_id)}", f"url = {_toml(camera_url)}"]
+    sensor: dict[str, object] = {}
+    if config.camera_framesize is not None:
+        sensor["framesize"] = config.camera_framesize  # by name: enum numbers differ by firmware
+    if config.camera_quality is not None:
+        sensor["quality"] = config.camera_quality
+    if sensor:
+        # The camera's own settings the sweep measured; the server applies them on every connection.
+        lines += ["", "[cameras.sensor]", *(f"{k} = {_toml(v)}" for k, v in sensor.items())]
+    return [*lines, ""]
 
 
 def _gating(config: ProfileConfig, swept: tuple[str, ...]) -> tuple[dict[str, object], list[str]]:

@@ -13,10 +13,11 @@ import anyio
 
 from espdetect.detectors.base import Detector, DetectParams
 from espdetect.encoders.base import Encoder
-from espdetect.frame import Frame
+from espdetect.frame import Frame, jpeg_size
 from espdetect.motion import MotionConfig
 from espdetect.pipeline import CameraPipeline, PipelineConfig, Rendered, SubscriptionKind
 from espdetect.server.event_service import check_event_labels
+from espdetect.server.sensor import SensorKeeper, SensorStore
 from espdetect.server.settings import CameraConfig, CameraOptions, ServerSettings
 from espdetect.sources.base import FrameSource, SourceStats
 from espdetect.stats import RateWindow, SampleWindow
@@ -114,6 +115,35 @@ def _add_source_stats(a: SourceStats, b: SourceStats) -> SourceStats:
     return out
 
 
+class _ConnectionWatch(FrameSource):
+    """The camera's source as the pipeline reads it: frames pass through untouched, and the first
+    frame of each new upstream connection (a reboot looks like one) is reported to ``opened``
+    with its size. One integer comparison per frame."""
+
+    def __init__(self, inner: FrameSource, opened: Callable[[tuple[int, int] | None], None]) -> None:
+        super().__init__()
+        self.inner = inner
+        self.stats = inner.stats
+        self.source_id = inner.source_id
+        self._opened = opened
+        self._connection: int | None = None
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    async def read(self) -> Frame:
+        frame = await self.inner.read()
+        # A network source counts its connections after the first: a new count, a new connection.
+        connection = self.inner.stats.reconnects
+        if connection != self._connection:
+            self._connection = connection
+            self._opened(jpeg_size(frame.jpeg) if frame.jpeg is not None else None)
+        return frame
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 def camera_params(settings: CameraConfig) -> DetectParams:
     """The detection params a camera's settings ask for (not yet checked against a model)."""
     return DetectParams(conf=settings.conf, iou=settings.iou, imgsz=settings.imgsz, classes=settings.classes)
@@ -140,6 +170,7 @@ class Camera:
         source_factory: SourceFactory,
         encoder_factory: EncoderFactory,
         workers: Workers | None = None,
+        sensor_store: SensorStore | None = None,
     ) -> None:
         self.id = settings.id
         self.server = server
@@ -177,6 +208,15 @@ class Camera:
         )
         # "The model's own size" resolved: report what the detector really uses.
         self.settings = settings.model_copy(update={"imgsz": self.pipeline.params.imgsz})
+        #: Keeps the camera's own sensor settings (applied on every connection); its `run`
+        #: is a task of the hub.
+        self.sensor = SensorKeeper.for_camera(
+            settings,
+            server.upstream.sensor_check_interval,
+            connected=self._upstream_connected,
+            frame_size=self._live_frame_size,
+            store=sensor_store,
+        )
 
     @property
     def detector(self) -> Detector:
@@ -188,7 +228,14 @@ class Camera:
         if self._source is not None:
             self._retired_stats = _add_source_stats(self._retired_stats, self._source.stats)
         self._source = self._source_factory(self.server, self.settings)
-        return self._source
+        return _ConnectionWatch(self._source, self.sensor.connection_opened)
+
+    def _upstream_connected(self) -> bool:
+        return self.pipeline.upstream_open and self._source is not None and self._source.stats.connected
+
+    def _live_frame_size(self) -> tuple[int, int] | None:
+        frame = self.live_frame()
+        return jpeg_size(frame.jpeg) if frame is not None and frame.jpeg is not None else None
 
     def source_stats(self) -> SourceStats:
         """Source counters summed over every connection this camera has had."""

@@ -1,11 +1,14 @@
-"""Camera sensor control pass-through: ``POST /cameras/{id}/control`` and ``GET /cameras/{id}/status``.
+"""Camera sensor control: ``POST /cameras/{id}/control``, ``GET /cameras/{id}/status`` and
+``GET /cameras/{id}/sensor``.
 
 The firmware's control server (port 80 next to the stream's port 81) takes
 ``GET /control?var=NAME&val=N``. The server forwards only the variables the firmware knows,
-with the ranges its sensor drivers accept (docs/esp32-camera-protocol.md §2), to the control
-URL derived from the *configured* stream URL (`control_url_for`) or set per camera: nothing in a
-request can make the server connect anywhere else. Offered only when authentication is
-configured, or when ``camera_control = "on"`` says so explicitly.
+within `espdetect.firmware.CONTROL_RANGES`, to the control URL derived from the *configured*
+stream URL (`control_url_for`) or set per camera: nothing in a request can make the server
+connect anywhere else. A value the camera accepts becomes a desired setting that the camera's
+`espdetect.server.sensor.SensorKeeper` applies again after every reconnection. Changing and
+reading the camera are offered only when authentication is configured, or when
+``camera_control = "on"`` says so explicitly; ``/sensor`` (what the server keeps) always.
 """
 
 from __future__ import annotations
@@ -13,15 +16,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from espdetect.firmware import DRIVER_RANGES, SWITCH_VARIABLES, ControlVariable
+from espdetect.camera_control import (
+    CameraControl,
+    CameraControlError,
+    ControlRefused,
+    ControlTimeout,
+    NotFirmwareError,
+)
+from espdetect.camera_control import split_credentials as split_credentials
+from espdetect.firmware import CONTROL_RANGES as CONTROL_RANGES
+from espdetect.firmware import ControlVariable
 from espdetect.server.auth import IDENTITY_SCOPE_KEY
 from espdetect.server.camera import Camera
 from espdetect.server.routes import CameraDep
 from espdetect.server.settings import ServerSettings, control_url_for
+from espdetect.server.stats import to_json
 
 __all__ = ["CONTROL_RANGES", "ControlRequest", "ControlVariable", "router", "split_credentials"]
 
@@ -29,17 +41,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds to wait for the camera's control server.
 CONTROL_TIMEOUT = 5.0
-
-#: Accepted values of each variable, inclusive: the driver's ranges, switches as 0 or 1, and
-#: two stricter bounds. framesize: the newest firmware's table (0..15; older generations stop at
-#: 13 or 10 and answer 500, reported as 502); quality: lower is better, and below 4 the OV2640
-#: produces broken frames.
-CONTROL_RANGES: dict[str, tuple[int, int]] = {
-    **{name: (0, 1) for name in SWITCH_VARIABLES},
-    **DRIVER_RANGES,
-    "framesize": (0, 15),
-    "quality": (4, 63),
-}
 
 
 class ControlRequest(BaseModel):
@@ -63,21 +64,6 @@ class ControlRequest(BaseModel):
         return self
 
 
-def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
-    """``url`` without its ``user:password@`` part, and that part as httpx Basic auth.
-
-    Example:
-        >>> split_credentials("http://u:p@cam:8080")[0]
-        'http://cam:8080'
-    """
-    parsed = httpx.URL(url)
-    if not parsed.username and not parsed.password:
-        return url, None
-    return str(parsed.copy_with(username=None, password=None)), httpx.BasicAuth(
-        parsed.username, parsed.password
-    )
-
-
 async def _enabled(request: Request) -> None:
     settings: ServerSettings = request.app.state.settings
     if not settings.camera_control_enabled:
@@ -88,46 +74,39 @@ async def _enabled(request: Request) -> None:
         )
 
 
-router = APIRouter(dependencies=[Depends(_enabled)])
+router = APIRouter()
+_Enabled = [Depends(_enabled)]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "no configured camera has this id"}}
 
 
-def _control_base(camera: Camera) -> str:
-    return (camera.settings.control_url or control_url_for(camera.settings.url)).rstrip("/")
-
-
-async def _camera_get(
-    camera: Camera, path: str, params: dict[str, str | int] | None = None
-) -> httpx.Response:
-    url, auth = split_credentials(_control_base(camera) + path)
-    try:
-        # Plain http needs no CA bundle (loading it blocks the event loop for ~40 ms).
-        tls = url.startswith("https://")
-        async with httpx.AsyncClient(timeout=CONTROL_TIMEOUT, follow_redirects=False, verify=tls) as client:
-            if auth is None:
-                return await client.get(url, params=params)
-            return await client.get(url, params=params, auth=auth)
-    except httpx.TimeoutException:
-        raise HTTPException(
-            504,
-            f"expected an answer from camera {camera.id!r}'s control server within "
-            f"{CONTROL_TIMEOUT:g} s, got none",
-        ) from None
-    except httpx.TransportError as exc:
-        raise HTTPException(
-            502, f"expected to reach camera {camera.id!r}'s control server, got {type(exc).__name__}"
-        ) from None
-
-
-@router.post("/cameras/{camera_id}/control")
-async def control(camera: CameraDep, change: ControlRequest, request: Request) -> dict[str, Any]:
-    """Set one sensor variable on the camera (``GET /control?var=..&val=..`` on its control port)."""
-    reply = await _camera_get(camera, "/control", {"var": change.var, "val": change.val})
-    if reply.status_code != 200:
-        raise HTTPException(
-            502,
-            f"expected camera {camera.id!r} to accept {change.var}={change.val}, "
-            f"got HTTP {reply.status_code}",
+def _http_error(camera: Camera, exc: CameraControlError) -> HTTPException:
+    """A failure of the camera's control server as the answer to the client."""
+    if isinstance(exc, ControlTimeout):
+        return HTTPException(
+            504, f"expected an answer from camera {camera.id!r}'s control server: {exc.reason}"
         )
+    if isinstance(exc, ControlRefused):
+        return HTTPException(
+            502,
+            f"expected camera {camera.id!r} to accept {exc.variable}={exc.value}, got HTTP {exc.status_code}",
+        )
+    if isinstance(exc, NotFirmwareError):
+        return HTTPException(502, f"expected camera {camera.id!r}'s control server, got: {exc.reason}")
+    return HTTPException(502, f"expected to reach camera {camera.id!r}'s control server, got: {exc.reason}")
+
+
+@router.post("/cameras/{camera_id}/control", dependencies=_Enabled)
+async def control(camera: CameraDep, change: ControlRequest, request: Request) -> dict[str, Any]:
+    """Set one sensor variable on the camera (``GET /control?var=..&val=..`` on its control port).
+
+    The value also becomes one of the camera's desired sensor settings: applied again after
+    every reconnection (a reboot) and, with a data directory, kept across restarts. A
+    ``framesize`` number is kept as its size name once the camera's firmware generation is known.
+    """
+    try:
+        await camera.sensor.change(change.var, change.val)
+    except CameraControlError as exc:
+        raise _http_error(camera, exc) from None
     identity = request.scope.get(IDENTITY_SCOPE_KEY)
     logger.info(
         "%s: control %s=%d by %s", camera.id, change.var, change.val, getattr(identity, "user", "anonymous")
@@ -135,18 +114,23 @@ async def control(camera: CameraDep, change: ControlRequest, request: Request) -
     return {"camera": camera.id, "var": change.var, "val": change.val}
 
 
-@router.get("/cameras/{camera_id}/status")
+@router.get("/cameras/{camera_id}/status", dependencies=_Enabled)
 async def status(camera: CameraDep) -> dict[str, Any]:
     """The camera's own ``/status``: sensor settings, framesize index and quality."""
-    reply = await _camera_get(camera, "/status")
-    if reply.status_code != 200:
-        raise HTTPException(502, f"expected camera {camera.id!r}'s /status, got HTTP {reply.status_code}")
+    base = camera.settings.control_url or control_url_for(camera.settings.url)
     try:
-        body = reply.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        raise HTTPException(
-            502, f"expected a JSON object from camera {camera.id!r}'s /status, got something else"
-        )
-    return {str(k): v for k, v in body.items() if isinstance(v, (int, float, str, bool))}
+        async with CameraControl(base, timeout=CONTROL_TIMEOUT) as client:
+            return dict(await client.status())
+    except NotFirmwareError as exc:
+        raise HTTPException(502, f"expected camera {camera.id!r}'s /status, got: {exc.reason}") from None
+    except CameraControlError as exc:
+        raise _http_error(camera, exc) from None
+
+
+@router.get("/cameras/{camera_id}/sensor", responses=_NOT_FOUND)
+async def sensor(camera: CameraDep) -> dict[str, Any]:
+    """The camera's sensor settings as the server keeps them: desired (configured, with API changes
+    over them), actual (its ``/status`` when last read), the firmware generation, when they were
+    last applied after a connection, and what was refused or changed elsewhere (``counters``)."""
+    body: dict[str, Any] = to_json(camera.sensor.report())
+    return body

@@ -25,6 +25,7 @@ from espdetect.latest import Latest
 from espdetect.server.camera import Camera, EncoderFactory, SourceFactory, ViewerKind
 from espdetect.server.errors import UnknownCamera, ViewerLimitReached
 from espdetect.server.event_service import EventService
+from espdetect.server.sensor import SensorStore
 from espdetect.server.settings import DetectorSettings, ServerSettings, redact_url
 from espdetect.workers import Workers
 
@@ -144,6 +145,8 @@ class CameraHub:
         # One render thread per camera (and one for the lower quality tier) so that no camera's
         # drawing waits for another's; model calls take turns on detect_slots threads.
         workers = Workers(settings.detector.detect_slots, len(all_settings) + 1, name="espdetect")
+        # Sensor settings changed through the API are kept in the data directory.
+        sensor_store = SensorStore(settings.data_dir)
         cameras = []
         try:
             for cam_settings in all_settings:
@@ -155,8 +158,10 @@ class CameraHub:
                         source_factory=source_factory,
                         encoder_factory=encoder_factory,
                         workers=workers,
+                        sensor_store=sensor_store,
                     )
                 )
+                await cameras[-1].sensor.restore()
                 logger.info("camera %s: %s", cam_settings.id, redact_url(cam_settings.url))
         except BaseException:  # a camera the model cannot serve: nothing is left loaded
             workers.close()
@@ -182,6 +187,7 @@ class CameraHub:
                     await group.start(self.events.run, name="espdetect-events")
                 self._group = group
                 for cam in self.cameras.values():
+                    group.start_soon(cam.sensor.run, name=f"{cam.id}-sensor")
                     self.refresh(cam)
                 try:
                     yield self

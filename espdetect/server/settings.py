@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from espdetect.camera_control import control_url_for as control_url_for
 from espdetect.constraints import (
     CAMERA_ID_PATTERN,
     CLASS_ID,
@@ -60,6 +61,8 @@ from espdetect.constraints import (
 from espdetect.detectors.factory import DetectorBackend
 from espdetect.events import check_labels
 from espdetect.exceptions import ConfigurationError
+from espdetect.firmware import CONTROL_VARIABLES, check_control_value
+from espdetect.framesizes import FirmwareGeneration, framesize_value, parse_framesize
 from espdetect.mjpeg import DEFAULT_MAX_PART_SIZE
 from espdetect.motion import THRESHOLD, check_polygons
 from espdetect.pipeline.config import GRACE_PERIOD, KEEPALIVE, StaleMode
@@ -85,6 +88,7 @@ __all__ = [
     "MinFrames",
     "MqttSettings",
     "Quality",
+    "SensorValues",
     "ServerSettings",
     "ServingSettings",
     "SkipSetting",
@@ -101,6 +105,7 @@ __all__ = [
     "control_url_for",
     "leaf_fields",
     "load_settings",
+    "merge_sensor",
     "parse_camera_spec",
     "redact_url",
 ]
@@ -219,26 +224,78 @@ EndTimeout = Annotated[float, Field(ge=EVENT_END_TIMEOUT.low, le=EVENT_END_TIMEO
 MqttUrl = Annotated[str, PlainValidator(_mqtt_url, json_schema_input_type=str)]
 
 
-def control_url_for(stream_url: str) -> str:
-    """The base URL of a camera's control server (``/control``, ``/status``) from its stream URL.
+#: ``/control`` variables in the order the sensor settings are applied: the firmware's own, which
+#: starts with the frame size (a size change may reset other registers).
+_SENSOR_ORDER: Final[dict[str, int]] = {name: i for i, name in enumerate(CONTROL_VARIABLES)}
 
-    The firmware serves the stream on port 81 and everything else on port 80; the emulator
-    (``Emulator(port=P)``) uses P and P+1 the same way. So an explicit stream port N maps to
-    N-1, and a URL without a port keeps the scheme's default port. Credentials are kept.
+
+def _sensor_scalar(text: str) -> object:
+    """A value of ``var=value`` text (an environment variable, a flag) as TOML would give it."""
+    word = text.strip()
+    if word.lower() in ("true", "false"):
+        return word.lower() == "true"
+    if word.lstrip("-").isdigit():
+        return int(word)
+    return word
+
+
+def _sensor_values(value: object, where: str = "sensor") -> dict[str, int | str]:
+    """Desired sensor settings: ``/control`` variable names to values, checked once.
+
+    Switches take true/false or 0/1 (kept as 0/1), the other variables integers within
+    `espdetect.firmware.CONTROL_RANGES`; ``framesize`` a size name or ``WxH`` (kept as the name),
+    never a number: the firmware generations number sizes differently. Text (an environment
+    variable, a flag) is a JSON object or ``var=value,var=value``.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("{"):
+            value = json.loads(text)
+        else:
+            pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+            bad = [name for name, sep, _ in pairs if not sep]
+            if bad:
+                raise ValueError(
+                    f"{where}: expected var=value pairs like framesize=VGA,quality=10, got {text!r}"
+                )
+            value = {name.strip(): _sensor_scalar(raw) for name, _, raw in pairs}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected a table of /control variables, got {value!r}")
+    out: dict[str, int | str] = {}
+    for name, raw in value.items():
+        try:
+            if name == "framesize":
+                if isinstance(raw, bool) or not isinstance(raw, str):
+                    raise ValueError(
+                        f"expected framesize as a size name (QVGA, VGA, SVGA...) or WxH, got {raw!r} "
+                        "(a number means different sizes on different firmware)"
+                    )
+                out[name] = parse_framesize(raw).name
+            else:
+                out[str(name)] = check_control_value(str(name), raw)
+        except ValueError as exc:
+            raise ValueError(f"{where}.{name} = {raw!r}: {exc}") from None
+    return dict(sorted(out.items(), key=lambda item: _SENSOR_ORDER[item[0]]))
+
+
+def merge_sensor(base: Mapping[str, int | str], top: Mapping[str, int | str]) -> dict[str, int | str]:
+    """``top``'s sensor settings over ``base``'s, in the order they are applied.
 
     Example:
-        >>> control_url_for("http://192.168.4.1:81/stream")
-        'http://192.168.4.1:80'
-        >>> control_url_for("https://cam.example/stream")
-        'https://cam.example'
+        >>> merge_sensor({"quality": 12, "hmirror": 1}, {"quality": 10, "framesize": "VGA"})
+        {'framesize': 'VGA', 'quality': 10, 'hmirror': 1}
     """
-    from urllib.parse import urlsplit
+    merged = {**base, **top}
+    return dict(sorted(merged.items(), key=lambda item: _SENSOR_ORDER[item[0]]))
 
-    parts = urlsplit(stream_url)
-    host = parts.netloc
-    if parts.port is not None:
-        host = host[: host.rfind(":")] + f":{max(1, parts.port - 1)}"
-    return f"{parts.scheme}://{host}"
+
+_SENSOR_SCHEMA = dict[str, int | bool | str]
+#: Desired sensor settings, by ``/control`` variable (see `_sensor_values`).
+SensorValues = Annotated[
+    dict[str, int | str], PlainValidator(_sensor_values, json_schema_input_type=_SENSOR_SCHEMA)
+]
 
 
 _SECRET_QUERY_KEY = re.compile(r"(?i)(pass|pwd|secret|token|key|auth|sig)")
@@ -397,6 +454,19 @@ class CameraConfig(CameraOptions):
     url: HttpUrl
     #: Base URL of the camera's control server; None: derived from ``url`` (`control_url_for`).
     control_url: HttpUrl | None = None
+    #: The camera's own sensor settings, over the server-wide ``[sensor]`` table.
+    sensor: SensorValues = Field(default_factory=dict)
+    #: The firmware generation, for when the camera's /status and frames cannot tell (None: learn it).
+    firmware: FirmwareGeneration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sensor_of_camera(cls, values: Any) -> Any:
+        # Checked here so that the message names the camera (pydantic's location is its index).
+        if isinstance(values, Mapping) and "sensor" in values:
+            where = f"camera {values.get('id')!r}: sensor"
+            return {**values, "sensor": _sensor_values(values["sensor"], where)}
+        return values
 
     @field_validator("control_url")
     @classmethod
@@ -439,6 +509,11 @@ class UpstreamSettings(_Section):
     max_part_size: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = Field(
         default=DEFAULT_MAX_PART_SIZE,
         description="camera frames (JPEG parts) larger than this many bytes are dropped unread",
+    )
+    sensor_check_interval: Annotated[float, Field(ge=0.1, le=86400.0)] = Field(
+        default=60.0,
+        description="seconds between checks that a connected camera still has its sensor settings "
+        "(changes made elsewhere are reverted); they are also applied on every connection",
     )
 
 
@@ -692,7 +767,7 @@ SECTIONS: Final[dict[str, type[_Section]]] = {
     "webhooks": WebhookSettings,
 }
 #: Top-level options (not in a section).
-_TOP_LEVEL: Final = ("host", "port", "events", "cameras")
+_TOP_LEVEL: Final = ("host", "port", "events", "sensor", "cameras")
 
 
 def leaf_fields() -> Iterator[tuple[str | None, str, FieldInfo]]:
@@ -800,6 +875,12 @@ class ServerSettings(BaseSettings):
         description="record events (and notify, when MQTT or webhooks are configured); none: on when an "
         "MQTT URL or a webhook is configured",
     )
+    sensor: SensorValues = Field(
+        default_factory=dict,
+        description="camera sensor settings applied on every connection, by /control name: framesize "
+        "(QVGA, VGA, SVGA... or WxH), quality (4..63, lower is better), brightness, hmirror... "
+        "([sensor] in TOML, framesize=VGA,quality=10 here; [cameras.sensor] per camera)",
+    )
     cameras: list[CameraConfig] = Field(
         default_factory=list,
         description="cameras: [[cameras]] tables in TOML; id=url,id=url or a JSON list in ESPDETECT_CAMERAS",
@@ -855,6 +936,18 @@ class ServerSettings(BaseSettings):
             seen.add(cam.id)
         return self
 
+    @model_validator(mode="after")
+    def _framesizes_the_firmware_has(self) -> ServerSettings:
+        # Where the firmware is configured, a size it lacks is known now; else when it is learned.
+        for cam in self.cameras:
+            size = cam.sensor.get("framesize", self.sensor.get("framesize"))
+            if cam.firmware is not None and size is not None:
+                try:
+                    framesize_value(str(size), cam.firmware)
+                except ValueError as exc:
+                    raise ValueError(f"camera {cam.id!r}: sensor.framesize = {size!r}: {exc}") from None
+        return self
+
     @property
     def events_enabled(self) -> bool:
         """Whether events are recorded: ``events``, else whether MQTT or a webhook is configured."""
@@ -876,8 +969,12 @@ class ServerSettings(BaseSettings):
         return mode == "on" or (mode == "auth" and self.auth.enabled)
 
     def camera_settings(self) -> list[CameraConfig]:
-        """Each camera with the options it does not set taken from ``[defaults]``, in order."""
-        return [cam.resolved(self.defaults) for cam in self.cameras]
+        """Each camera with the options it does not set taken from ``[defaults]`` and its sensor
+        settings over the server-wide ``[sensor]``, in order."""
+        return [
+            cam.resolved(self.defaults).model_copy(update={"sensor": merge_sensor(self.sensor, cam.sensor)})
+            for cam in self.cameras
+        ]
 
 
 def parse_camera_spec(spec: str, index: int = 0) -> CameraConfig:

@@ -129,6 +129,28 @@ class CameraStats:
     viewers_served: int
     viewers_rejected: int = field(metadata=counter("Viewers turned away by a limit."))
     viewer_timeouts: int = field(metadata=counter("Viewers dropped because a send stayed blocked."))
+    sensor_applies: int = field(
+        metadata=counter("Camera connections after which its sensor settings were applied and checked.")
+    )
+    sensor_values_set: int = field(metadata=counter("Sensor variables set on the camera through /control."))
+    sensor_checks: int = field(
+        metadata=counter("Comparisons of the camera's /status with its sensor settings.")
+    )
+    sensor_drift: int = field(
+        metadata=counter(
+            "Sensor variables found changed on the camera and set back.", name="sensor_drift_reverted"
+        )
+    )
+    sensor_refused: int = field(
+        metadata=counter("Sensor settings the camera or its firmware generation refused.")
+    )
+    sensor_unreachable: int = field(
+        metadata=counter("Times the camera's control server could not be reached when needed.")
+    )
+    #: The camera's control server: unknown, ok, unreachable or none (no firmware control server).
+    sensor_control: str
+    #: The camera's firmware generation (learned or configured), None while unknown.
+    firmware: str | None
     fps: FrameCounts = field(metadata=gauge("Frames per second over the stats window.", key_label="stage"))
     inference_ms: Percentiles = field(
         metadata=gauge("Model inference time percentiles.", key_label="quantile")
@@ -219,6 +241,7 @@ def camera_stats(camera: Camera, now: float | None = None) -> CameraStats:
     pipe = camera.pipeline.stats
     serve = camera.serve
     source = camera.source_stats()
+    sensor = camera.sensor.counters
     return CameraStats(
         upstream_connected=source.connected,
         upstream_open=camera.pipeline.upstream_open,
@@ -252,6 +275,14 @@ def camera_stats(camera: Camera, now: float | None = None) -> CameraStats:
         viewers_served=serve.viewers_served,
         viewers_rejected=serve.viewers_rejected,
         viewer_timeouts=serve.viewer_timeouts,
+        sensor_applies=sensor.applies,
+        sensor_values_set=sensor.values_set,
+        sensor_checks=sensor.checks,
+        sensor_drift=sensor.drift,
+        sensor_refused=sensor.refused,
+        sensor_unreachable=sensor.unreachable,
+        sensor_control=camera.sensor.control_state,
+        firmware=camera.sensor.generation,
         fps=FrameCounts._make(camera.rates.rates(now, camera.counts())),
         inference_ms=pipe.inference_ms.percentiles(),
         detect_ms=pipe.detect_ms.percentiles(),

@@ -168,3 +168,15 @@ def test_emulate_serves_the_yard_with_sensor_effects() -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert "scene:   yard (first person after 4 s), noise 3 levels, brightness ramp -20" in lines, lines
+
+
+def test_sensor_model_flag_makes_fps_a_cap() -> None:
+    import argparse
+
+    from espdetect.cli.emulate import _add_arguments
+
+    parser = argparse.ArgumentParser()
+    _add_arguments(parser)
+    args = parser.parse_args(["--sensor-model", "ov2640"])
+    assert args.sensor_model == "ov2640" and args.fps is None
+    assert parser.parse_args([]).sensor_model == "ideal"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from espdetect.emulator.framesizes import (
@@ -9,6 +11,7 @@ from espdetect.emulator.framesizes import (
     nearest_framesize,
     size_of_framesize,
 )
+from espdetect.framesizes import framesize_value, parse_framesize
 
 
 @pytest.mark.parametrize(
@@ -65,3 +68,47 @@ def test_nearest_framesize_for_sizes_the_sensor_cannot_make() -> None:
     assert nearest_framesize((336, 252), "2.x") == 5
     assert nearest_framesize((1920, 1080), "2.x") == 13
     assert nearest_framesize((100, 100), "3.x") == 0
+
+
+def test_the_emulator_module_is_the_library_table() -> None:
+    import espdetect.framesizes as library
+
+    assert framesize_table is library.framesize_table
+    assert size_of_framesize is library.size_of_framesize
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "size"),
+    [
+        pytest.param("QVGA", "QVGA", (320, 240), id="name"),
+        pytest.param(" vga ", "VGA", (640, 480), id="lower-case"),
+        pytest.param("800x600", "SVGA", (800, 600), id="WxH"),
+        pytest.param("1280X720", "HD", (1280, 720), id="WXH"),
+        pytest.param("96x96", "96X96", (96, 96), id="square-name"),
+    ],
+)
+def test_frame_sizes_by_name_or_width_and_height(text: str, name: str, size: tuple[int, int]) -> None:
+    parsed = parse_framesize(text)
+    assert (parsed.name, parsed.size) == (name, size)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("HUGE", "expected a frame size name (96X96, QQVGA, QQVGA2", id="unknown-name"),
+        pytest.param("8", "a number means different sizes on different firmware", id="number"),
+        pytest.param("333x222", "expected a frame size the OV2640 makes", id="odd-size"),
+    ],
+)
+def test_unknown_frame_sizes_list_the_allowed_ones(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_framesize(text)
+
+
+def test_a_size_has_a_number_per_generation_or_an_error() -> None:
+    assert [framesize_value("VGA", g) for g in FIRMWARE_GENERATIONS] == [6, 8, 10]
+    assert framesize_value("320x320", "3.x") == 7
+    with pytest.raises(ValueError, match=r"expected a frame size that legacy firmware has .*got HD"):
+        framesize_value("HD", "legacy")
+    with pytest.raises(ValueError, match=re.escape("2.x firmware has")):
+        framesize_value("QQVGA2", "2.x")

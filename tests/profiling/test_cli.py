@@ -38,6 +38,11 @@ def test_profile_cli_sweeps_reports_recommends_and_writes_a_server_config(
     assert code == 0
     printed = capsys.readouterr().out
     assert "Recommended: yolov8n.yaml@" in printed
+    # The cost is announced before the sweep starts; the runner-up's margin after the pick.
+    assert printed.index("estimate: 5 configurations x 1 repeats on 30 frames: about ") < printed.index(
+        "Recommended"
+    )
+    assert "Runner-up: yolov8n.yaml@" in printed and "(one repeat: no interval)" in printed
     assert "no configuration meeting the constraints has a known displayed_recall" in printed
     df = load_results(out)
     assert list(df.columns) == list(COLUMNS) and len(df) == 5
@@ -155,3 +160,31 @@ def test_profile_cli_noise_flags_reach_the_sweep_and_the_drift_sentence_is_print
         == 2
     )
     assert "drift_threshold" in capsys.readouterr().err
+
+
+def test_profile_cli_live_sweeps_camera_settings_and_writes_the_sensor_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], clean_env: None
+) -> None:
+    from espdetect.emulator import EmulatorConfig, EmulatorThread
+    from espdetect.server.settings import load_settings
+
+    out = tmp_path / "out"
+    toml = tmp_path / "serve.toml"
+    cfg = EmulatorConfig(fps=None, framesize=5, sensor_model="ov2640", loop_frames=20)
+    with EmulatorThread(cfg) as emu:
+        code = main(
+            [
+                "profile", "--live", emu.stream_url, "--control-url", emu.control_url,
+                "--grid", "model=yolov8n.yaml imgsz=64 camera_framesize=QQVGA,QVGA camera_quality=10,30",
+                "--seconds", "1", "--out", str(out), "--repeats", "1", "--warmup", "0",
+                "--no-progress", "--write-config", str(toml),
+            ]
+        )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "camera settings" in printed and "QQVGA" in printed
+    df = load_results(out)
+    assert len(df) == 4 and set(df["camera_size"]) == {"160x120", "320x240"}
+    sensor = load_settings(toml).cameras[0].sensor
+    assert set(sensor) == {"framesize", "quality"} and sensor["framesize"] in ("QQVGA", "QVGA")
+    assert "[cameras.sensor]" in toml.read_text()

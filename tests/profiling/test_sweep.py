@@ -16,6 +16,7 @@ from espdetect.profiling.calibration import drift_summary, log_t_interval
 from espdetect.profiling.config import ProfileConfig, grid
 from espdetect.profiling.environment import cuda_available
 from espdetect.profiling.results import (
+    ADDED_IN_4,
     COLUMNS,
     SCHEMA_VERSION,
     ResultsStore,
@@ -255,10 +256,12 @@ def test_results_with_other_columns_load_but_are_not_appended_to(
         square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
     )
     store = ResultsStore(tmp_path)
-    # A results.csv without the last column.
-    store.results_csv.write_text(df.drop(columns=[list(COLUMNS)[-1]]).to_csv(index=False), encoding="utf-8")
+    # A results.csv without one column.
+    store.results_csv.write_text(
+        df.drop(columns=["camera_bytes_per_frame"]).to_csv(index=False), encoding="utf-8"
+    )
     old = load_results(tmp_path)
-    assert list(old.columns) == list(COLUMNS) and old[list(COLUMNS)[-1]].isna().all()
+    assert list(old.columns) == list(COLUMNS) and old["camera_bytes_per_frame"].isna().all()
     with pytest.raises(ConfigurationError, match="columns other than this version's"):
         sweep(
             square_clip,
@@ -285,7 +288,7 @@ def test_a_sweep_of_schema_1_loads_but_resuming_it_is_refused_with_what_to_do(
     df = sweep(
         square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
     )
-    assert df["schema_version"].tolist() == [SCHEMA_VERSION] == [3]
+    assert df["schema_version"].tolist() == [SCHEMA_VERSION] == [4]
     assert ResultsStore(tmp_path).environment()["schema_version"] == SCHEMA_VERSION
     store = ResultsStore(tmp_path)
     store.results_csv.write_text(df.drop(columns=list(_ADDED_IN_2)).to_csv(index=False), encoding="utf-8")
@@ -309,7 +312,7 @@ def test_a_sweep_of_schema_1_loads_but_resuming_it_is_refused_with_what_to_do(
         square_clip, grid(model="squares.pt", motion=True), tmp_path, repeats=1, progress=False,
         detector_factory=squares, resume=False,
     )  # fmt: skip
-    assert fresh["schema_version"].tolist() == [3] and fresh["motion"].tolist() == [True]
+    assert fresh["schema_version"].tolist() == [4] and fresh["motion"].tolist() == [True]
 
 
 def test_rows_of_a_newer_schema_are_not_appended_to(
@@ -319,11 +322,43 @@ def test_rows_of_a_newer_schema_are_not_appended_to(
         square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
     )
     store = ResultsStore(tmp_path)
-    store.results_csv.write_text(df.assign(schema_version=4).to_csv(index=False), encoding="utf-8")
-    with pytest.raises(ConfigurationError, match="schema version 4, written by a newer espdetect"):
+    store.results_csv.write_text(df.assign(schema_version=5).to_csv(index=False), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="schema version 5, written by a newer espdetect"):
         sweep(
             square_clip, grid(model="squares.pt", skip=2), tmp_path, repeats=1, progress=False,
             detector_factory=squares,
+        )  # fmt: skip
+
+
+def test_a_sweep_of_schema_3_resumes_as_camera_unchanged(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    df = sweep(
+        square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
+    )
+    store = ResultsStore(tmp_path)
+    v3 = df.drop(columns=list(ADDED_IN_4)).assign(schema_version=3)
+    store.results_csv.write_text(v3.to_csv(index=False), encoding="utf-8")
+    assert store.schema_versions() == {3}
+
+    resumed = sweep(
+        square_clip, grid(model="squares.pt", skip=[1, 2]), tmp_path, repeats=1, progress=False,
+        detector_factory=squares,
+    )  # fmt: skip
+    assert list(resumed.columns) == list(COLUMNS) and len(resumed) == 2
+    assert resumed["schema_version"].tolist() == [4, 4]
+    assert resumed["camera_framesize"].tolist() == ["", ""] and resumed["camera_quality"].isna().all()
+    # The old row is kept as it was (no camera columns measured); the new one has them.
+    old, new = resumed.sort_values("skip")["camera_bytes_per_frame"].tolist()
+    assert math.isnan(old) and new > 0
+    assert store.environment()["schema_version"] == 4
+
+
+def test_camera_axes_need_a_live_camera(square_clip: Path, squares: SquareFactory, tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="live camera"):
+        sweep(
+            square_clip, grid(model="squares.pt", camera_framesize=["QVGA", "VGA"]), tmp_path,
+            progress=False, detector_factory=squares,
         )  # fmt: skip
 
 
