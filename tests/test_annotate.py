@@ -188,15 +188,19 @@ def _tag_rows(image: np.ndarray, color: tuple[int, int, int], cols: slice) -> np
     return np.concatenate([run for run in runs if run.size >= 6] or [np.array([], np.int64)])
 
 
-def test_tags_of_neighbouring_boxes_do_not_cover_each_other() -> None:
-    # Two people side by side with the same top edge: both tags want the same place above.
-    dets = Detections(
-        xyxy=np.array([[40, 100, 140, 220], [60, 100, 160, 220]], np.float32),
+def _neighbours(top: int, bottom: int) -> Detections:
+    """A person (0.9) and a bus (0.8) overlapping side by side, both from ``top`` to ``bottom``."""
+    return Detections(
+        xyxy=np.array([[40, top, 140, bottom], [60, top, 160, bottom]], np.float32),
         confidence=np.array([0.9, 0.8], np.float32),
         class_id=np.array([0, 5], np.int64),
         names=NAMES,
     )
-    out = Annotator().annotate(blank(), dets)
+
+
+def test_tags_of_neighbouring_boxes_do_not_cover_each_other() -> None:
+    # Two people side by side with the same top edge: both tags want the same place above.
+    out = Annotator().annotate(blank(), _neighbours(100, 220))
     first = _tag_rows(out, class_color(0), slice(42, 60))
     second = _tag_rows(out, class_color(5), slice(62, 140))
     # The more confident box keeps its tag above it; the other moves inside its top edge.
@@ -208,13 +212,7 @@ def test_tags_of_neighbouring_boxes_do_not_cover_each_other() -> None:
 
 def test_a_tag_below_the_top_edge_of_the_frame_goes_inside_or_below_its_box() -> None:
     # No room above (the box starts at the top), and a tag already inside: below the box.
-    dets = Detections(
-        xyxy=np.array([[40, 0, 140, 120], [60, 0, 160, 120]], np.float32),
-        confidence=np.array([0.9, 0.8], np.float32),
-        class_id=np.array([0, 5], np.int64),
-        names=NAMES,
-    )
-    out = Annotator().annotate(blank(), dets)
+    out = Annotator().annotate(blank(), _neighbours(0, 120))
     assert np.median(_tag_rows(out, class_color(0), slice(42, 60))) < 30
     assert np.median(_tag_rows(out, class_color(5), slice(62, 140))) > 120
 

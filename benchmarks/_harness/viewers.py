@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from espdetect.mjpeg import MultipartParser, Part
+from espdetect.profiling.capacity_viewers import ChunkDecoder
 
 __all__ = [
     "ChunkDecoder",
@@ -106,45 +107,6 @@ def parse_head(raw: bytes) -> Head:
 def _host_port(base_url: str) -> tuple[str, int]:
     parts = urlsplit(base_url)
     return parts.hostname or "127.0.0.1", parts.port or 80
-
-
-class ChunkDecoder:
-    """Incremental HTTP/1.1 chunked transfer decoding: feed raw bytes, get body bytes.
-
-    Example:
-        >>> ChunkDecoder().feed(b"3\\r\\nabc\\r\\n0\\r\\n\\r\\n")
-        b'abc'
-    """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._left = -1  # -1: a size line is due; >= 0: body bytes of the current chunk left
-        self.finished = False
-
-    def feed(self, data: bytes) -> bytes:
-        self._buf += data
-        out = bytearray()
-        while self._buf and not self.finished:
-            if self._left < 0:
-                eol = self._buf.find(b"\r\n")
-                if eol < 0:
-                    break
-                size = int(bytes(self._buf[:eol]).split(b";")[0].strip() or b"0", 16)
-                del self._buf[: eol + 2]
-                if size == 0:
-                    self.finished = True
-                    break
-                self._left = size
-            take = min(self._left, len(self._buf))
-            out += self._buf[:take]
-            del self._buf[:take]
-            self._left -= take
-            if self._left == 0:
-                if len(self._buf) < 2:
-                    break  # the chunk's CRLF has not arrived yet
-                del self._buf[:2]
-                self._left = -1
-        return bytes(out)
 
 
 class PartReader:

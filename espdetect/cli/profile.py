@@ -207,8 +207,11 @@ def _sweep(args: argparse.Namespace, configs: list[ProfileConfig], options: dict
         if args.clip is None:
             raise ConfigurationError("expected a clip folder or --live URL, got neither", field="clip")
         from espdetect.profiling import estimate_sweep
+        from espdetect.profiling.detectors import DetectorCache, default_factory
 
-        # What it will cost, before it starts (a few model calls on the clip).
+        # What it will cost, before it starts (a few model calls on the clip); the sweep then
+        # uses the detectors the estimate loaded.
+        detectors = DetectorCache(default_factory(options["device"]))
         estimate = estimate_sweep(
             args.clip,
             configs,
@@ -217,9 +220,10 @@ def _sweep(args: argparse.Namespace, configs: list[ProfileConfig], options: dict
             warmup=options["warmup"],
             baseline=options["baseline"] is not None,
             reference=options["reference"] is not None,
+            detector_factory=detectors.get,
         )
         print(f"estimate: {estimate.text}", flush=True)
-        return sweep(args.clip, configs, args.out, **options)
+        return sweep(args.clip, configs, args.out, detector_factory=detectors.get, **options)
     if args.clip is not None:
         raise ConfigurationError("expected a clip folder or --live URL, got both", field="clip")
     camera = LiveCamera(args.live, control_url=args.control_url, firmware=args.firmware)

@@ -38,6 +38,8 @@ from espdetect.profiling.config import ProfileConfig as ProfileConfig
 from espdetect.profiling.config import grid as grid
 from espdetect.profiling.config import grid_from_text as grid_from_text
 from espdetect.profiling.config import parse_grid as parse_grid
+from espdetect.profiling.detectors import DetectorFactory as DetectorFactory
+from espdetect.profiling.detectors import default_factory as default_factory
 from espdetect.profiling.estimate import SweepEstimate as SweepEstimate
 from espdetect.profiling.estimate import estimate_sweep as estimate_sweep
 from espdetect.profiling.events import ClipDetections as ClipDetections
@@ -69,7 +71,6 @@ _PROFILE_EXTRA = (
     "BaselineChoice",
     "CameraBusy",
     "CameraSettingLost",
-    "DetectorFactory",
     "LiveCamera",
     "NoConfigurationMeets",
     "Recommendation",
@@ -77,7 +78,6 @@ _PROFILE_EXTRA = (
     "ReferenceChoice",
     "camera_table",
     "compare_configs",
-    "default_factory",
     "load_results",
     "margin_over_runner_up",
     "plot_accuracy_vs_fps",
@@ -120,9 +120,7 @@ try:
     from espdetect.profiling.results import summarize as summarize
     from espdetect.profiling.server_config import write_server_config as write_server_config
     from espdetect.profiling.sweep import BaselineChoice as BaselineChoice
-    from espdetect.profiling.sweep import DetectorFactory as DetectorFactory
     from espdetect.profiling.sweep import ReferenceChoice as ReferenceChoice
-    from espdetect.profiling.sweep import default_factory as default_factory
     from espdetect.profiling.sweep import sweep as sweep
     from espdetect.profiling.sweep import sweep_clips as sweep_clips
     from espdetect.profiling.tables import margin_over_runner_up as margin_over_runner_up
@@ -145,6 +143,7 @@ __all__ = [
     "ClipDetections",
     "ClipEvent",
     "DelayStats",
+    "DetectorFactory",
     "DriftSummary",
     "EventMatch",
     "EventRun",
@@ -157,6 +156,7 @@ __all__ = [
     "SweepEstimate",
     "Visit",
     "arecord",
+    "default_factory",
     "detect_clip",
     "drift_summary",
     "estimate_sweep",

@@ -922,22 +922,6 @@ def _child_env(model: str | None) -> dict[str, str]:
 # -- the server's settings ----------------------------------------------------------------------
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ConfigurationError(f"expected a finite number, got {value!r}")
-        return repr(value)
-    if isinstance(value, str | Path):
-        return json.dumps(str(value))  # JSON string escapes are valid TOML basic-string escapes
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise ConfigurationError(f"expected a TOML scalar or list, got {type(value).__name__}: {value!r}")
-
-
 def _sections(options: Mapping[str, object]) -> dict[str | None, dict[str, object]]:
     """Options by their section of the settings schema (None: top level).
 
@@ -978,19 +962,21 @@ def capacity_config_toml(
         url = "http://h:81/stream"
         <BLANKLINE>
     """
+    from espdetect.server.settings import toml_value
+
     lines = [f"# {line}" if line else "#" for line in comments]
     sections = _sections(options)
     for name, value in sections.pop(None, {}).items():
-        lines.append(f"{name} = {_toml_value(value)}")
+        lines.append(f"{name} = {toml_value(value)}")
     for section, values in sections.items():
-        lines += ["", f"[{section}]", *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
+        lines += ["", f"[{section}]", *(f"{k} = {toml_value(v)}" for k, v in values.items())]
     for camera in cameras:
         lines += ["", "[[cameras]]"]
         for key, value in camera.items():
             if key.startswith("#"):
                 lines.append(f"# {value}")
             else:
-                lines.append(f"{key} = {_toml_value(value)}")
+                lines.append(f"{key} = {toml_value(value)}")
     return "\n".join(lines).lstrip("\n") + "\n"
 
 

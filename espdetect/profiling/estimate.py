@@ -35,6 +35,7 @@ from espdetect.detectors.base import Detector, DetectParams
 from espdetect.encoders.jpeg import OpenCVJpegEncoder
 from espdetect.frame import decode_jpeg
 from espdetect.profiling.config import ProfileConfig
+from espdetect.profiling.detectors import DetectorCache, default_factory
 from espdetect.profiling.replay import ClipData, load_clip
 
 __all__ = ["AUTO_SKIP_ESTIMATE", "RUN_OVERHEAD_S", "SweepEstimate", "estimate_sweep"]
@@ -144,7 +145,8 @@ def estimate_sweep(
         clip, configs, repeats, mode, warmup, probe_calls: as given to `sweep`.
         baseline: whether runs are paired with a baseline (`sweep`'s default).
         reference: whether accuracy is measured (one reference pass over the clip).
-        detector_factory: loads detectors (default: `default_factory` on the CPU).
+        detector_factory: loads detectors (default: `default_factory` on the CPU); pass the one
+            the sweep will use (a `DetectorCache`'s ``get``) so each model loads once.
 
     Example:
         >>> est = estimate_sweep("clips/desk", grid(skip=[1, 2]), repeats=3)  # doctest: +SKIP
@@ -157,21 +159,14 @@ def estimate_sweep(
         raise ValueError("expected at least one configuration, got none")
     if repeats < 1:
         raise ValueError(f"expected repeats >= 1, got {repeats}")
-    if detector_factory is None:
-        from espdetect.profiling.sweep import default_factory
-
-        detector_factory = default_factory("cpu")
+    cache = DetectorCache(detector_factory or default_factory("cpu"))
     image = data.frame(0).image()
     call_s: dict[str, float] = {}
-    detectors: dict[tuple[str, bool], Detector] = {}
     for config in grid:
         key = f"{Path(config.model).name}@{config.imgsz}"
         if key in call_s:
             continue
-        model = (config.model, config.half)
-        if model not in detectors:
-            detectors[model] = detector_factory(config)
-        detector = detectors[model]
+        detector = cache.get(config)
         params = DetectParams(imgsz=config.imgsz, conf=config.conf)
         call_s[key] = _time(functools.partial(detector.detect, image, params), _TIMED_CALLS, clock)
     frame_s = _frame_seconds(data, clock)

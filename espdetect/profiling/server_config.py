@@ -15,32 +15,15 @@ server's own default applies (the server turns both on by default).
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import datetime, timezone
 from pathlib import Path
 
 from espdetect.profiling.config import ProfileConfig
 from espdetect.profiling.recommend import Recommendation
+from espdetect.server.settings import toml_value
 
 __all__ = ["write_server_config"]
-
-
-def _toml(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"expected a finite number for TOML, got {value!r}")
-        return repr(value)
-    if isinstance(value, str):
-        # JSON string escapes are a subset of TOML basic-string escapes.
-        return json.dumps(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    raise TypeError(f"expected a TOML scalar or list, got {type(value).__name__}")
 
 
 def _sections() -> dict[str, str | None]:
@@ -96,10 +79,10 @@ def _toml_text(
     tables: dict[str | None, list[str]] = {}
     for key, value in values.items():
         if key in sections:
-            tables.setdefault(sections[key], []).append(f"{key} = {_toml(value)}")
+            tables.setdefault(sections[key], []).append(f"{key} = {toml_value(value)}")
         else:
             tables.setdefault("defaults", []).append(
-                f"# {key} = {_toml(value)}  (measured, but the server has no such setting)"
+                f"# {key} = {toml_value(value)}  (measured, but the server has no such setting)"
             )
     for key in unswept:
         tables.setdefault(sections.get(key, "defaults"), []).append(
@@ -112,7 +95,7 @@ def _toml_text(
 
 def _camera_lines(config: ProfileConfig, camera_id: str, camera_url: str) -> list[str]:
     """The ``[[cameras]]`` table, with ``[cameras.sensor]`` when the sweep set the camera."""
-    lines = ["", "[[cameras]]", f"id = {_toml(camera_id)}", f"url = {_toml(camera_url)}"]
+    lines = ["", "[[cameras]]", f"id = {toml_value(camera_id)}", f"url = {toml_value(camera_url)}"]
     sensor: dict[str, object] = {}
     if config.camera_framesize is not None:
         sensor["framesize"] = config.camera_framesize  # by name: enum numbers differ by firmware
@@ -120,7 +103,7 @@ def _camera_lines(config: ProfileConfig, camera_id: str, camera_url: str) -> lis
         sensor["quality"] = config.camera_quality
     if sensor:
         # The camera's own settings the sweep measured; the server applies them on every connection.
-        lines += ["", "[cameras.sensor]", *(f"{k} = {_toml(v)}" for k, v in sensor.items())]
+        lines += ["", "[cameras.sensor]", *(f"{k} = {toml_value(v)}" for k, v in sensor.items())]
     return [*lines, ""]
 
 

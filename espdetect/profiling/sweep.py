@@ -35,7 +35,7 @@ import math
 import random
 import re
 import shutil
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -60,6 +60,7 @@ from espdetect.profiling.calibration import (
     speed_index,
 )
 from espdetect.profiling.config import CameraSetting, ProfileConfig, unique
+from espdetect.profiling.detectors import DetectorCache, DetectorFactory, default_factory
 from espdetect.profiling.environment import collect_environment, cuda_available
 from espdetect.profiling.metrics import ResourceMonitor, trace_metrics
 from espdetect.profiling.replay import ClipData, Mode, RunTrace, load_clip, replay, warm_up
@@ -83,9 +84,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Loads the detector a configuration needs (its model and precision; size and confidence go
-#: with each call).
-DetectorFactory = Callable[[ProfileConfig], Detector]
 #: ``"auto"`` (see `choose_reference`), an explicit configuration, or None (no accuracy columns).
 ReferenceChoice = ProfileConfig | Literal["auto"] | None
 #: ``"auto"`` (see `choose_baseline`), an explicit configuration, or None (no paired baseline runs).
@@ -117,63 +115,6 @@ class RunStatus(NamedTuple):
 #: Status of half-precision rows on machines without CUDA.
 HALF_NEEDS_CUDA = str(RunStatus("n/a", "half needs CUDA"))
 _UNTRAINED = str(RunStatus("n/a", "untrained model (.yaml), speed only"))
-
-
-def default_factory(device: str | None = "cpu") -> DetectorFactory:
-    """A factory of detectors on ``device``, on the runtime each model format needs (`open_detector`).
-
-    Example:
-        >>> make = default_factory("cpu")
-        >>> det = make(ProfileConfig(model="yolov8n.onnx"))  # doctest: +SKIP
-    """
-
-    def make(config: ProfileConfig) -> Detector:
-        from espdetect.detectors.factory import open_detector
-
-        detector = open_detector(config.model, device=device, half=config.half)
-        detector.warmup(2)
-        return detector
-
-    return make
-
-
-class DetectorCache:
-    """Detectors by (model, half), least recently used dropped beyond ``max_size``.
-
-    A model that failed to load keeps failing from the cache instead of loading again.
-    """
-
-    def __init__(self, factory: DetectorFactory, max_size: int = 6) -> None:
-        if max_size < 1:
-            raise ValueError(f"max_size must be >= 1, got {max_size}")
-        self.factory = factory
-        self.max_size = max_size
-        self._items: OrderedDict[tuple[str, bool], Detector | Exception] = OrderedDict()
-        self.loads = 0
-
-    def get(self, config: ProfileConfig) -> Detector:
-        """The detector for ``config``'s model (its params go with each call).
-
-        Raises:
-            Exception: whatever the factory raised for this model (again on every call).
-        """
-        key = config.model_key
-        item = self._items.get(key)
-        if item is None:
-            self.loads += 1
-            try:
-                item = self.factory(config)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # remembered and re-raised for every configuration of this model
-                item = exc
-            self._items[key] = item
-            while len(self._items) > self.max_size:
-                self._items.popitem(last=False)
-        self._items.move_to_end(key)
-        if isinstance(item, Exception):
-            raise item
-        return item
 
 
 def choose_reference(configs: Iterable[ProfileConfig]) -> ProfileConfig | None:

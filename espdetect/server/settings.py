@@ -19,6 +19,7 @@ variables, the TOML file, the defaults. Option names are unique across sections.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -108,6 +109,7 @@ __all__ = [
     "merge_sensor",
     "parse_camera_spec",
     "redact_url",
+    "toml_value",
 ]
 
 ENV_PREFIX: Final = "ESPDETECT_"
@@ -768,6 +770,31 @@ SECTIONS: Final[dict[str, type[_Section]]] = {
 }
 #: Top-level options (not in a section).
 _TOP_LEVEL: Final = ("host", "port", "events", "sensor", "cameras")
+
+
+def toml_value(value: object) -> str:
+    """``value`` written as a TOML value, for config files the tools write from these settings.
+
+    Raises:
+        ConfigurationError: a value TOML cannot hold (not finite, or not a scalar or list).
+
+    Example:
+        >>> toml_value([1, 0.5, "a\\b", True])
+        '[1, 0.5, "a\\\\b", true]'
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigurationError(f"expected a finite number, got {value!r}")
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))  # JSON string escapes are valid TOML basic-string escapes
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise ConfigurationError(f"expected a TOML scalar or list, got {type(value).__name__}: {value!r}")
 
 
 def leaf_fields() -> Iterator[tuple[str | None, str, FieldInfo]]:

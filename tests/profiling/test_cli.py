@@ -78,8 +78,8 @@ def test_profile_cli_sweeps_motion_and_tracking_from_the_grid(
     from ._squares import SquareFactory
 
     # The package exports the function under the module's name: patch the module itself.
-    sweep_module = sys.modules["espdetect.profiling.sweep"]
-    monkeypatch.setattr(sweep_module, "default_factory", lambda device: SquareFactory())
+    detectors_module = sys.modules["espdetect.profiling.detectors"]
+    monkeypatch.setattr(detectors_module, "default_factory", lambda device: SquareFactory())
     out = tmp_path / "out"
     toml = tmp_path / "serve.toml"
     code = main(
@@ -118,8 +118,8 @@ def test_profile_cli_noise_flags_reach_the_sweep_and_the_drift_sentence_is_print
     from ._squares import SquareFactory
 
     assert _DRIFT_THRESHOLD == DEFAULT_DRIFT_THRESHOLD
-    sweep_module = sys.modules["espdetect.profiling.sweep"]
-    monkeypatch.setattr(sweep_module, "default_factory", lambda device: SquareFactory())
+    detectors_module = sys.modules["espdetect.profiling.detectors"]
+    monkeypatch.setattr(detectors_module, "default_factory", lambda device: SquareFactory())
     common = ["--repeats", "2", "--warmup", "0", "--no-progress", "--reference", "none"]
     grid = ["--grid", "model=squares.pt skip=1,2"]
     out = tmp_path / "a"
