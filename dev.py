@@ -7,6 +7,8 @@
                               # no pandas); tests that need an extra skip and say which
     python3 dev.py lab        # JupyterLab on notebooks/ (installs espdetect[notebook])
     python3 dev.py check      # ruff + mypy
+    python3 dev.py image      # the server's container image (--arch amd64|arm64), with Podman or
+                              # Docker; prints the image reference last (deploy/image.py)
 
 Extra arguments are passed on (``python3 dev.py test -k parser``, ``python3 dev.py demo --port 9000``).
 """
@@ -85,15 +87,20 @@ def main(argv: list[str]) -> int:
         return subprocess.call([str(BIN / "jupyter"), "lab", "notebooks", *rest], cwd=ROOT, env=env)
     if task == "check":
         ensure_env("dev")
-        paths = ["espdetect", "tests", "benchmarks"]
+        paths = ["espdetect", "tests", "benchmarks", "deploy"]
         rc = subprocess.call([str(PY), "-m", "ruff", "check", *paths], cwd=ROOT)
         rc |= subprocess.call([str(PY), "-m", "ruff", "format", "--check", *paths], cwd=ROOT)
         rc |= subprocess.call([str(PY), "-m", "mypy"], cwd=ROOT)
         return rc
+    if task == "image":
+        sys.path.insert(0, str(ROOT / "deploy"))
+        import image
+
+        return image.main(rest)
     if task == "run":
         ensure_env("")
         return subprocess.call([str(BIN / "espdetect"), *rest], cwd=ROOT, env=env)
-    print(f"unknown task {task!r}; expected demo, test, test-core, lab, check or run", file=sys.stderr)
+    print(f"unknown task {task!r}; expected demo, test, test-core, lab, check, image or run", file=sys.stderr)
     return 2
 
 

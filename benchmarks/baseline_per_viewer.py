@@ -10,7 +10,7 @@ recipe does (see docs/peers.md, section 5): every ``GET /detect`` returns a
 3. yields one multipart part per frame.
 
 It uses the very classes the espdetect server uses (the detector from `open_detector`, so an
-``.onnx`` model runs on ONNX Runtime as in the server; `Annotator`, `OpenCVJpegEncoder`,
+``.onnx`` model runs on ONNX Runtime as in the server; `Annotator`, `JpegEncoder`,
 `MjpegStreamSource`, `mjpeg_part`), one model loaded at start-up and shared by all viewers (as a
 module-level ``model = YOLO(...)`` would be), so the only difference from espdetect is the
 architecture.
@@ -60,7 +60,7 @@ from fastapi.responses import StreamingResponse
 from benchmarks._harness.procs import emit, on_stdin_eof
 from espdetect.annotate import Annotator
 from espdetect.detectors import open_detector
-from espdetect.encoders.jpeg import OpenCVJpegEncoder
+from espdetect.encoders.jpeg import JpegEncoder
 from espdetect.mjpeg import mjpeg_part
 from espdetect.sources.mjpeg_stream import MjpegStreamSource
 
@@ -119,7 +119,7 @@ def create_baseline_app(
     """
     detector = open_detector(model)
     annotator = Annotator()
-    encoder = OpenCVJpegEncoder(quality)
+    encoder = JpegEncoder(quality)
     counters = BaselineCounters()
     yield_to_loop = generator == "async"
     app = FastAPI(title="per-viewer baseline")

@@ -4,8 +4,8 @@ Measures, on Ultralytics' sample pictures (bus.jpg, zidane.jpg) resized to 640x4
 320x240 and JPEG-encoded at quality 80 as an ESP32-CAM would send them:
 
 * **decode**: full-size JPEG decode against libjpeg's reduced-scale decode (1/2, 1/4);
-* **encode**: each JPEG encoder backend at a few qualities, plus simplejpeg's encoder as a
-  reference (to check that a second libjpeg-turbo encoder backend still would not pay);
+* **encode**: each JPEG encoder backend at a few qualities, plus ``cv2.imencode`` as a reference
+  (the encoder before the server dropped OpenCV);
 * **annotate**: drawing the detections (and the stats overlay);
 * **motion**: `MotionDetector.detect` (reduced grayscale decode, blur, background difference,
   boxes) at its decode scales, on frames with sensor noise and a moving figure, so every call
@@ -47,7 +47,7 @@ from espdetect.detections import Detections, StageTimings
 from espdetect.detectors.base import Detector
 from espdetect.emulator.cache import jpeg_quality
 from espdetect.emulator.scene import sample_photo
-from espdetect.encoders.jpeg import OpenCVJpegEncoder
+from espdetect.encoders.jpeg import JpegEncoder
 from espdetect.frame import Frame, Reduce, decode_jpeg
 from espdetect.motion import MotionConfig, MotionDetector
 from espdetect.stats import Percentiles, percentile
@@ -116,7 +116,7 @@ def load_frames() -> dict[str, list[np.ndarray]]:
 
 
 def bench_decode(frames: dict[str, list[np.ndarray]], n: int) -> list[Row]:
-    camera = OpenCVJpegEncoder(80)
+    camera = JpegEncoder(80)
     rows = []
     for label, images in frames.items():
         jpegs = [camera.encode(img) for img in images]
@@ -160,7 +160,7 @@ def bench_motion(frames: dict[str, list[np.ndarray]], n: int) -> list[Row]:
             cv2.rectangle(noisy, (x, h // 4), (x + w // 10, h // 4 + h // 3), (20, 20, 20), -1)
             pictures.append(noisy)
         for quality_label, quality in (("esp32 quality 12", jpeg_quality(12)), ("libjpeg q80", 80)):
-            encoder = OpenCVJpegEncoder(quality)
+            encoder = JpegEncoder(quality)
             jpegs = [encoder.encode(p) for p in pictures]
             reductions: tuple[Reduce, ...] = (8, 4)
             for reduce in reductions:
@@ -187,30 +187,23 @@ def bench_motion(frames: dict[str, list[np.ndarray]], n: int) -> list[Row]:
 
 
 def _encoders() -> dict[str, Callable[[int], Callable[[np.ndarray], bytes]]]:
-    backends: dict[str, Callable[[int], Callable[[np.ndarray], bytes]]] = {
-        "opencv": lambda q: OpenCVJpegEncoder(q).encode
+    """The shipped encoder (libjpeg-turbo through simplejpeg, so that the server runs without
+    OpenCV) and, as the reference, ``cv2.imencode``, which it replaced."""
+
+    def imencode(q: int) -> Callable[[np.ndarray], bytes]:
+        params = [cv2.IMWRITE_JPEG_QUALITY, q]
+
+        def encode(img: np.ndarray) -> bytes:
+            ok, buf = cv2.imencode(".jpg", img, params)
+            assert ok
+            return bytes(buf.tobytes())
+
+        return encode
+
+    return {
+        "simplejpeg": lambda q: JpegEncoder(q).encode,
+        "cv2.imencode (reference, not shipped)": imencode,
     }
-    try:
-        import simplejpeg
-    except ImportError:
-        logger.info("simplejpeg not installed: skipping the libjpeg-turbo reference encoder")
-    else:
-
-        def turbo(q: int) -> Callable[[np.ndarray], bytes]:
-            def encode(img: np.ndarray) -> bytes:
-                data: bytes = simplejpeg.encode_jpeg(
-                    np.ascontiguousarray(img),
-                    quality=q,
-                    colorspace="BGR",
-                    colorsubsampling="420",
-                    fastdct=True,
-                )
-                return data
-
-            return encode
-
-        backends["simplejpeg (reference, not shipped)"] = turbo
-    return backends
 
 
 def bench_encode(frames: dict[str, list[np.ndarray]], n: int) -> list[Row]:

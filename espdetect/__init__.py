@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str] = {
     "MotionConfig": "espdetect.motion",
     "MotionDetector": "espdetect.motion",
     "OnnxDetector": "espdetect.detectors",
-    "OpenCVJpegEncoder": "espdetect.encoders",
+    "JpegEncoder": "espdetect.encoders",
     "OpenCVSource": "espdetect.sources",
     "OpenVinoDetector": "espdetect.detectors",
     "PipelineConfig": "espdetect.pipeline",
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     from espdetect.emulator import Fault as Fault
     from espdetect.emulator import FaultKind as FaultKind
     from espdetect.encoders import Encoder as Encoder
-    from espdetect.encoders import OpenCVJpegEncoder as OpenCVJpegEncoder
+    from espdetect.encoders import JpegEncoder as JpegEncoder
     from espdetect.event_store import EventStore as EventStore
     from espdetect.events import Event as Event
     from espdetect.events import EventConfig as EventConfig

@@ -1,13 +1,24 @@
-"""`Annotator`: draws detection boxes, labels and an optional stats overlay on a BGR image."""
+"""`Annotator`: draws detection boxes, labels and an optional stats overlay on a BGR image.
+
+Drawing uses numpy and Pillow, not OpenCV, so the server runs without OpenCV installed (its wheel
+alone is larger than the rest of the container). Boxes and tag backgrounds are numpy slice
+assignments; text comes from Pillow, the maintained Python library for fonts and drawing, with
+the scalable Aileron font it bundles (`PIL.ImageFont.load_default` with a size, Pillow 10.1+).
+Pillow renders a string in about 0.1-0.2 ms, too slow for every tag of every viewer's frame, so
+each character is rendered once per font size and strings are put together from those glyphs
+(the bundled font has whole-pixel advances and no kerning table: the very pixels of Pillow's
+basic layout).
+"""
 
 from __future__ import annotations
 
-import math
+import functools
+import threading
 from collections.abc import Mapping
 from typing import Final, Literal, NamedTuple
 
-import cv2
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from espdetect.constraints import check_bgr_image
 from espdetect.detections import Detections
@@ -39,7 +50,12 @@ PALETTE: Final[tuple[tuple[int, int, int], ...]] = (
     (199, 55, 255),
 )
 
-_FONT: Final = cv2.FONT_HERSHEY_SIMPLEX
+#: Font size in pixels at ``font_scale`` 1.0: tags then come out the size OpenCV's
+#: FONT_HERSHEY_SIMPLEX made them at the same scale (VGA, 0.5: "person 0.91" 88x20 either way), so
+#: settings keep their meaning.
+_PX_PER_SCALE: Final = 32
+#: Background pixels around the text inside a tag or an overlay line, on every side.
+_PAD: Final = 2
 #: ``font_scale="auto"``: this scale up to a 480-pixel short side, then in proportion to it (a
 #: 1600x1200 frame gets 1.25), so tags read the same share of the picture on any frame size.
 _AUTO_FONT_SCALE: Final = 0.5
@@ -70,7 +86,7 @@ class Tag(NamedTuple):
     label: Rect
     color: tuple[int, int, int]
     scale: float
-    #: Pixels below the text's baseline inside ``label`` (OpenCV's measure).
+    #: Rows from the text's baseline to ``label.bottom``: the baseline is row ``label.bottom - baseline``.
     baseline: int
 
 
@@ -92,6 +108,136 @@ def _text_color(background: tuple[int, int, int]) -> tuple[int, int, int]:
     b, g, r = background
     # ITU-R BT.601 luma: dark text on light labels, white text on dark ones.
     return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 140 else (255, 255, 255)
+
+
+@functools.lru_cache(maxsize=64)
+def _blend(background: tuple[int, int, int], foreground: tuple[int, int, int]) -> np.ndarray:
+    """(256, 3) uint8: the colour of a pixel of text coverage 0..255 (anti-aliased edges) on
+    ``background``; taking from it with a text mask paints a whole tag in one step."""
+    coverage = np.arange(256, dtype=np.float32)[:, None] / 255.0
+    bg, fg = np.asarray(background, np.float32), np.asarray(foreground, np.float32)
+    lut = np.rint(bg + (fg - bg) * coverage).astype(np.uint8)
+    lut.flags.writeable = False
+    return lut
+
+
+@functools.lru_cache(maxsize=64)
+def _color_row(color: tuple[int, int, int], width: int) -> np.ndarray:
+    """(1, width, 3) uint8 of ``color``: assigning slices of it is several times faster than
+    broadcasting a colour tuple into an edge (the edges of every box of every frame)."""
+    row = np.empty((1, width, 3), np.uint8)
+    row[:] = color
+    row.flags.writeable = False
+    return row
+
+
+class _Glyphs:
+    """The bundled font at one pixel size: each character rendered once, strings made from them.
+
+    Every string of a size gets the same rows (capitals, digits and descenders, padded), so tags
+    of one size are equally tall and their text sits at the same height.
+    """
+
+    def __init__(self, px: int, stroke: int) -> None:
+        font = ImageFont.load_default(size=px)
+        if not isinstance(font, ImageFont.FreeTypeFont):  # pragma: no cover - wheels have FreeType
+            raise RuntimeError("Annotator needs Pillow built with FreeType for its scalable font")
+        self._font = font
+        self._stroke = stroke
+        top = font.getbbox("Hbdfhklt0123456789#", anchor="ls", stroke_width=stroke)[1]
+        bottom = font.getbbox("gjpqy", anchor="ls", stroke_width=stroke)[3]
+        #: Rows of text above and below the baseline.
+        self.ascent, self.descent = int(-top), int(bottom)
+        #: Rows of a tag or an overlay line.
+        self.height = self.ascent + self.descent + 2 * _PAD
+        self._pad_x = _PAD + stroke
+        # Ink may start left of the pen (negative bearings) or run past the advance.
+        self._margin = px + stroke + 2
+        self._glyphs: dict[str, tuple[int, int, np.ndarray | None]] = {}
+        # FreeType faces must not render from two threads at once; annotators run in workers.
+        self._lock = threading.Lock()
+        # Labels repeat from frame to frame (a class, a confidence in hundredths): their painted
+        # pixels are kept, so a repeated tag costs one copy. A few MB at most (VGA: ~4 kB a tag).
+        self.patch = functools.lru_cache(maxsize=256)(self._patch)
+
+    def width(self, text: str) -> int:
+        """Columns of ``text``'s mask: its advance and the padding."""
+        return sum(self._glyph(c)[0] for c in text) + 2 * self._pad_x
+
+    def _glyph(self, char: str) -> tuple[int, int, np.ndarray | None]:
+        """``char``'s advance, the column its ink starts at from the pen, and its coverage (None: no ink)."""
+        glyph = self._glyphs.get(char)
+        if glyph is None:
+            with self._lock:
+                advance = round(self._font.getlength(char))
+                tile = Image.new("L", (advance + 2 * self._margin, self.height))
+                ImageDraw.Draw(tile).text(
+                    (self._margin, _PAD + self.ascent),
+                    char,
+                    fill=255,
+                    font=self._font,
+                    anchor="ls",
+                    stroke_width=self._stroke,
+                    stroke_fill=255,
+                )
+            coverage = np.asarray(tile)
+            ink = np.flatnonzero(coverage.any(axis=0))
+            if ink.size:
+                alpha: np.ndarray | None = np.ascontiguousarray(coverage[:, ink[0] : ink[-1] + 1])
+                glyph = (advance, int(ink[0]) - self._margin, alpha)
+            else:
+                glyph = (advance, 0, None)
+            self._glyphs[char] = glyph
+        return glyph
+
+    def _mask(self, text: str) -> np.ndarray:
+        """``text``'s coverage, (height, width(text)) uint8, baseline at row ``_PAD + ascent``."""
+        glyphs = [self._glyph(c) for c in text]
+        width = sum(g[0] for g in glyphs) + 2 * self._pad_x
+        mask = np.zeros((self.height, width), np.uint8)
+        x = self._pad_x
+        inked = 0  # columns before this hold no ink yet
+        for advance, offset, alpha in glyphs:
+            if alpha is not None:
+                left = x + offset
+                lo, hi = max(0, left), min(width, left + alpha.shape[1])
+                if lo >= inked:  # the usual case: a plain copy
+                    mask[:, lo:hi] = alpha[:, lo - left : hi - left]
+                elif lo < hi:  # anti-aliased edges of neighbours share a column: keep the darker ink
+                    np.maximum(mask[:, lo:hi], alpha[:, lo - left : hi - left], out=mask[:, lo:hi])
+                inked = max(inked, hi)
+            x += advance
+        return mask
+
+    def _patch(
+        self, text: str, background: tuple[int, int, int], foreground: tuple[int, int, int]
+    ) -> np.ndarray:
+        """``text`` painted in ``foreground`` on ``background``: (height, width(text), 3) uint8."""
+        # mode="clip" skips take's buffering (indices are uint8: always in range).
+        patch = np.take(_blend(background, foreground), self._mask(text), axis=0, mode="clip")
+        patch.flags.writeable = False  # shared by every frame drawing this tag
+        return patch
+
+
+@functools.lru_cache(maxsize=32)
+def _glyphs(px: int, stroke: int) -> _Glyphs:
+    return _Glyphs(px, stroke)
+
+
+def _draw_box(canvas: np.ndarray, box: Rect, color: tuple[int, int, int], thickness: int) -> None:
+    """``box``'s outline, ``thickness`` pixels wide and centred on its edges, clipped to ``canvas``."""
+    h, w = canvas.shape[:2]
+    before = thickness // 2  # rows or columns outside the edge; the rest are on it and inside
+    after = thickness - before
+    top, bottom = max(0, box.top - before), min(h, box.bottom + after)
+    left, right = max(0, box.left - before), min(w, box.right + after)
+    row = _color_row(color, w)
+    canvas[top : box.top + after, left:right] = row[:, : right - left]
+    canvas[max(0, box.bottom - before) : bottom, left:right] = row[:, : right - left]
+    inner = min(box.left + after, right) - left  # columns of the left edge
+    canvas[top:bottom, left : left + inner] = row[:, :inner]
+    start = max(0, box.right - before)
+    canvas[top:bottom, start:right] = row[:, : right - start]
 
 
 class Annotator:
@@ -136,6 +282,8 @@ class Annotator:
         self.show_confidence = show_confidence
         self.overlay = overlay
         self._font_thickness = max(1, thickness // 2)
+        # Bolder text for thicker lines: Pillow's stroke widens each glyph by a pixel a side.
+        self._stroke = self._font_thickness - 1
 
     def annotate(
         self,
@@ -173,7 +321,7 @@ class Annotator:
             canvas = image
         tags = self.layout(detections, (canvas.shape[1], canvas.shape[0]))
         for tag in tags:
-            cv2.rectangle(canvas, tag.box[:2], tag.box[2:], tag.color, self.thickness, cv2.LINE_AA)
+            _draw_box(canvas, tag.box, tag.color, self.thickness)
         for tag in tags:  # over every box
             self._draw_tag(canvas, tag)
         if self.overlay and stats:
@@ -199,21 +347,34 @@ class Annotator:
             labels = [
                 f"{label} #{int(track)}" for label, track in zip(labels, detections.tracker_id, strict=True)
             ]
+        # Checked and rounded in numpy, then walked as Python numbers (numpy scalars are slow one
+        # at a time); np.round rounds halves to even as round() does.
+        xyxy = np.asarray(detections.xyxy, np.float64).reshape(-1, 4)
+        finite = np.all(np.isfinite(xyxy), axis=1)
+        # A pixel beyond each side decides as well as any larger number, and fits an int64.
+        limits = np.array([w, h, w, h], np.float64)
+        corners = (
+            np.round(np.clip(np.where(finite[:, None], xyxy, 0.0), -1.0, limits)).astype(np.int64).tolist()
+        )
         boxes: list[tuple[float, str, Rect, int]] = []
-        for box, conf, cid, label in zip(
-            detections.xyxy, detections.confidence, detections.class_id, labels, strict=True
+        for (x1, y1, x2, y2), ok, conf, cid, label in zip(
+            corners,
+            finite.tolist(),
+            np.asarray(detections.confidence, np.float64).tolist(),
+            np.asarray(detections.class_id).tolist(),
+            labels,
+            strict=True,
         ):
-            if not all(math.isfinite(float(v)) for v in box):
+            if not ok:
                 continue
-            x1, y1, x2, y2 = (round(float(v)) for v in box)
             if x2 < 0 or y2 < 0 or x1 >= w or y1 >= h:
                 continue
             x1, x2 = max(0, min(x1, w - 1)), max(0, min(x2, w - 1))
             y1, y2 = max(0, min(y1, h - 1)), max(0, min(y2, h - 1))
             if x2 < x1 or y2 < y1:
                 continue
-            text = f"{label} {float(conf):.2f}" if self.show_confidence else label
-            boxes.append((float(conf), text, Rect(x1, y1, x2, y2), int(cid)))
+            text = f"{label} {conf:.2f}" if self.show_confidence else label
+            boxes.append((conf, text, Rect(x1, y1, x2, y2), int(cid)))
         tags: list[Tag] = []
         for _, text, box, cid in sorted(boxes, key=lambda b: -b[0]):
             spot, baseline = self._place(text, box, [t.label for t in tags], (w, h), scale)
@@ -225,13 +386,17 @@ class Annotator:
             return self.font_scale
         return min(_AUTO_FONT_MAX, _AUTO_FONT_SCALE * max(1.0, min(h, w) / _AUTO_FONT_SIDE))
 
+    def _font(self, scale: float) -> _Glyphs:
+        return _glyphs(max(1, round(scale * _PX_PER_SCALE)), self._stroke)
+
     def _place(
         self, text: str, box: Rect, taken: list[Rect], size: tuple[int, int], scale: float
     ) -> tuple[Rect, int]:
         """The tag's rectangle for ``text`` on ``box``, avoiding ``taken``; and the text's baseline."""
         w, h = size
-        (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, self._font_thickness)
-        tag_w, tag_h = tw + 2, th + baseline + 2
+        font = self._font(scale)
+        tag_w, tag_h = font.width(text) - 1, font.height - 1  # right - left, bottom - top
+        baseline = _PAD + font.descent - 1
         left = max(0, min(box.left, w - 1 - tag_w))
         tops = (box.top - tag_h, box.top, box.bottom + 1, box.bottom - tag_h)  # above, inside, below, inside
         spots = [
@@ -239,38 +404,35 @@ class Annotator:
             for top in tops
             if top >= 0 and top + tag_h < h
         ] or [Rect(left, max(0, box.top), min(w - 1, left + tag_w), min(h - 1, max(0, box.top) + tag_h))]
-        # min() keeps the first of equals: the first free spot in order of preference, else the
-        # least covered one.
-        return min(spots, key=lambda r: sum(r.overlap(t) for t in taken)), baseline
+        # The first free spot in order of preference, else the least covered one (the first of
+        # equals). Stopping at a free one saves measuring the others against every tag placed.
+        best, least = spots[0], -1
+        for spot in spots:
+            covered = sum(spot.overlap(t) for t in taken)
+            if covered == 0:
+                return spot, baseline
+            if least < 0 or covered < least:
+                best, least = spot, covered
+        return best, baseline
 
     def _draw_tag(self, canvas: np.ndarray, tag: Tag) -> None:
         spot = tag.label
-        cv2.rectangle(canvas, (spot.left, spot.top), (spot.right, spot.bottom), tag.color, cv2.FILLED)
-        cv2.putText(
-            canvas,
-            tag.text,
-            (spot.left + 1, spot.bottom - tag.baseline - 1),
-            _FONT,
-            tag.scale,
-            _text_color(tag.color),
-            self._font_thickness,
-            cv2.LINE_AA,
-        )
+        # The patch is the whole tag, background and text (cut where the frame cuts the tag).
+        patch = self._font(tag.scale).patch(tag.text, tag.color, _text_color(tag.color))
+        rows, cols = spot.bottom - spot.top + 1, spot.right - spot.left + 1
+        canvas[spot.top : spot.bottom + 1, spot.left : spot.right + 1] = patch[:rows, :cols]
 
     def _draw_overlay(self, canvas: np.ndarray, stats: Mapping[str, float], scale: float) -> None:
-        lines = [f"{name}: {value:.1f}" for name, value in stats.items()]
-        sizes = [cv2.getTextSize(line, _FONT, scale, self._font_thickness) for line in lines]
-        line_h = max(th + baseline for (_, th), baseline in sizes) + 4
-        width = max(tw for (tw, _), _ in sizes) + 8
-        cv2.rectangle(canvas, (0, 0), (width, line_h * len(lines) + 4), _OVERLAY_BG, cv2.FILLED)
-        for i, line in enumerate(lines):
-            cv2.putText(
-                canvas,
-                line,
-                (4, (i + 1) * line_h - 2),
-                _FONT,
-                scale,
-                _OVERLAY_FG,
-                self._font_thickness,
-                cv2.LINE_AA,
-            )
+        font = self._font(scale)
+        patches = [
+            font.patch(f"{name}: {value:.1f}", _OVERLAY_BG, _OVERLAY_FG) for name, value in stats.items()
+        ]
+        h, w = canvas.shape[:2]
+        margin = 2  # around the lines, on top of each line's own padding
+        canvas[: font.height * len(patches) + 2 * margin, : max(p.shape[1] for p in patches) + 2 * margin] = (
+            _OVERLAY_BG
+        )
+        for i, patch in enumerate(patches):
+            top = margin + i * font.height
+            part = patch[: max(0, h - top), : max(0, w - margin)]  # clipped to small frames
+            canvas[top : top + part.shape[0], margin : margin + part.shape[1]] = part

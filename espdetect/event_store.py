@@ -42,12 +42,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-import cv2
 import numpy as np
 
 from espdetect.constraints import EVENT_ID_PATTERN, EVENT_LIST_LIMIT
+from espdetect.encoders.jpeg import JpegEncoder
 from espdetect.events import Event, EventUpdate
-from espdetect.exceptions import ConfigurationError, InvalidEventId, UnsupportedSchema
+from espdetect.exceptions import ConfigurationError, DecodeError, InvalidEventId, UnsupportedSchema
+from espdetect.frame import decode_jpeg
 
 __all__ = ["EventStore", "PruneStats", "StoredEvent", "check_event_id", "default_data_dir"]
 
@@ -64,6 +65,7 @@ _EVENT_ID: Final = re.compile(EVENT_ID_PATTERN)
 #: Space kept around the best box in its crop, as a fraction of the box's size on each side.
 CROP_MARGIN: Final = 0.15
 CROP_JPEG_QUALITY: Final = 90
+_CROP_ENCODER: Final = JpegEncoder(CROP_JPEG_QUALITY)
 
 _SCHEMA: Final = """
 CREATE TABLE events (
@@ -584,8 +586,11 @@ def _fsync_folder(folder: Path) -> None:
 def _crop(event: Event) -> bytes | None:
     """A JPEG of the best box with a margin, or None when the picture does not decode."""
     assert event.snapshot is not None  # checked by the caller
-    image = cv2.imdecode(np.frombuffer(event.snapshot, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
+    try:
+        # Strict, as every frame's decode is: a picture libjpeg calls corrupt gets no crop rather
+        # than a crop of garbled pixels.
+        image = decode_jpeg(event.snapshot)
+    except DecodeError:
         logger.warning("%s: its picture does not decode; stored without a crop", event.id)
         return None
     height, width = image.shape[:2]
@@ -597,7 +602,4 @@ def _crop(event: Event) -> bytes | None:
     right, bottom = min(width, int(np.ceil((x2 + mx) * sx))), min(height, int(np.ceil((y2 + my) * sy)))
     if right <= left or bottom <= top:
         return None
-    ok, encoded = cv2.imencode(
-        ".jpg", image[top:bottom, left:right], [cv2.IMWRITE_JPEG_QUALITY, CROP_JPEG_QUALITY]
-    )
-    return bytes(encoded) if ok else None
+    return _CROP_ENCODER.encode(image[top:bottom, left:right])

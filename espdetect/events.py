@@ -46,7 +46,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 
 from espdetect.constraints import (
@@ -268,7 +267,7 @@ class EventEngine:
         self.camera = camera
         self.config = config or EventConfig()
         self._make_id = make_id
-        self._zones = _zone_arrays(self.config.zones)
+        self._zones = _zone_vertices(self.config.zones)
         self._active: dict[str, _Active] = {}
         #: (label, track) -> (frames in a row it counted, the time of the first).
         self._streaks: dict[tuple[str, int], tuple[int, float]] = {}
@@ -340,7 +339,7 @@ class EventEngine:
         """
         now = self._advance(timestamp)
         self.config = config
-        self._zones = _zone_arrays(config.zones)
+        self._zones = _zone_vertices(config.zones)
         gone = [label for label in self._active if label not in config.labels]
         self._streaks.clear()
         self._seen = set()
@@ -413,8 +412,8 @@ class EventEngine:
         if not self._zones:
             return True
         # Boxes predicted along a track can leave the frame; their anchor stays on its edge.
-        point = (min(max(x, 0.0), 1.0), min(max(y, 0.0), 1.0))
-        return any(cv2.pointPolygonTest(zone, point, False) >= 0 for zone in self._zones)
+        px, py = _single(min(max(x, 0.0), 1.0)), _single(min(max(y, 0.0), 1.0))
+        return any(_in_polygon(px, py, zone) for zone in self._zones)
 
     def _count(self, sightings: dict[str, _Sighting], now: float) -> None:
         """Lengthen the streaks of the tracks that counted this frame; drop every other streak."""
@@ -493,8 +492,52 @@ class EventEngine:
         return out
 
 
-def _zone_arrays(zones: Sequence[Polygon]) -> list[np.ndarray]:
-    return [np.asarray(zone, np.float32).reshape(-1, 1, 2) for zone in zones]
+def _single(value: float) -> float:
+    """``value`` rounded to float32, as zones and anchors were when OpenCV tested them.
+
+    Both sides of a test rounding alike keeps a point that is on an edge in decimal (an anchor
+    at 0.3 against an edge typed as 0.3) exactly on it.
+    """
+    return float(np.float32(value))
+
+
+def _zone_vertices(zones: Sequence[Polygon]) -> list[tuple[tuple[float, float], ...]]:
+    return [tuple((_single(x), _single(y)) for x, y in zone) for zone in zones]
+
+
+def _in_polygon(x: float, y: float, polygon: Sequence[tuple[float, float]]) -> bool:
+    """Whether (x, y) is inside ``polygon`` or on its edge, by the even-odd rule.
+
+    OpenCV's ``pointPolygonTest(..., measureDist=False) >= 0`` without OpenCV: the same walk
+    over the edges, counting those that cross the ray to the right of the point, and returning
+    at once when the point is a vertex or on an edge, with OpenCV's float32 rounding, so the two
+    agree on points on and next to edges too (checked on random and grid-aligned polygons).
+
+    Example:
+        >>> square = [(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)]
+        >>> _in_polygon(0.5, 0.5, square), _in_polygon(1.0, 0.25, square), _in_polygon(1.5, 0.5, square)
+        (True, True, False)
+    """
+    inside = False
+    x0, y0 = polygon[-1]
+    for x1, y1 in polygon:
+        if (y0 <= y and y1 <= y) or (y0 > y and y1 > y) or (x0 < x and x1 < x):
+            # This edge cannot cross the ray; the point may still lie on it (a vertex, or along
+            # a horizontal edge).
+            if y == y1 and (x == x1 or (y == y0 and min(x0, x1) <= x <= max(x0, x1))):
+                return True
+        else:
+            # Differences rounded to float32 as OpenCV's are (exactly: the operands are float32),
+            # so that a point within rounding of an edge counts as on it there too.
+            cross = _single(y - y0) * _single(x1 - x0) - _single(x - x0) * _single(y1 - y0)
+            if cross == 0:
+                return True
+            # A crossing to the right of the point has this sign for an upward edge, the other
+            # for a downward one.
+            if (cross > 0) != (y1 < y0):
+                inside = not inside
+        x0, y0 = x1, y1
+    return inside
 
 
 class _Once:

@@ -5,61 +5,51 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Final
 
-import cv2
 import numpy as np
+import simplejpeg
 
 from espdetect.constraints import Reduce, check_bgr_image
 from espdetect.exceptions import DecodeError
 
-try:  # libjpeg-turbo with strict error reporting; OpenCV is the fallback
-    import simplejpeg as _simplejpeg
-except ImportError:  # pragma: no cover - simplejpeg is a declared dependency
-    _simplejpeg = None
+__all__ = ["Frame", "Reduce", "bgr_to_gray", "decode_gray", "decode_jpeg", "jpeg_size", "shrink"]
 
-__all__ = ["Frame", "Reduce", "decode_gray", "decode_jpeg", "jpeg_size"]
-
-_REDUCED_FLAGS: dict[int, int] = {
-    1: cv2.IMREAD_COLOR,
-    2: cv2.IMREAD_REDUCED_COLOR_2,
-    4: cv2.IMREAD_REDUCED_COLOR_4,
-    8: cv2.IMREAD_REDUCED_COLOR_8,
-}
+_REDUCES: Final = (1, 2, 4, 8)
+#: OpenCV's fixed-point BGR -> gray weights (B, G, R; 15 fractional bits): the same luma, to the
+#: bit, as ``cv2.cvtColor(..., COLOR_BGR2GRAY)`` gives, without needing OpenCV installed.
+_GRAY_WEIGHTS: Final = (3735, 19235, 9798)
+_GRAY_SHIFT: Final = 15
 
 
 def decode_jpeg(data: bytes, reduce: Reduce = 1) -> np.ndarray:
     """Decode JPEG bytes to a BGR image, optionally at 1/2, 1/4 or 1/8 scale.
 
     Reduced decoding skips most of the IDCT work, so it is much cheaper than decoding at
-    full size and resizing. With libjpeg-turbo's ``simplejpeg`` available (a dependency), the
-    decode is strict: data libjpeg reports as corrupt (flipped bits mid-image, extraneous bytes)
+    full size and resizing. The decode (libjpeg-turbo through ``simplejpeg``) is strict: data
+    libjpeg reports as corrupt (flipped bits mid-image, extraneous bytes, not a JPEG at all)
     raises `DecodeError` instead of yielding a garbled picture, as OpenCV silently would.
 
     Example:
         >>> img = decode_jpeg(open("data/bus.jpg", "rb").read(), reduce=2)  # doctest: +SKIP
     """
-    if reduce not in _REDUCED_FLAGS:
+    if reduce not in _REDUCES:
         raise ValueError(f"reduce must be one of 1, 2, 4, 8, got {reduce!r}")
     if not data:
         raise DecodeError(0, "empty")
-    if _simplejpeg is not None:
-        try:
-            if reduce == 1:
-                img = _simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True)
-            else:
-                wh = jpeg_size(data)
-                if wh is None:
-                    raise DecodeError(len(data), "missing a frame header (SOF)")
-                img = _simplejpeg.decode_jpeg(
-                    data, colorspace="BGR", strict=True, min_width=wh[0] // reduce, min_height=wh[1] // reduce
-                )
-        except ValueError as exc:
-            raise DecodeError(len(data), f"corrupt ({exc})") from None
-        return np.asarray(img)
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), _REDUCED_FLAGS[reduce])
-    if img is None:
-        raise DecodeError(len(data))
-    return img
+    try:
+        if reduce == 1:
+            img = simplejpeg.decode_jpeg(data, colorspace="BGR", strict=True)
+        else:
+            wh = jpeg_size(data)
+            if wh is None:
+                raise DecodeError(len(data), "missing a frame header (SOF)")
+            img = simplejpeg.decode_jpeg(
+                data, colorspace="BGR", strict=True, min_width=wh[0] // reduce, min_height=wh[1] // reduce
+            )
+    except ValueError as exc:  # simplejpeg's one error type for bytes libjpeg rejects
+        raise DecodeError(len(data), f"corrupt ({exc})") from None
+    return np.asarray(img)
 
 
 def decode_gray(frame: Frame, reduce: Reduce) -> np.ndarray:
@@ -72,18 +62,107 @@ def decode_gray(frame: Frame, reduce: Reduce) -> np.ndarray:
     Raises:
         DecodeError: the JPEG is corrupt.
     """
-    if frame.jpeg is None or _simplejpeg is None:
-        return cv2.cvtColor(frame.image(reduce), cv2.COLOR_BGR2GRAY)
+    if frame.jpeg is None:
+        return bgr_to_gray(frame.image(reduce))
     data = frame.jpeg
     try:
         wh = jpeg_size(data) if reduce != 1 else None
         if reduce != 1 and wh is None:
             raise DecodeError(len(data), "missing a frame header (SOF)")
         kwargs = {"min_width": wh[0] // reduce, "min_height": wh[1] // reduce} if wh is not None else {}
-        gray = _simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, **kwargs)
+        gray = simplejpeg.decode_jpeg(data, colorspace="GRAY", strict=True, **kwargs)
     except ValueError as exc:
         raise DecodeError(len(data), f"corrupt ({exc})") from None
     return np.asarray(gray)[:, :, 0]
+
+
+def bgr_to_gray(image: np.ndarray) -> np.ndarray:
+    """The (H, W) uint8 luma of a BGR ``image``, equal to OpenCV's ``COLOR_BGR2GRAY`` to the bit.
+
+    Example:
+        >>> bgr_to_gray(np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8)).tolist()
+        [[29, 76]]
+    """
+    # uint32 holds 255 * 32768 with room; OpenCV rounds by adding half before the shift.
+    wb, wg, wr = _GRAY_WEIGHTS
+    luma = image[:, :, 0].astype(np.uint32) * wb
+    luma += image[:, :, 1].astype(np.uint32) * wg
+    luma += image[:, :, 2].astype(np.uint32) * wr
+    luma += 1 << (_GRAY_SHIFT - 1)
+    luma >>= _GRAY_SHIFT
+    return luma.astype(np.uint8)
+
+
+def shrink(image: np.ndarray, reduce: Reduce) -> np.ndarray:
+    """``image`` (H, W, C uint8) averaged down to ``max(1, W // reduce)`` x ``max(1, H // reduce)``.
+
+    OpenCV's ``cv2.resize(..., interpolation=INTER_AREA)`` at that size without OpenCV. When the
+    size divides into whole blocks (640x480, 1280x720, 1920x1080 at 2, 4, 8) each output pixel is
+    the rounded mean of its block, the same to the bit. Otherwise each output pixel covers a
+    fractional span of the source weighted by overlap, as OpenCV's area resampling does (within
+    one grey level: float sums in another order), rather than dropping the leftover rows and
+    columns, so boxes found on the small image still scale back by ``W / w``.
+
+    Example:
+        >>> shrink(np.arange(16, dtype=np.uint8).reshape(4, 4, 1), 2)[:, :, 0].tolist()
+        [[3, 5], [11, 13]]
+    """
+    h, w = image.shape[:2]
+    out_h, out_w = max(1, h // reduce), max(1, w // reduce)
+    if h % out_h == 0 and w % out_w == 0:
+        return _block_mean(image, h // out_h, w // out_w)
+    return _area_resample(image, out_h, out_w)
+
+
+def _block_mean(image: np.ndarray, fy: int, fx: int) -> np.ndarray:
+    """Mean of each ``fy`` x ``fx`` block, rounded as OpenCV's integer-scale INTER_AREA rounds."""
+    h, w, c = image.shape
+    out_h, out_w = h // fy, w // fx
+    # A block is at most 15 x 15 (a side just under 2 * 8 shrinks to one pixel), so uint16 holds
+    # its sum. Whole rows first, then neighbouring pixels: contiguous runs, about twice as fast
+    # as summing strided views.
+    rows = image.reshape(out_h, fy, w * c)
+    column_sums = rows[:, 0].astype(np.uint16)
+    for dy in range(1, fy):
+        column_sums += rows[:, dy]
+    pixels = column_sums.reshape(out_h, out_w, fx * c)
+    acc = pixels[:, :, :c].copy()
+    for dx in range(1, fx):
+        acc += pixels[:, :, dx * c : (dx + 1) * c]
+    if fy == fx == 2:
+        # OpenCV's 2x2 path computes (sum + 2) >> 2: halves round up.
+        acc += 2
+        acc >>= 2
+        return acc.astype(np.uint8)
+    # The other factors multiply by 1 / area in float32 and round to nearest even; the same
+    # float32 steps round a sum near a half the same way (14 / 28 rounds up there).
+    scale = np.float32(1) / np.float32(fy * fx)
+    mean: np.ndarray = np.rint(acc.astype(np.float32) * scale)
+    return mean.astype(np.uint8)
+
+
+def _area_taps(n_src: int, n_dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """Source indices and weights (n_dst, k) of each output pixel along one axis, by overlap."""
+    scale = n_src / n_dst
+    start = np.arange(n_dst) * scale
+    index = np.floor(start).astype(np.intp)[:, None] + np.arange(int(np.ceil(scale)) + 1)
+    overlap = np.minimum(start[:, None] + scale, index + 1) - np.maximum(start[:, None], index)
+    weight = np.clip(overlap, 0.0, None) / scale
+    # Taps past the end have zero weight; clamping keeps their index valid.
+    return np.minimum(index, n_src - 1), weight.astype(np.float32)
+
+
+def _area_resample(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """Area resampling at a fractional scale, separably: rows first (whole-row gathers are cheap)."""
+    rows_at, rows_w = _area_taps(image.shape[0], out_h)
+    cols_at, cols_w = _area_taps(image.shape[1], out_w)
+    rows = np.zeros((out_h, *image.shape[1:]), np.float32)
+    for k in range(rows_at.shape[1]):
+        rows += image[rows_at[:, k]] * rows_w[:, k, None, None]
+    out = np.zeros((out_h, out_w, *image.shape[2:]), np.float32)
+    for k in range(cols_at.shape[1]):
+        out += rows[:, cols_at[:, k]] * cols_w[:, k, None]
+    return np.rint(out).astype(np.uint8)
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -198,14 +277,8 @@ class Frame:
             img = self._images.get(reduce)
             if img is not None:
                 return img
-            if self.jpeg is not None:
-                img = decode_jpeg(self.jpeg, reduce)
-            else:
-                full = self._images[1]
-                h, w = full.shape[:2]
-                img = cv2.resize(
-                    full, (max(1, w // reduce), max(1, h // reduce)), interpolation=cv2.INTER_AREA
-                )
+            jpeg = self.jpeg
+            img = decode_jpeg(jpeg, reduce) if jpeg is not None else shrink(self._images[1], reduce)
             self._images[reduce] = img
             return img
 

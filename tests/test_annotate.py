@@ -180,10 +180,29 @@ def test_rejects_bad_settings(kwargs: dict[str, float], message: str) -> None:
         Annotator(**kwargs)  # type: ignore[arg-type]
 
 
+def grey(h: int = 240, w: int = 320) -> np.ndarray:
+    """A canvas in none of a tag's colours (black or white text, class colours): see `_tag_rows`."""
+    return np.full((h, w, 3), 100, np.uint8)
+
+
+def _tag_pixels(image: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    """Where ``image`` shows a ``color`` tag: its colour, its text's (black or white) or an
+    anti-aliased blend of the two (within a level of rounding)."""
+    pixels = image.astype(np.float32)
+    background = np.array(color, np.float32)
+    found = np.zeros(image.shape[:2], bool)
+    for text in (0.0, 255.0):
+        towards = np.full(3, text, np.float32) - background
+        share = np.clip((pixels - background) @ towards / float(towards @ towards), 0.0, 1.0)
+        found |= np.abs(pixels - background - share[..., None] * towards).max(axis=2) <= 1.5
+    return found
+
+
 def _tag_rows(image: np.ndarray, color: tuple[int, int, int], cols: slice) -> np.ndarray:
-    """Rows where ``color`` fills most of the columns ``cols`` for 6 rows or more in a row: a
-    tag, not a box's edge (a few rows thick)."""
-    filled = np.flatnonzero(np.all(image[:, cols] == np.array(color, np.uint8), axis=2).mean(axis=1) > 0.5)
+    """Rows where a ``color`` tag covers most of the columns ``cols`` for 6 rows or more in a row:
+    a tag, not a box's edge (a few rows thick). Its text counts as the tag, so however dense the
+    font's strokes the tag's rows are all found; draw on `grey` (black would read as text)."""
+    filled = np.flatnonzero(_tag_pixels(image[:, cols], color).mean(axis=1) > 0.5)
     runs = np.split(filled, np.flatnonzero(np.diff(filled) != 1) + 1)
     return np.concatenate([run for run in runs if run.size >= 6] or [np.array([], np.int64)])
 
@@ -200,7 +219,7 @@ def _neighbours(top: int, bottom: int) -> Detections:
 
 def test_tags_of_neighbouring_boxes_do_not_cover_each_other() -> None:
     # Two people side by side with the same top edge: both tags want the same place above.
-    out = Annotator().annotate(blank(), _neighbours(100, 220))
+    out = Annotator().annotate(grey(), _neighbours(100, 220))
     first = _tag_rows(out, class_color(0), slice(42, 60))
     second = _tag_rows(out, class_color(5), slice(62, 140))
     # The more confident box keeps its tag above it; the other moves inside its top edge.
@@ -212,16 +231,16 @@ def test_tags_of_neighbouring_boxes_do_not_cover_each_other() -> None:
 
 def test_a_tag_below_the_top_edge_of_the_frame_goes_inside_or_below_its_box() -> None:
     # No room above (the box starts at the top), and a tag already inside: below the box.
-    out = Annotator().annotate(blank(), _neighbours(0, 120))
+    out = Annotator().annotate(grey(), _neighbours(0, 120))
     assert np.median(_tag_rows(out, class_color(0), slice(42, 60))) < 30
     assert np.median(_tag_rows(out, class_color(5), slice(62, 140))) > 120
 
 
 def test_auto_font_scale_grows_with_the_frame() -> None:
-    small = Annotator().annotate(blank(240, 320), make_detections([[40, 100, 200, 200]], [0]))
-    large = Annotator().annotate(blank(1200, 1600), make_detections([[200, 500, 1000, 1000]], [0]))
+    small = Annotator().annotate(grey(240, 320), make_detections([[40, 100, 200, 200]], [0]))
+    large = Annotator().annotate(grey(1200, 1600), make_detections([[200, 500, 1000, 1000]], [0]))
     fixed = Annotator(font_scale=0.5).annotate(
-        blank(1200, 1600), make_detections([[200, 500, 1000, 1000]], [0])
+        grey(1200, 1600), make_detections([[200, 500, 1000, 1000]], [0])
     )
     small_h = _tag_rows(small, class_color(0), slice(42, 60)).size
     large_h = _tag_rows(large, class_color(0), slice(202, 260)).size

@@ -7,11 +7,12 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 import pytest
 
 from espdetect.detections import Detections
-from espdetect.events import Event, EventConfig, EventEngine, EventUpdate
+from espdetect.events import Event, EventConfig, EventEngine, EventUpdate, _in_polygon, _single
 from espdetect.exceptions import ConfigurationError
 
 NAMES = {0: "person", 2: "car", 16: "dog"}
@@ -179,6 +180,35 @@ def test_the_anchor_must_be_in_a_zone(
 ) -> None:
     updates = run(engine(zones=zones, min_frames=1), [[person(box=box)]])
     assert [u.type for _, u in updates] == (["start"] if inside else [])
+
+
+@pytest.mark.parametrize("grid", [False, True], ids=["random", "grid"])
+def test_zone_test_agrees_with_opencvs_point_polygon_test(grid: bool) -> None:
+    # Vertices, edge midpoints and points a third along edges land on edges (or within float32
+    # rounding of them); grid polygons add collinear and horizontal edges, and self-crossings.
+    rng = np.random.default_rng(int(grid))
+    on_edge = 0
+    for _ in range(400):
+        n = int(rng.integers(3, 9))
+        polygon = rng.integers(0, 11, (n, 2)) / 10 if grid else rng.random((n, 2))
+        zone = [(_single(x), _single(y)) for x, y in polygon]
+        contour = np.asarray(zone, np.float32).reshape(-1, 1, 2)
+        nxt = np.roll(polygon, -1, axis=0)
+        points = np.concatenate(
+            [
+                rng.random((8, 2)),
+                rng.integers(0, 11, (8, 2)) / 10,
+                polygon,
+                (polygon + nxt) / 2,
+                polygon / 3 + nxt * 2 / 3,
+            ]
+        )
+        for x, y in points:
+            px, py = _single(x), _single(y)
+            expected = cv2.pointPolygonTest(contour, (px, py), False)
+            on_edge += expected == 0
+            assert _in_polygon(px, py, zone) == (expected >= 0), (zone, (px, py), expected)
+    assert on_edge > 400  # the edge cases were really exercised
 
 
 # --- best picture and updates -----------------------------------------------------------------

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from espdetect.exceptions import DecodeError
-from espdetect.frame import Frame, Reduce, decode_jpeg, jpeg_size
+from espdetect.frame import Frame, Reduce, bgr_to_gray, decode_gray, decode_jpeg, jpeg_size, shrink
 
 
 def _jpeg(width: int, height: int, *, progressive: bool = False, quality: int = 85) -> bytes:
@@ -220,3 +220,56 @@ def test_jpeg_size_of_every_truncation_is_right_or_none() -> None:
     for n in range(0, 700):
         assert jpeg_size(data[:n]) in (None, (48, 32))
     assert jpeg_size(data[:700]) == (48, 32)
+
+
+# --- OpenCV's grey conversion and area shrink, without OpenCV ---
+
+
+def test_bgr_to_gray_is_opencvs_on_every_colour() -> None:
+    levels = np.arange(256, dtype=np.uint8)
+    every = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(4096, 4096, 3)
+
+    np.testing.assert_array_equal(bgr_to_gray(every), cv2.cvtColor(every, cv2.COLOR_BGR2GRAY))
+
+
+def test_decode_gray_of_a_frame_without_bytes_converts_its_image() -> None:
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    frame = Frame.from_image(image, seq=0, source_id="t")
+
+    gray = decode_gray(frame, 2)
+
+    np.testing.assert_array_equal(gray, cv2.cvtColor(frame.image(2), cv2.COLOR_BGR2GRAY))
+
+
+@pytest.mark.parametrize(
+    ("hw", "reduce"),
+    [
+        *[(hw, r) for hw in [(480, 640), (720, 1280), (1080, 1920), (48, 64), (16, 24)] for r in (2, 4, 8)],
+        ((3, 5), 4),  # one pixel from a 3 x 5 block
+        ((15, 9), 8),
+        ((7, 1280), 4),  # 7 x 4 blocks: a float32 1 / 28 rounds sums near a half as OpenCV does
+        ((13, 640), 8),
+    ],
+)
+def test_shrink_of_whole_blocks_is_opencvs_inter_area(hw: tuple[int, int], reduce: Reduce) -> None:
+    image = np.random.default_rng(1).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    size = (max(1, hw[1] // reduce), max(1, hw[0] // reduce))
+
+    np.testing.assert_array_equal(
+        shrink(image, reduce), cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    )
+
+
+@pytest.mark.parametrize("reduce", [2, 4, 8])
+@pytest.mark.parametrize("hw", [(481, 641), (121, 161), (7, 9), (483, 1920), (1080, 161)])
+def test_shrink_of_other_sizes_is_within_one_level_of_opencvs(hw: tuple[int, int], reduce: Reduce) -> None:
+    image = np.random.default_rng(2).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    size = (max(1, hw[1] // reduce), max(1, hw[0] // reduce))
+
+    ours = shrink(image, reduce)
+    theirs = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+    assert ours.shape == theirs.shape
+    differ = np.abs(ours.astype(np.int16) - theirs)
+    assert differ.max() <= 1
+    assert np.count_nonzero(differ) <= 0.02 * differ.size  # float sums in another order: rare ties

@@ -148,3 +148,44 @@ def test_new_masks_reset_the_background() -> None:
     moved = scene()
     cv2.circle(moved, (320, 240), 80, (0, 0, 0), -1)
     assert not motion.detect(as_frame(moved)).moving  # the first frame after the reset is the background
+
+
+def _flood_fill_boxes(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (ends exclusive) of the 8-connected regions, the slow obvious way."""
+    h, w = mask.shape
+    seen = np.zeros_like(mask)
+    boxes = []
+    for y0, x0 in zip(*np.nonzero(mask), strict=True):
+        if seen[y0, x0]:
+            continue
+        seen[y0, x0] = True
+        todo, box = [(int(y0), int(x0))], [int(x0), int(y0), int(x0) + 1, int(y0) + 1]
+        while todo:
+            y, x = todo.pop()
+            box = [min(box[0], x), min(box[1], y), max(box[2], x + 1), max(box[3], y + 1)]
+            for ny in range(max(0, y - 1), min(h, y + 2)):
+                for nx in range(max(0, x - 1), min(w, x + 2)):
+                    if mask[ny, nx] and not seen[ny, nx]:
+                        seen[ny, nx] = True
+                        todo.append((ny, nx))
+        boxes.append((box[0], box[1], box[2], box[3]))
+    return sorted(boxes)
+
+
+def test_moving_regions_are_the_masks_connected_regions() -> None:
+    from espdetect.motion import _regions
+
+    rng = np.random.default_rng(7)
+    comb = np.zeros((30, 40), bool)
+    comb[:, ::2] = True
+    comb[-1] = True  # one region joined at the bottom: every run but the first merges late
+    ring = np.zeros((20, 20), bool)
+    ring[2:18, 2:18] = True
+    ring[4:16, 4:16] = False
+    ring[9:11, 9:11] = True  # a region inside another's hole keeps its own box
+    shapes = [comb, ~comb, comb.T.copy(), ring, np.eye(25, 30, dtype=bool), np.eye(25, 30, dtype=bool)[::-1]]
+    shapes += [
+        rng.random((rng.integers(1, 30), rng.integers(1, 40))) < rng.uniform(0.05, 0.8) for _ in range(150)
+    ]
+    for mask in shapes:
+        assert sorted(map(tuple, _regions(np.ascontiguousarray(mask)).tolist())) == _flood_fill_boxes(mask)

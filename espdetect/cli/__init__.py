@@ -35,6 +35,7 @@ _COMMANDS = (
     "profile",
     "capacity",
     "monitor",
+    "health",
     "hash_password",
 )
 
@@ -69,12 +70,21 @@ def user_error_message(exc: BaseException) -> str | None:
         'expected quality 0..63, got 99'
         >>> user_error_message(KeyError("x")) is None
         True
+        >>> user_error_message(ModuleNotFoundError("No module named 'cv2'", name="cv2"))[:16]
+        'this needs OpenC'
     """
     if isinstance(exc, EspdetectError):
         message = str(exc)
     elif isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         # strerror without "[Errno 98]"; asyncio and the emulator put the address in it.
         message = f"{exc.strerror or exc}; choose another port with --port"
+    elif isinstance(exc, ModuleNotFoundError) and exc.name == "cv2":
+        # The server image installs the core less OpenCV, which only the emulator and the
+        # video-file, webcam, RTSP, clip and synthetic sources use.
+        message = (
+            "this needs OpenCV, which this install leaves out (the server image does): "
+            "pip install opencv-python-headless"
+        )
     else:
         from pydantic import ValidationError
 

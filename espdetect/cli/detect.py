@@ -6,10 +6,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from espdetect.cli._command import Command, ultralytics_logs_to_stderr
 from espdetect.detectors.factory import DetectorBackend
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["COMMAND", "run"]
 
@@ -55,17 +58,30 @@ def _output_path(out_dir: Path, image: Path, used: set[Path]) -> Path:
     return candidate
 
 
+def _read(path: Path) -> np.ndarray | None:
+    """The picture at ``path``, or None after saying on stderr why it cannot be read."""
+    from espdetect.images import read_image  # Pillow loads only when the command runs
+
+    if path.is_file():
+        try:
+            return read_image(path)
+        except OSError:
+            pass
+    reason = "no such file" if not path.exists() else "not a readable image"
+    _error(f"expected a readable image file, got {str(path)!r} ({reason})")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``detect``; returns 0, or 2 when any image could not be read or written.
 
     Raises:
         ModelLoadError, ConfigurationError: the model cannot load, or a setting is out of range.
     """
-    import cv2
-
     from espdetect.annotate import Annotator
     from espdetect.detectors.factory import choose_backend, open_detector
     from espdetect.detectors.models import resolve_model
+    from espdetect.images import write_jpeg
 
     model = resolve_model(args.model)
     if args.backend == "ultralytics" or (args.backend == "auto" and choose_backend(model) == "ultralytics"):
@@ -81,10 +97,8 @@ def run(args: argparse.Namespace) -> int:
     written: set[Path] = set()
     status = 0
     for path in args.images:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR) if path.is_file() else None
+        image = _read(path)
         if image is None:
-            reason = "no such file" if not path.exists() else "not a readable image"
-            _error(f"expected a readable image file, got {str(path)!r} ({reason})")
             status = EXIT_FAILURE
             continue
         detections = detector.detect(image)
@@ -102,8 +116,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {label} {float(conf):.2f} {x1} {y1} {x2} {y2}")
         if annotator is not None:
             target = _output_path(args.out, path, written)
-            if not cv2.imwrite(str(target), annotator.annotate(image, detections)):
-                _error(f"expected to write {str(target)!r}, but OpenCV could not write it")
+            try:
+                write_jpeg(target, annotator.annotate(image, detections))
+            except OSError as exc:
+                _error(f"expected to write {str(target)!r}, but it could not be written ({exc})")
                 status = EXIT_FAILURE
     return status
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import sys
@@ -23,12 +24,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "COMMAND",
+    "CONFIG_NAME",
     "add_server_options",
+    "config_path",
     "describe",
     "exit_interrupted",
     "run",
     "serve_forever",
     "settings_from_args",
+    "startup_warnings",
 ]
 
 _EPILOG = """\
@@ -61,6 +65,8 @@ TOML example (sections as in the option groups above; a key may also stand at th
   quality = 10
 """
 
+#: The settings file looked for in a folder given as --config or ESPDETECT_CONFIG.
+CONFIG_NAME = "espdetect.toml"
 #: Shorter flags kept from before the options came from the settings schema.
 _ALIASES: dict[str, tuple[str, ...]] = {"max_viewers_per_camera": ("--max-viewers",)}
 #: Options without a flag: the camera list has --camera; secrets stay off the command line
@@ -139,7 +145,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="camera stream URL, e.g. front=http://192.168.4.1:81/stream (repeat for several; "
         "replaces the cameras of --config)",
     )
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE", help="TOML settings file")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help=f"TOML settings file, or a folder holding {CONFIG_NAME} (read when present)",
+    )
     add_server_options(parser)
 
 
@@ -155,20 +167,66 @@ def describe(settings: ServerSettings, url: str) -> str:
     return "\n".join(lines)
 
 
+def config_path(value: str | Path | None) -> Path | None:
+    """The TOML file ``--config`` / ``ESPDETECT_CONFIG`` names; a folder means its ``espdetect.toml``
+    when there is one (the container's ``/config`` volume may be empty: the environment is enough).
+
+    Example:
+        >>> config_path(None) is None
+        True
+    """
+    if value is None:
+        return None
+    path = Path(value)
+    if path.is_dir():
+        inside = path / CONFIG_NAME
+        return inside if inside.is_file() else None
+    return path
+
+
+def startup_warnings(settings: ServerSettings, config_file: Path | None) -> list[str]:
+    """What a person starting the server should know: nothing to serve, or no password on a network.
+
+    Example:
+        >>> from espdetect.server.settings import load_settings
+        >>> startup_warnings(load_settings(None, {"cameras": ["http://192.168.4.1:81/stream"]}), None)
+        []
+    """
+    out = []
+    if not settings.cameras:
+        where = f"{config_file}" if config_file is not None else "a TOML file given with --config"
+        out.append(
+            "no camera configured: serving /health and the viewer page until one is. Configure cameras "
+            f"with ESPDETECT_CAMERAS=front=http://CAMERA-ADDRESS:81/stream, [[cameras]] tables in {where}, "
+            "or --camera [ID=]URL, then restart"
+        )
+    if not settings.auth.enabled and not _loopback(settings.host):
+        out.append(
+            f"listening on {settings.host}:{settings.port} without authentication: anyone who can reach "
+            "this port can watch the cameras. Set auth_password_hash or auth_token_hash "
+            "(espdetect hash-password prints one)"
+        )
+    return out
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the settings and serve until interrupted."""
-    from espdetect.exceptions import ConfigurationError
     from espdetect.server.settings import parse_camera_spec
 
-    config_file = args.config or os.environ.get("ESPDETECT_CONFIG") or None
+    config_file = config_path(args.config or os.environ.get("ESPDETECT_CONFIG") or None)
     extra: dict[str, Any] = {}
     if args.camera:
         extra["cameras"] = [parse_camera_spec(spec, i) for i, spec in enumerate(args.camera)]
     settings = settings_from_args(args, extra, config_file)
-    if not settings.cameras:
-        raise ConfigurationError(
-            "expected at least one camera (--camera [ID=]URL, ESPDETECT_CAMERAS or --config)", field="cameras"
-        )
+    for warning in startup_warnings(settings, config_file):
+        print(f"espdetect serve: {warning}", file=sys.stderr, flush=True)
     try:
         started = serve_forever(settings, lambda s: print(describe(settings, s.url), flush=True))
     except KeyboardInterrupt:

@@ -37,7 +37,7 @@ __all__ = [
     "resolve_model",
 ]
 
-# Loaded on first use: onnx.py imports onnxruntime (and _yolo.py OpenCV) at module level.
+# Loaded on first use: onnx.py imports onnxruntime at module level.
 _LAZY: dict[str, str] = {
     "OnnxDetector": "espdetect.detectors.onnx",
     "OpenVinoDetector": "espdetect.detectors.openvino",

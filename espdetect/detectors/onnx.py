@@ -134,7 +134,8 @@ class OnnxDetector(NativeYoloDetector):
 
     Example:
         >>> det = OnnxDetector("yolov8n.onnx", conf=0.4, threads=2)  # doctest: +SKIP
-        >>> det.detect(cv2.imread("bus.jpg")).count_by_label()  # doctest: +SKIP
+        >>> from espdetect.images import read_image  # doctest: +SKIP
+        >>> det.detect(read_image("bus.jpg")).count_by_label()  # doctest: +SKIP
         {'person': 4, 'bus': 1}
     """
 

@@ -169,7 +169,8 @@ class OpenVinoDetector(NativeYoloDetector):
 
     Example:
         >>> det = OpenVinoDetector("yolov8n_openvino_model/", conf=0.4)  # doctest: +SKIP
-        >>> det.detect(cv2.imread("bus.jpg")).count_by_label()  # doctest: +SKIP
+        >>> from espdetect.images import read_image  # doctest: +SKIP
+        >>> det.detect(read_image("bus.jpg")).count_by_label()  # doctest: +SKIP
         {'person': 4, 'bus': 1}
     """
 

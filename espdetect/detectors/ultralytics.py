@@ -138,7 +138,8 @@ class UltralyticsDetector(Detector):
 
     Example:
         >>> det = UltralyticsDetector("yolov8n.pt", conf=0.4)  # doctest: +SKIP
-        >>> det.detect(cv2.imread("bus.jpg")).count_by_label()  # doctest: +SKIP
+        >>> from espdetect.images import read_image  # doctest: +SKIP
+        >>> det.detect(read_image("bus.jpg")).count_by_label()  # doctest: +SKIP
         {'person': 4, 'bus': 1}
         >>> det.update(conf=0.6, classes=[0])  # doctest: +SKIP
     """

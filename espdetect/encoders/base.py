@@ -17,7 +17,7 @@ class Encoder(ABC):
     encoder of a running pipeline without locking.
 
     Example:
-        >>> enc = OpenCVJpegEncoder(quality=80)  # doctest: +SKIP
+        >>> enc = JpegEncoder(quality=80)  # doctest: +SKIP
         >>> enc.with_quality(50).quality  # doctest: +SKIP
         50
     """

@@ -39,7 +39,7 @@ from espdetect.annotate import Annotator
 from espdetect.constraints import DecodeReduce, Skip
 from espdetect.detectors.base import DetectKwargs, Detector, DetectParams
 from espdetect.encoders.base import Encoder
-from espdetect.encoders.jpeg import OpenCVJpegEncoder
+from espdetect.encoders.jpeg import JpegEncoder
 from espdetect.exceptions import (
     ConfigurationError,
     DecodeError,
@@ -129,7 +129,7 @@ class CameraPipeline:
         self.processor = FrameProcessor(
             detector,
             annotator if annotator is not None else Annotator(),
-            encoder if encoder is not None else OpenCVJpegEncoder(quality=80),
+            encoder if encoder is not None else JpegEncoder(quality=80),
             params=params,
             decode_reduce=self.config.decode_reduce,
         )

@@ -146,7 +146,7 @@ class FrameProcessor:
     they may be replaced at any time and apply from the next frame. ``encoder`` likewise.
 
     Example:
-        >>> proc = FrameProcessor(detector, Annotator(), OpenCVJpegEncoder(80))  # doctest: +SKIP
+        >>> proc = FrameProcessor(detector, Annotator(), JpegEncoder(80))  # doctest: +SKIP
         >>> result = proc.detect(frame)
         >>> out = proc.render(frame, result, fresh=True)
     """

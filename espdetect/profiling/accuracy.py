@@ -36,7 +36,7 @@ import numpy as np
 
 from espdetect.detections import box_iou
 from espdetect.detectors.base import Detector, DetectParams
-from espdetect.encoders.jpeg import OpenCVJpegEncoder
+from espdetect.encoders.jpeg import JpegEncoder
 from espdetect.pipeline import FrameProcessor
 from espdetect.profiling.replay import ClipData, DetectionSample, RenderSample, RunTrace
 
@@ -243,7 +243,7 @@ def compute_reference(
     from tqdm.auto import tqdm
 
     # Nothing is rendered: the encoder is never used.
-    processor = FrameProcessor(detector, None, OpenCVJpegEncoder(), params=params, decode_reduce=1)
+    processor = FrameProcessor(detector, None, JpegEncoder(), params=params, decode_reduce=1)
     boxes: dict[int, BoxSet] = {}
     for i in tqdm(range(len(clip)), desc="reference", unit="frame", disable=not progress, leave=False):
         frame = clip.frame(i)

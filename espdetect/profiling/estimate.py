@@ -32,7 +32,7 @@ from pathlib import Path
 from espdetect.annotate import Annotator
 from espdetect.detections import Detections
 from espdetect.detectors.base import Detector, DetectParams
-from espdetect.encoders.jpeg import OpenCVJpegEncoder
+from espdetect.encoders.jpeg import JpegEncoder
 from espdetect.frame import decode_jpeg
 from espdetect.profiling.config import ProfileConfig
 from espdetect.profiling.detectors import DetectorCache, default_factory
@@ -112,7 +112,7 @@ def _frame_seconds(clip: ClipData, clock: Callable[[], float]) -> float:
     """Decode, draw and encode of one clip frame: the replay's work besides the model."""
     jpeg = clip.frame(0).jpeg
     assert jpeg is not None
-    encoder = OpenCVJpegEncoder(quality=80)
+    encoder = JpegEncoder(quality=80)
     annotator = Annotator()
 
     def work() -> None:

@@ -60,7 +60,7 @@ import numpy as np
 from espdetect.constraints import DecodeReduce
 from espdetect.detections import Detections
 from espdetect.detectors.base import Detector, DetectParams
-from espdetect.encoders.jpeg import OpenCVJpegEncoder
+from espdetect.encoders.jpeg import JpegEncoder
 from espdetect.events import Event, EventConfig, EventEngine, EventUpdate
 from espdetect.exceptions import MissingDependency
 from espdetect.frame import Frame
@@ -464,9 +464,7 @@ def detect_clip(
     from tqdm.auto import tqdm
 
     data = clip if isinstance(clip, ClipData) else load_clip(clip)
-    processor = FrameProcessor(
-        detector, None, OpenCVJpegEncoder(), params=params, decode_reduce=decode_reduce
-    )
+    processor = FrameProcessor(detector, None, JpegEncoder(), params=params, decode_reduce=decode_reduce)
     times: list[float] = []
     found: list[Detections] = []
     started = time.perf_counter()

@@ -870,9 +870,9 @@ class _Replayer:
 
     def _prepare(self, detector: Detector, cfg: ProfileConfig) -> Replay:
         """Warm up (outside any measurement) and return the measured replay of ``cfg``."""
-        from espdetect.encoders.jpeg import OpenCVJpegEncoder
+        from espdetect.encoders.jpeg import JpegEncoder
 
-        encoder = OpenCVJpegEncoder(quality=cfg.jpeg_quality)
+        encoder = JpegEncoder(quality=cfg.jpeg_quality)
         params = cfg.detect_params()
         processor = FrameProcessor(detector, None, encoder, params=params, decode_reduce=cfg.decode_reduce)
         warm_up(self.data, processor, self.warmup)

@@ -165,10 +165,10 @@ def default_sinks(settings: ServerSettings) -> list[EventSink]:
 
 
 def default_encoder(quality: int) -> Encoder:
-    """An `OpenCVJpegEncoder` at ``quality``."""
-    from espdetect.encoders.jpeg import OpenCVJpegEncoder
+    """An `JpegEncoder` at ``quality``."""
+    from espdetect.encoders.jpeg import JpegEncoder
 
-    return OpenCVJpegEncoder(quality)
+    return JpegEncoder(quality)
 
 
 def create_app(

@@ -862,7 +862,9 @@ class _FlatEnvironment(PydanticBaseSettingsSource):
         found: dict[str, Any] = {}
         for _, name, _ in leaf_fields():
             raw = os.environ.get(ENV_PREFIX + name.upper())
-            if raw is not None:
+            # An empty variable is an unset one, as compose files write them
+            # (``ESPDETECT_AUTH_PASSWORD_HASH: ${HASH:-}``): the file or the default decides.
+            if raw is not None and raw.strip():
                 found[name] = raw
         return nest(found)
 

@@ -8,12 +8,15 @@ import re
 import signal
 import subprocess
 import tempfile
+import weakref
 from collections.abc import Iterator
 from typing import IO
 
 from tests.cli.cli_process import espdetect_command
 
 _URL_LINE = re.compile(r"espdetect server: (http://127\.0\.0\.1:\d+)/")
+#: Each running process's stderr file, for `stderr_of`.
+_STDERR: weakref.WeakKeyDictionary[subprocess.Popen[str], IO[str]] = weakref.WeakKeyDictionary()
 
 
 def restore_sigint() -> None:
@@ -41,12 +44,21 @@ def running(args: list[str], *, unset: tuple[str, ...] = ()) -> Iterator[tuple[s
             preexec_fn=restore_sigint,
         ) as proc,
     ):
+        _STDERR[proc] = stderr
         try:
             yield proc, _wait_for_url(proc, stderr)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def stderr_of(proc: subprocess.Popen[str]) -> str:
+    """What a process `running` started has written to stderr so far."""
+    stderr = _STDERR[proc]
+    stderr.flush()
+    stderr.seek(0)
+    return stderr.read()
 
 
 def _wait_for_url(proc: subprocess.Popen[str], stderr: IO[str]) -> str:

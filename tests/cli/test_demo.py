@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import json
 import signal
 
 import httpx
 
 from espdetect.frame import jpeg_size
 from tests.cli.serve_process import running
+from tests.server.conftest import labels_until
 
 
 def test_demo_serves_an_emulated_camera_until_ctrl_c() -> None:
@@ -24,13 +24,7 @@ def test_demo_serves_an_emulated_camera_until_ctrl_c() -> None:
             settings = client.get("/cameras/cam/settings").json()
             assert settings["model"]["model"].endswith("yolov8n_int8.onnx")
             assert settings["model"]["backend"] == "onnxruntime"
-            labels: set[str] = set()
-            with client.stream("GET", "/cameras/cam/detections") as events:
-                for line in events.iter_lines():
-                    if line.startswith("data: "):
-                        labels.update(d["label"] for d in json.loads(line[6:])["detections"])
-                        if "person" in labels:
-                            break
+            labels = labels_until(client, "cam")
             assert "person" in labels  # the emulated camera shows people: the demo finds them
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=5.0)

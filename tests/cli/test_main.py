@@ -26,6 +26,7 @@ _LISTED_COMMANDS = (
     "profile",
     "capacity",
     "monitor",
+    "health",
     "hash-password",
 )
 

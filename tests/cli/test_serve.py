@@ -12,7 +12,7 @@ from espdetect.cli.serve import settings_from_args
 from espdetect.emulator import EmulatorConfig, EmulatorThread
 from espdetect.mjpeg import MultipartParser
 from espdetect.server.streaming import MJPEG_BOUNDARY
-from tests.cli.serve_process import running
+from tests.cli.serve_process import running, stderr_of
 
 
 def first_part(response: httpx.Response) -> bytes:
@@ -49,11 +49,25 @@ def test_sigterm_with_viewers_attached_stops_the_server_and_the_camera_connectio
     camera.wait_stream_clients(0, timeout=5.0)
 
 
-def test_serve_needs_a_camera(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_without_a_camera_stays_up_and_says_what_to_configure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A container started before its config is written must not exit into a restart loop.
     monkeypatch.delenv("ESPDETECT_CAMERAS", raising=False)
-    monkeypatch.delenv("ESPDETECT_CONFIG", raising=False)
-    assert main(["serve"]) == 2
-    assert "espdetect serve: expected at least one camera" in capsys.readouterr().err
+    monkeypatch.setenv("ESPDETECT_CONFIG", str(tmp_path))  # a folder without espdetect.toml
+    monkeypatch.setenv("ESPDETECT_DATA_DIR", str(tmp_path / "data"))
+    with running(["serve", "--port", "0", "--host", "0.0.0.0"]) as (proc, url):
+        port = int(url.rsplit(":", 1)[1])
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+            assert client.get("/health").json() == {"status": "ok", "cameras": 0, "viewers": 0}
+            assert client.get("/ready").status_code == 200
+            assert client.get("/cameras").json() == []
+        assert main(["health", "--url", f"http://127.0.0.1:{port}/health"]) == 0
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10.0)
+        err = stderr_of(proc)
+    assert "no camera configured" in err and "ESPDETECT_CAMERAS=" in err
+    assert "without authentication" in err
 
 
 @pytest.mark.parametrize(

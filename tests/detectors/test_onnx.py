@@ -492,6 +492,36 @@ def test_letterbox_and_tensor_match_ultralytics(hw: tuple[int, int], auto: bool)
     )
 
 
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_resize_linear_is_opencvs_inter_linear_bit_for_bit(channels: int) -> None:
+    # Random sizes both ways, edges included (1-pixel sides, exact halves, enlargements).
+    rng = np.random.default_rng(channels)
+    sizes = [((480, 640), (240, 320)), ((1200, 1600), (480, 640)), ((240, 320), (480, 640)), ((1, 5), (2, 8))]
+    sizes += [(tuple(rng.integers(1, 400, 2)), tuple(rng.integers(1, 400, 2))) for _ in range(60)]
+    for (h, w), (out_h, out_w) in sizes:
+        image = rng.integers(0, 256, (int(h), int(w), channels), dtype=np.uint8)
+
+        ours = _yolo.resize_linear(image, int(out_w), int(out_h))
+
+        theirs = cv2.resize(image, (int(out_w), int(out_h)), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(
+            ours, theirs.reshape(ours.shape), err_msg=f"{(h, w)} -> {(out_h, out_w)}"
+        )
+
+
+@pytest.mark.parametrize("auto", [False, True])
+@pytest.mark.parametrize("hw", [(1080, 810), (720, 1280), (481, 641), (3, 1000), (240, 320)])
+def test_letterbox_is_opencvs_resize_and_border(hw: tuple[int, int], auto: bool) -> None:
+    image = np.random.default_rng(0).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    plan = _yolo.plan_letterbox(hw, (320, 320), auto=auto)
+    resized = cv2.resize(image, plan.resized_hw[::-1], interpolation=cv2.INTER_LINEAR)
+    pad = (plan.top, plan.bottom, plan.left, plan.right)
+
+    expected = cv2.copyMakeBorder(resized, *pad, cv2.BORDER_CONSTANT, value=(_yolo.PAD_VALUE,) * 3)
+
+    np.testing.assert_array_equal(_yolo.letterbox(image, plan), expected)
+
+
 def test_preprocess_feeds_float16_to_a_float16_input() -> None:
     spec = _yolo.InputSpec(fixed_hw=(64, 64), dtype=np.dtype(np.float16))
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from espdetect.encoders.base import Encoder
-from espdetect.encoders.jpeg import OpenCVJpegEncoder, make_encoder
+from espdetect.encoders.jpeg import JpegEncoder, make_encoder
 from espdetect.exceptions import ConfigurationError
 
 
@@ -31,7 +31,7 @@ def decode(data: bytes) -> np.ndarray:
 
 @pytest.mark.parametrize(("quality", "min_psnr"), [(90, 32.0), (80, 30.0), (40, 26.0)])
 def test_roundtrip_keeps_shape_and_quality(frame: np.ndarray, quality: int, min_psnr: float) -> None:
-    data = OpenCVJpegEncoder(quality).encode(frame)
+    data = JpegEncoder(quality).encode(frame)
 
     assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"
     back = decode(data)
@@ -40,7 +40,7 @@ def test_roundtrip_keeps_shape_and_quality(frame: np.ndarray, quality: int, min_
 
 
 def test_lower_quality_gives_fewer_bytes(frame: np.ndarray) -> None:
-    sizes = [len(OpenCVJpegEncoder(q).encode(frame)) for q in (95, 80, 60, 40, 10)]
+    sizes = [len(JpegEncoder(q).encode(frame)) for q in (95, 80, 60, 40, 10)]
 
     assert sizes == sorted(sizes, reverse=True)
     assert len(set(sizes)) == len(sizes)
@@ -49,13 +49,13 @@ def test_lower_quality_gives_fewer_bytes(frame: np.ndarray) -> None:
 def test_non_contiguous_views_encode(frame: np.ndarray) -> None:
     view = frame[::2, ::2]
 
-    back = decode(OpenCVJpegEncoder().encode(view))
+    back = decode(JpegEncoder().encode(view))
 
     assert back.shape == view.shape
 
 
 def test_with_quality_returns_an_encoder_at_that_quality() -> None:
-    enc = OpenCVJpegEncoder(80)
+    enc = JpegEncoder(80)
 
     other = enc.with_quality(40)
 
@@ -66,7 +66,7 @@ def test_with_quality_returns_an_encoder_at_that_quality() -> None:
 
 @pytest.mark.parametrize("quality", [1, 100, np.int64(50)])
 def test_quality_bounds_are_inclusive(quality: int) -> None:
-    assert OpenCVJpegEncoder(quality).quality == int(quality)
+    assert JpegEncoder(quality).quality == int(quality)
 
 
 @pytest.mark.parametrize(
@@ -81,7 +81,7 @@ def test_quality_bounds_are_inclusive(quality: int) -> None:
 )
 def test_quality_outside_1_to_100_is_refused(quality: object) -> None:
     with pytest.raises(ConfigurationError, match="expected quality to be an integer from 1 to 100"):
-        OpenCVJpegEncoder(quality)  # type: ignore[arg-type]
+        JpegEncoder(quality)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -94,29 +94,58 @@ def test_quality_outside_1_to_100_is_refused(quality: object) -> None:
 )
 def test_rejects_non_bgr_images(image: np.ndarray) -> None:
     with pytest.raises(ValueError, match="expected a"):
-        OpenCVJpegEncoder().encode(image)
+        JpegEncoder().encode(image)
 
 
 def test_with_quality_keeps_the_encoder_when_nothing_changes() -> None:
-    enc = OpenCVJpegEncoder(70)
+    enc = JpegEncoder(70)
     assert enc.with_quality(70) is enc
 
 
-@pytest.mark.parametrize("backend", ["opencv", "auto"])
+@pytest.mark.parametrize("backend", ["simplejpeg", "auto"])
 def test_make_encoder_builds_the_backend_at_the_quality(backend: str) -> None:
     enc = make_encoder(backend, 55)  # type: ignore[arg-type]
 
-    assert isinstance(enc, OpenCVJpegEncoder)
+    assert isinstance(enc, JpegEncoder)
     assert enc.quality == 55
 
 
 @pytest.mark.parametrize(
     ("backend", "quality", "message"),
     [
-        pytest.param("turbo", 80, "expected encoder backend to be one of opencv, auto", id="backend"),
-        pytest.param("opencv", 0, "expected quality to be", id="quality"),
+        pytest.param("turbo", 80, "expected encoder backend to be one of simplejpeg, auto", id="backend"),
+        pytest.param("simplejpeg", 0, "expected quality to be", id="quality"),
     ],
 )
 def test_make_encoder_refuses_bad_arguments(backend: str, quality: int, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         make_encoder(backend, quality)  # type: ignore[arg-type]
+
+
+def _segments(data: bytes) -> dict[int, list[bytes]]:
+    """Marker -> payloads of a JPEG's header segments, up to the start of scan."""
+    out: dict[int, list[bytes]] = {}
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker, length = data[i + 1], int.from_bytes(data[i + 2 : i + 4], "big")
+        out.setdefault(marker, []).append(data[i + 4 : i + 2 + length])
+        if marker == 0xDA:
+            break
+        i += 2 + length
+    return out
+
+
+@pytest.mark.parametrize("quality", [10, 40, 80, 95])
+def test_baseline_420_with_the_quantisation_opencv_uses_at_that_quality(
+    frame: np.ndarray, quality: int
+) -> None:
+    ours = _segments(JpegEncoder(quality).encode(frame))
+    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    opencv = _segments(buf.tobytes())
+
+    assert 0xC0 in ours and not {0xC1, 0xC2, 0xC3} & set(ours)  # baseline, not progressive
+    sof = ours[0xC0][0]
+    assert (int.from_bytes(sof[1:3], "big"), int.from_bytes(sof[3:5], "big")) == frame.shape[:2]
+    assert [sof[6 + 3 * c + 1] for c in range(sof[5])] == [0x22, 0x11, 0x11]  # 4:2:0
+    assert ours[0xDB] == opencv[0xDB]  # quality means what it meant with cv2.imencode

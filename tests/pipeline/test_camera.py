@@ -97,9 +97,9 @@ def test_choose_reduce(size: tuple[int, int], imgsz: int | None, reduce: int) ->
 
 async def test_processor_maps_reduced_boxes_to_full_scale(detector: StandInDetector) -> None:
     from espdetect.annotate import Annotator
-    from espdetect.encoders.jpeg import OpenCVJpegEncoder
+    from espdetect.encoders.jpeg import JpegEncoder
 
-    proc = FrameProcessor(detector, Annotator(), OpenCVJpegEncoder(quality=70), decode_reduce=4)
+    proc = FrameProcessor(detector, Annotator(), JpegEncoder(quality=70), decode_reduce=4)
     frame = make_frame(0, sample_jpeg(320, 240))
     result = proc.detect(frame)
     assert detector.shapes == [(60, 80, 3)]

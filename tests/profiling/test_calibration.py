@@ -276,9 +276,9 @@ class _Named(_SlowSquares):
 
 
 def _replay_with(detector: Detector) -> Replay:
-    from espdetect.encoders.jpeg import OpenCVJpegEncoder
+    from espdetect.encoders.jpeg import JpegEncoder
 
-    return lambda clip: replay(clip, detector, OpenCVJpegEncoder(quality=80), warmup=0)
+    return lambda clip: replay(clip, detector, JpegEncoder(quality=80), warmup=0)
 
 
 def test_two_replays_take_turns_frame_by_frame_and_each_counts_its_own_time(short_clip: Path) -> None:

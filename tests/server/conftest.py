@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -123,6 +124,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
 def camera_stats(client: httpx.Client, camera: str = "cam") -> dict[str, Any]:
     stats: dict[str, Any] = client.get("/stats").json()["cameras"][camera]
     return stats
+
+
+def labels_until(client: httpx.Client, camera: str, wanted: str = "person") -> set[str]:
+    """Labels the camera's detections feed (SSE) names, read until ``wanted`` is among them."""
+    labels: set[str] = set()
+    with client.stream("GET", f"/cameras/{camera}/detections") as events:
+        for line in events.iter_lines():
+            if line.startswith("data: "):
+                labels.update(d["label"] for d in json.loads(line[6:])["detections"])
+                if wanted in labels:
+                    break
+    return labels
 
 
 def viewer_total(client: httpx.Client, camera: str = "cam") -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from espdetect.detectors.base import Detector
 from espdetect.encoders.base import Encoder
-from espdetect.encoders.jpeg import OpenCVJpegEncoder
+from espdetect.encoders.jpeg import JpegEncoder
 from espdetect.exceptions import ConfigurationError
 from espdetect.frame import Frame
 from espdetect.pipeline import FrameProcessor
@@ -29,7 +29,7 @@ class CountingEncoder(Encoder):
     def __init__(self, quality: int, calls: list[int]) -> None:
         self._quality = quality
         self.calls = calls
-        self._inner = OpenCVJpegEncoder(quality)
+        self._inner = JpegEncoder(quality)
         self._lock = threading.Lock()
 
     @property
@@ -173,7 +173,7 @@ async def test_open_gives_every_camera_the_same_model_and_workers() -> None:
         loaded.append(BoxDetector())
         return loaded[-1]
 
-    hub = await CameraHub.open(server, load, _no_source, lambda q: OpenCVJpegEncoder(q))
+    hub = await CameraHub.open(server, load, _no_source, lambda q: JpegEncoder(q))
     async with hub:
         workers = hub.workers
         assert (workers.detect_slots, workers.render_threads) == (2, 4)  # one render thread per camera + 1

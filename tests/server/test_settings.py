@@ -315,3 +315,11 @@ def test_motion_and_tracking_are_on_by_default_in_the_server() -> None:
 def test_bad_motion_settings_are_refused(values: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         CameraOptions.model_validate(values)
+
+
+def test_an_empty_variable_is_an_unset_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Compose files pass optional secrets as ``${HASH:-}``: empty must not be a bad hash.
+    monkeypatch.setenv("ESPDETECT_AUTH_PASSWORD_HASH", "")
+    monkeypatch.setenv("ESPDETECT_CONF", "  ")
+    settings = load_settings(None, {"cameras": ["http://192.168.4.1:81/stream"]})
+    assert settings.auth.auth_password_hash is None and settings.defaults.conf == 0.25
