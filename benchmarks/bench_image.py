@@ -31,6 +31,7 @@ import psutil
 
 from benchmarks._harness.report import utc_now, versions
 from espdetect.emulator import EmulatorConfig, EmulatorThread
+from tests._lab import free_port
 from tests.deploy import image_builder
 from tests.deploy.container import (
     BuiltImage,
@@ -161,8 +162,8 @@ def memory_and_stop(image: BuiltImage, rounds: int, warmup: float, seconds: floa
     venv = outside_venv(image.arch)
     inside, outside, stops = [], [], []
     with EmulatorThread(EmulatorConfig(fps=15.0, size=(640, 480), loop_frames=30)) as cam:
-        for round_ in range(rounds):
-            port = 18400 + round_
+        for _ in range(rounds):
+            port = free_port()
             with started(
                 image.ref,
                 image.engine,
@@ -180,7 +181,7 @@ def memory_and_stop(image: BuiltImage, rounds: int, warmup: float, seconds: floa
                 for thread in threads:
                     thread.join(timeout=5)
                 stops.append({"exit_code": code, "seconds": round(taken, 3)})
-            port = 18500 + round_
+            port = free_port()
             with _outside(venv, cam.stream_url, port) as proc:
                 url = f"http://127.0.0.1:{port}"
                 wait_healthy(url, lambda: proc.poll() is None)

@@ -7,9 +7,7 @@ The container's health check (images have no curl): it reads the same settings a
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -17,24 +15,7 @@ from pathlib import Path
 
 from espdetect.cli._command import Command
 
-__all__ = ["COMMAND", "health_url", "run"]
-
-
-def health_url(host: str, port: int) -> str:
-    """Where the server listening on ``host:port`` answers on this machine.
-
-    Example:
-        >>> health_url("0.0.0.0", 8000), health_url("::", 8000), health_url("192.168.1.5", 80)
-        ('http://127.0.0.1:8000/health', 'http://[::1]:8000/health', 'http://192.168.1.5:80/health')
-    """
-    try:
-        address = ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return f"http://{host}:{port}/health"
-    if address.is_unspecified:
-        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
-    shown = f"[{address}]" if address.version == 6 else str(address)
-    return f"http://{shown}:{port}/health"
+__all__ = ["COMMAND", "run"]
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,12 +29,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Exit 0 when ``/health`` says ok, 1 otherwise (with the reason on stderr)."""
     from espdetect.cli.serve import config_path
+    from espdetect.server.hosts import local_url
     from espdetect.server.settings import load_settings
 
     url = args.url
     if url is None:
-        settings = load_settings(config_path(args.config or os.environ.get("ESPDETECT_CONFIG") or None))
-        url = health_url(settings.host, settings.port)
+        settings = load_settings(config_path(args.config))
+        url = f"{local_url(settings.host, settings.port)}/health"
     try:
         with urllib.request.urlopen(url, timeout=args.timeout) as response:
             body = json.loads(response.read(65536))

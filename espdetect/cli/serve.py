@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from espdetect.cli._command import Command
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from pydantic.fields import FieldInfo
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COMMAND",
     "CONFIG_NAME",
+    "CONFIG_VARIABLE",
     "add_server_options",
     "config_path",
     "describe",
@@ -65,6 +66,8 @@ TOML example (sections as in the option groups above; a key may also stand at th
   quality = 10
 """
 
+#: The variable that names the settings file (or its folder) when --config does not.
+CONFIG_VARIABLE = "ESPDETECT_CONFIG"
 #: The settings file looked for in a folder given as --config or ESPDETECT_CONFIG.
 CONFIG_NAME = "espdetect.toml"
 #: Shorter flags kept from before the options came from the settings schema.
@@ -167,14 +170,16 @@ def describe(settings: ServerSettings, url: str) -> str:
     return "\n".join(lines)
 
 
-def config_path(value: str | Path | None) -> Path | None:
-    """The TOML file ``--config`` / ``ESPDETECT_CONFIG`` names; a folder means its ``espdetect.toml``
-    when there is one (the container's ``/config`` volume may be empty: the environment is enough).
+def config_path(value: str | Path | None, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """The TOML file ``--config`` names, else ``ESPDETECT_CONFIG``; a folder means its
+    ``espdetect.toml`` when there is one (the container's ``/config`` volume may be empty: the
+    environment is enough).
 
     Example:
-        >>> config_path(None) is None
+        >>> config_path(None, environ={}) is None
         True
     """
+    value = value or environ.get(CONFIG_VARIABLE) or None
     if value is None:
         return None
     path = Path(value)
@@ -220,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the settings and serve until interrupted."""
     from espdetect.server.settings import parse_camera_spec
 
-    config_file = config_path(args.config or os.environ.get("ESPDETECT_CONFIG") or None)
+    config_file = config_path(args.config)
     extra: dict[str, Any] = {}
     if args.camera:
         extra["cameras"] = [parse_camera_spec(spec, i) for i, spec in enumerate(args.camera)]

@@ -47,7 +47,7 @@ from espdetect.server.event_routes import router as event_router
 from espdetect.server.event_service import EventService, check_event_labels, describe_sinks
 from espdetect.server.gate import ViewerGate
 from espdetect.server.guard import RequestGuard
-from espdetect.server.hosts import AllowedHosts, HostGuard
+from espdetect.server.hosts import AllowedHosts, HostGuard, local_url
 from espdetect.server.hub import CameraHub, DetectorFactory
 from espdetect.server.metrics import make_registry
 from espdetect.server.notify import EventSink
@@ -385,12 +385,7 @@ class StreamingServer(uvicorn.Server):
     @property
     def url(self) -> str:
         """``http://host:port`` of the running server (127.0.0.1 when listening on every interface)."""
-        host = self.config.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.bound_port}"
+        return local_url(self.config.host, self.bound_port)
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         # Bound here, before the lifespan loads the model: a port in use fails at once, as an

@@ -33,7 +33,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from espdetect.server.errors import SafeJSONResponse
 
-__all__ = ["ANY_HOST", "AllowedHosts", "HostGuard", "check_host_pattern", "machine_names", "parse_host"]
+__all__ = [
+    "ANY_HOST",
+    "AllowedHosts",
+    "HostGuard",
+    "check_host_pattern",
+    "local_url",
+    "machine_names",
+    "parse_host",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +90,21 @@ def parse_host(value: str) -> tuple[str, int | None] | None:
     if address is not None:
         return address, port
     return (name, port) if _NAME.match(name) else None
+
+
+def local_url(host: str, port: int) -> str:
+    """``http://host:port`` of a server listening on ``host``, as this machine reaches it
+    (127.0.0.1 when it listens on every interface).
+
+    Example:
+        >>> local_url("0.0.0.0", 8000), local_url("::1", 80), local_url("192.168.1.5", 80)
+        ('http://127.0.0.1:8000', 'http://[::1]:80', 'http://192.168.1.5:80')
+    """
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def check_host_pattern(value: str) -> str:

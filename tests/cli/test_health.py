@@ -1,26 +1,20 @@
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from espdetect.cli import main
 from espdetect.cli.serve import config_path
+from tests._lab import free_port
 from tests.cli.serve_process import running
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_health_asks_the_port_the_config_folder_sets(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The container's health check: settings from /config/espdetect.toml, no flags, no curl.
-    port = _free_port()
+    port = free_port()
     (tmp_path / "espdetect.toml").write_text(f'port = {port}\ndata_dir = "{tmp_path / "data"}"\n')
     monkeypatch.delenv("ESPDETECT_CAMERAS", raising=False)
     monkeypatch.delenv("ESPDETECT_PORT", raising=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from espdetect.emulator import EmulatorConfig, EmulatorThread
 from espdetect.event_store import EventStore
+from tests._lab import free_port
 from tests.deploy.container import (
     BuiltImage,
     build_image,
@@ -49,12 +49,6 @@ def camera() -> Iterator[EmulatorThread]:
         yield cam
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _shared_folder(path: Path, uid: int = 10001) -> Path:
     """A host folder the image's user (uid 10001) can use."""
     path.mkdir(parents=True, exist_ok=True)
@@ -65,7 +59,7 @@ def _shared_folder(path: Path, uid: int = 10001) -> Path:
 def test_the_image_serves_detections_stores_events_and_stops_on_sigterm(
     image: BuiltImage, camera: EmulatorThread, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config, data = tmp_path / "config", _shared_folder(tmp_path / "data")
     config.mkdir()
     config.chmod(0o755)
@@ -108,7 +102,7 @@ def test_the_image_serves_detections_stores_events_and_stops_on_sigterm(
 
 
 def test_the_image_without_a_camera_stays_up_and_explains(image: BuiltImage) -> None:
-    port = _free_port()
+    port = free_port()
     with started(image.ref, image.engine, {"ESPDETECT_PORT": str(port)}) as box:
         wait_healthy(f"http://127.0.0.1:{port}", box.running)
         assert httpx.get(f"http://127.0.0.1:{port}/health").json()["cameras"] == 0
