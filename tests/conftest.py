@@ -1,9 +1,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests._ray import RayCluster
 
 # Ultralytics must never pip-install anything at test time.
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
@@ -35,3 +40,13 @@ def model_path() -> str:
     if path is None:
         pytest.skip("needs real weights: set ESPDETECT_MODEL to a .pt/.onnx file")
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayCluster]:
+    """One local Ray head with 2 CPUs for every test that needs Ray (about 10 s to start)."""
+    pytest.importorskip("ray", reason="needs espdetect[ray]")
+    from tests._ray import RayCluster
+
+    with RayCluster(cpus=2) as cluster:
+        yield cluster

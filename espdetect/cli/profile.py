@@ -36,6 +36,9 @@ grid syntax: space-separated AXIS=V1,V2,... items; every combination is measured
     espdetect profile clips/desk --out out/desk \\
       --grid "model=yolov8n.onnx skip=1,2,4,auto quality=50,80" \\
       --grid "model=yolov8n.yaml imgsz=320,640 skip=1,4" --report
+  on a Ray cluster (ray start on every node; model files at the same paths on each), the runs
+  spread over the nodes, one at a time per node; results.csv's node column says where:
+    espdetect profile clips/desk --out out/desk --ray-address auto
 """
 
 
@@ -92,7 +95,20 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         help="measure flagged runs again (up to 2 times), keeping the steadiest",
     )
     parser.add_argument("--fresh", action="store_true", help="discard results already in --out")
+    _add_ray_arguments(parser)
     _add_output_arguments(parser)
+
+
+def _add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        default=None,
+        help="measure the runs on a Ray cluster, each node one run at a time on all its CPUs: "
+        '"local" (a new Ray in this process), "auto" (the cluster started on this machine), '
+        "HOST:PORT or ray://HOST:PORT; the nodes need the model files at the same paths "
+        "(needs espdetect[ray])",
+    )
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -203,6 +219,10 @@ def _print_camera_table(results: pd.DataFrame) -> None:
 def _sweep(args: argparse.Namespace, configs: list[ProfileConfig], options: dict[str, Any]) -> pd.DataFrame:
     from espdetect.profiling import LiveCamera, sweep, sweep_live
 
+    if options["executor"] == "ray":
+        from espdetect.profiling.ray_sweep import import_ray
+
+        import_ray()  # says what to install before the estimate or the camera's clips
     if args.live is None:
         if args.clip is None:
             raise ConfigurationError("expected a clip folder or --live URL, got neither", field="clip")
@@ -210,7 +230,7 @@ def _sweep(args: argparse.Namespace, configs: list[ProfileConfig], options: dict
         from espdetect.profiling.detectors import DetectorCache, default_factory
 
         # What it will cost, before it starts (a few model calls on the clip); the sweep then
-        # uses the detectors the estimate loaded.
+        # uses the detectors the estimate loaded (on Ray, each node loads its own).
         detectors = DetectorCache(default_factory(options["device"]))
         estimate = estimate_sweep(
             args.clip,
@@ -222,6 +242,9 @@ def _sweep(args: argparse.Namespace, configs: list[ProfileConfig], options: dict
             reference=options["reference"] is not None,
             detector_factory=detectors.get,
         )
+        if options["executor"] == "ray":
+            print(f"estimate: {estimate.text} (the Ray nodes share the runs)", flush=True)
+            return sweep(args.clip, configs, args.out, **options)
         print(f"estimate: {estimate.text}", flush=True)
         return sweep(args.clip, configs, args.out, detector_factory=detectors.get, **options)
     if args.clip is not None:
@@ -279,6 +302,9 @@ def run(args: argparse.Namespace) -> int:
         baseline=_baseline(args.baseline, configs),
         drift_threshold=args.drift_threshold,
         rerun_drifted=args.rerun_drifted,
+        # An address means the Ray executor.
+        executor="local" if args.ray_address is None else "ray",
+        ray_address=args.ray_address,
     )
     results = _sweep(args, configs, options)
     _print_table(results)

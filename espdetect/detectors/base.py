@@ -16,11 +16,13 @@ from typing import Any, Final, TypedDict
 import numpy as np
 from typing_extensions import Unpack
 
-from espdetect.constraints import IMGSZ, MAX_DET, UNIT, check_bgr_image, check_class_ids
+from espdetect.constraints import IMGSZ, MAX_DET, UNIT, Reduce, check_bgr_image, check_class_ids
 from espdetect.detections import Detections
-from espdetect.exceptions import ConfigurationError, DetectorError, EspdetectError
+from espdetect.detectors.remote import RemoteState
+from espdetect.exceptions import ConfigurationError, DecodeError, DetectorError, EspdetectError
+from espdetect.frame import decode_jpeg, jpeg_size
 
-__all__ = ["DetectKwargs", "DetectParams", "Detector", "ModelInfo"]
+__all__ = ["DetectKwargs", "DetectParams", "Detector", "ModelInfo", "RemoteState"]
 
 #: Input size of a model that takes any size and says nothing about its own.
 DEFAULT_IMGSZ: Final = 640
@@ -102,6 +104,9 @@ class ModelInfo:
     half: bool = False
     #: False for a randomly initialised architecture (.yaml): right cost, meaningless boxes.
     trained: bool = True
+    #: True when the model runs in other processes or machines (`espdetect.ray.RayDetector`): the
+    #: caller's CPU is free while a call waits, so several calls may be in flight at once.
+    remote: bool = False
 
     @property
     def default_imgsz(self) -> int:
@@ -191,6 +196,16 @@ class Detector(ABC):
         self.params = self.check(replace(self.params, **changes))
         return self.params
 
+    def resolve(self, params: DetectParams | None) -> DetectParams:
+        """``params`` checked for this model (`check`), or the detector's own when None."""
+        if params is None:
+            return self.params
+        # FrameProcessor passes the same checked params every frame: check each object once.
+        last = self._last_checked
+        resolved = last[1] if last is not None and last[0] is params else self.check(params)
+        self._last_checked = (params, resolved)
+        return resolved
+
     def detect(self, image: np.ndarray, params: DetectParams | None = None) -> Detections:
         """Detect objects in ``image`` (H, W, 3 BGR uint8); boxes in that image's pixels.
 
@@ -199,13 +214,7 @@ class Detector(ABC):
             ConfigurationError: ``params`` do not fit the model (see `check`).
             DetectorError: the runtime failed on this image.
         """
-        if params is None:
-            resolved = self.params
-        else:
-            # FrameProcessor passes the same checked params every frame: check each object once.
-            last = self._last_checked
-            resolved = last[1] if last is not None and last[0] is params else self.check(params)
-            self._last_checked = (params, resolved)
+        resolved = self.resolve(params)
         checked = check_bgr_image(image)
         try:
             return self._detect(checked, resolved)
@@ -213,6 +222,30 @@ class Detector(ABC):
             raise
         except Exception as exc:  # a backend's runtime raises its own types: this image failed, not the model
             raise DetectorError(self.info.model, f"{type(exc).__name__}: {exc}") from exc
+
+    def detect_jpeg(self, jpeg: bytes, params: DetectParams | None = None, reduce: Reduce = 1) -> Detections:
+        """Detect objects in a JPEG, decoded at 1/``reduce`` scale; boxes in the JPEG's full-size pixels.
+
+        A local detector decodes here and calls `detect`; a remote one (``info.remote``) sends
+        the bytes, a tenth of the decoded image, and the replica decodes them.
+
+        Raises:
+            DecodeError: the bytes are not a complete JPEG.
+            ConfigurationError, DetectorError: as `detect`.
+
+        Example:
+            >>> detector.detect_jpeg(open("bus.jpg", "rb").read(), reduce=2)  # doctest: +SKIP
+        """
+        image = decode_jpeg(jpeg, reduce)
+        detections = self.detect(image, params)
+        if reduce == 1:
+            return detections
+        full_width = decode_width(jpeg)
+        return detections.scaled(full_width / image.shape[1])
+
+    def remote_state(self) -> RemoteState | None:
+        """How the backend that runs the model elsewhere is doing; None for a local detector."""
+        return None
 
     def warmup(self, n: int = 1) -> None:
         """Run ``n`` detections on a blank frame so later calls see steady-state timings."""
@@ -225,3 +258,11 @@ class Detector(ABC):
 
     def close(self) -> None:  # noqa: B027  (optional: most runtimes free themselves)
         """Release the runtime's resources; the detector is unusable afterwards."""
+
+
+def decode_width(jpeg: bytes) -> int:
+    """The full width of a JPEG (from its frame header), for scaling reduced-decode boxes back."""
+    size = jpeg_size(jpeg)
+    if size is None:
+        raise DecodeError(len(jpeg), "missing a frame header (SOF)")
+    return size[0]

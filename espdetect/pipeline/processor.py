@@ -180,6 +180,11 @@ class FrameProcessor:
         """
         start = time.perf_counter()
         reduce = self.reduce_for(frame)
+        if self.detector.info.remote and frame.jpeg is not None:
+            # The model runs elsewhere: its bytes travel, the replica decodes (nothing decoded here).
+            detections = self.detector.detect_jpeg(frame.jpeg, self.params, reduce)
+            end = time.perf_counter()
+            return DetectionResult(frame, detections, 0.0, reduce, start, end)
         image = frame.image(reduce)
         decoded = time.perf_counter()
         detections = self.detector.detect(image, self.params)

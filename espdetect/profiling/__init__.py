@@ -18,6 +18,12 @@ camera setting, then the same replays):
 
     >>> configs = grid(camera_framesize=["QVGA", "VGA"], camera_quality=[10, 30])
     >>> results = sweep_live("http://192.168.4.1:81/stream", configs, "out/live")  # doctest: +SKIP
+
+A large sweep runs on a Ray cluster with ``executor="ray"`` (``pip install 'espdetect[ray]'``;
+`espdetect.profiling.ray_sweep`): each node measures one run at a time on all of its CPUs, and
+the ``node`` column says where each row was measured:
+
+    >>> results = sweep(clip, configs, "out/desk", executor="ray", ray_address="auto")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ _PROFILE_EXTRA = (
     "BaselineChoice",
     "CameraBusy",
     "CameraSettingLost",
+    "Executor",
     "LiveCamera",
     "NoConfigurationMeets",
     "Recommendation",
@@ -120,6 +127,7 @@ try:
     from espdetect.profiling.results import summarize as summarize
     from espdetect.profiling.server_config import write_server_config as write_server_config
     from espdetect.profiling.sweep import BaselineChoice as BaselineChoice
+    from espdetect.profiling.sweep import Executor as Executor
     from espdetect.profiling.sweep import ReferenceChoice as ReferenceChoice
     from espdetect.profiling.sweep import sweep as sweep
     from espdetect.profiling.sweep import sweep_clips as sweep_clips

@@ -6,6 +6,7 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import socket
 import sys
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -93,6 +94,8 @@ def collect_environment(models: Iterable[str] = ()) -> dict[str, Any]:
     versions["opencv"] = cv2.__version__
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # What a sweep measured here writes in its rows' node column.
+        "hostname": socket.gethostname(),
         "cpu_model": cpu_model(),
         "cores_logical": os.cpu_count() or 1,
         "cores_physical": psutil.cpu_count(logical=False),

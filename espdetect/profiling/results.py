@@ -35,6 +35,12 @@ Schema versions:
    ``fps_delivered`` (computed when the table loads). A version-3 folder is upgraded in place
    when resumed (`ResultsStore.check_appendable`): its rows are runs with the camera unchanged,
    which version 4 writes the same way, so nothing of two meanings is mixed.
+5. ``node``: where the row was measured (sweeps on a Ray cluster,
+   `espdetect.profiling.ray_sweep`): the Ray node's IP address and the first 8 hex digits of
+   its node id, ``"10.0.0.5/3f2a9c1d"``, or for a sweep on this machine its hostname. A
+   version-3 or 4 folder is upgraded in place when resumed: its rows keep ``node`` empty
+   (measured by one machine, the one ``environment.json`` describes); every other column
+   means what it meant.
 """
 
 from __future__ import annotations
@@ -69,7 +75,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Version of the results table (its columns and what they mean); see the module documentation.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: What each version added, for the message refusing to resume an older sweep.
 _SCHEMA_CHANGES = {
     2: "motion, keepalive and tracking axes, model calls per minute, CPU per camera-hour and "
@@ -78,6 +84,7 @@ _SCHEMA_CHANGES = {
     "every run (fps_vs_baseline) and speed-normalised fps",
     4: "camera_framesize and camera_quality axes (live cameras), camera bytes per frame and "
     "indicative accuracy against the reference",
+    5: "the node each row was measured on (sweeps on a Ray cluster)",
 }
 #: Columns version 4 added; a version-3 table without them resumes (camera unchanged).
 ADDED_IN_4 = (
@@ -91,6 +98,8 @@ ADDED_IN_4 = (
     "class_counts_vs_reference",
     "fps_delivered",
 )
+#: Columns version 5 added; a version-3 or 4 table without them resumes (node left empty).
+ADDED_IN_5 = ("node",)
 
 _STAGE_DOC = {
     "motion": "motion test of motion gating (tiny grayscale decode, background difference); "
@@ -135,6 +144,9 @@ def _columns() -> dict[str, str]:
         "accuracy_status": "'ok' or 'n/a: <why>' for the accuracy columns",
         "reference_key": "config_key of the reference the accuracy columns compare with",
         "started_at": "UTC time the run started (ISO 8601)",
+        "node": "where the run was measured: on a Ray cluster the node's IP address and the first "
+        "8 hex digits of its node id ('10.0.0.5/3f2a9c1d', environment.json ray.nodes has the "
+        "rest); on this machine its hostname; '' for rows of schema 4 and older",
         "frames_in": "frames in the clip",
         "frames_detected": "frames the detector ran on",
         "frames_out": "output (annotated) frames produced",
@@ -268,7 +280,7 @@ FRAME_COLUMNS = (
 _TEXT_COLUMNS = ("config_key", "mode", "model", "model_name", "model_format", "skip", "decode_reduce",
                  "label", "status", "accuracy_status", "reference_key", "started_at",
                  "baseline_key", "camera_framesize", "camera_size", "accuracy_basis",
-                 "class_counts_vs_reference")  # fmt: skip
+                 "class_counts_vs_reference", "node")  # fmt: skip
 _BOOL_COLUMNS = ("trained", "half", "motion", "tracking", "drift_flag")
 #: Columns computed when a table loads (left empty in results.csv).
 _DERIVED_COLUMNS = ("fps_output_norm", "fps_delivered")
@@ -363,7 +375,7 @@ class ResultsStore:
     def check_appendable(self) -> None:
         """Raise `ConfigurationError` now if new rows could not be appended (another schema).
 
-        A version-3 table is upgraded to this version first (`upgrade`).
+        A version-3 or 4 table is upgraded to this version first (`upgrade`).
         """
         self.upgrade()
         self._check_header(self.results_csv, list(COLUMNS))
@@ -372,13 +384,18 @@ class ResultsStore:
             self._refuse_other_schema(self.results_csv)
 
     def upgrade(self) -> bool:
-        """Rewrite a version-3 ``results.csv`` as version 4; True when it did.
+        """Rewrite a version-3 or 4 ``results.csv`` as this version; True when it did.
 
         Version 4 only added the camera axes and columns: a version-3 row is a run with the camera
-        unchanged, which is what a version-4 row with those columns empty says.
+        unchanged, which is what a version-4 row with those columns empty says. Version 5 only
+        added ``node``: older rows keep it empty (measured on the machine of ``environment.json``;
+        sweeps of those versions ran on one machine).
         """
         header = self._header(self.results_csv)
-        if header != [c for c in COLUMNS if c not in ADDED_IN_4] or self.schema_versions() != {3}:
+        v4 = [c for c in COLUMNS if c not in ADDED_IN_5]
+        v3 = [c for c in v4 if c not in ADDED_IN_4]
+        versions = self.schema_versions()
+        if not ((header == v3 and versions == {3}) or (header == v4 and versions == {4})):
             return False
         with self.results_csv.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -394,7 +411,10 @@ class ResultsStore:
         if environment:
             self.write_environment({**environment, "schema_version": SCHEMA_VERSION})
         logger.info(
-            "%s: upgraded results of schema version 3 to %d (camera unchanged)", self.out_dir, SCHEMA_VERSION
+            "%s: upgraded results of schema version %d to %d (camera unchanged, node unknown)",
+            self.out_dir,
+            min(versions),
+            SCHEMA_VERSION,
         )
         return True
 
@@ -562,8 +582,8 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     them, raw (``fps_output``, moving with the machine) and speed-normalised
     (``fps_output_norm``). ``fps_vs_baseline`` is the geometric mean of each run's ratio to the
     baseline replayed alongside it, with a 95 % interval (``_ci_low``, ``_ci_high``, Student-t on log
-    ratios: honest at 3 repeats); ``fps_output_ci_*`` is the raw fps's interval. See
-    `SUMMARY_DOCS`.
+    ratios: honest at 3 repeats); ``fps_output_ci_*`` is the raw fps's interval. ``node`` names
+    every node the repeats ran on (comma-separated). See `SUMMARY_DOCS`.
 
     Example:
         >>> summarize(load_results("out/sweep1"))[["config_key", "fps_output"]]  # doctest: +SKIP
@@ -581,6 +601,9 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     grouped = source.groupby(keys, sort=False)
     # One copy defragments the joined table before columns are replaced in it.
     out = grouped[first].first().join(grouped[numeric].median()).copy()
+    if "node" in out.columns:
+        # Repeats on a Ray cluster run on several nodes: name them all, not the first.
+        out["node"] = grouped["node"].agg(lambda s: ", ".join(sorted({str(v) for v in s} - {""})))
     measured = results[ok].groupby(keys, sort=False)
     added: dict[str, object] = {"n_repeats": measured.size().reindex(out.index, fill_value=0)}
     for col in ("fps_processed", "fps_output", "fps_output_norm"):

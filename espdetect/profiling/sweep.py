@@ -24,6 +24,11 @@ setting. Accuracy is measured against the reference configuration on the referen
 clip: frame by frame where the clips' frames correspond (``aligned``: an emulator's clips all
 start at frame 0 of its scene loop), else only by detection counts and confidence
 (``accuracy_basis`` "indicative").
+
+With ``executor="ray"`` the runs are measured on the nodes of a Ray cluster instead, each node
+one run at a time on all of its CPUs (`espdetect.profiling.ray_sweep`); every run is the same
+trial as here (its probes, baseline, busy and drift measurements happen on its node), and the
+rows come back into the same table, whose ``node`` column says where each was measured.
 """
 
 from __future__ import annotations
@@ -35,12 +40,15 @@ import math
 import random
 import re
 import shutil
+import socket
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from types import TracebackType
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -61,8 +69,9 @@ from espdetect.profiling.calibration import (
 )
 from espdetect.profiling.config import CameraSetting, ProfileConfig, unique
 from espdetect.profiling.detectors import DetectorCache, DetectorFactory, default_factory
-from espdetect.profiling.environment import collect_environment, cuda_available
+from espdetect.profiling.environment import collect_environment, cpu_model, cuda_available
 from espdetect.profiling.metrics import ResourceMonitor, trace_metrics
+from espdetect.profiling.ray_sweep import NodeFailure, NodeRunner, RayNodes, import_ray
 from espdetect.profiling.replay import ClipData, Mode, RunTrace, load_clip, replay, warm_up
 from espdetect.profiling.results import SCHEMA_VERSION, ResultsStore, load_results
 
@@ -73,6 +82,7 @@ __all__ = [
     "BaselineChoice",
     "DetectorCache",
     "DetectorFactory",
+    "Executor",
     "ReferenceChoice",
     "RunStatus",
     "choose_baseline",
@@ -88,6 +98,9 @@ logger = logging.getLogger(__name__)
 ReferenceChoice = ProfileConfig | Literal["auto"] | None
 #: ``"auto"`` (see `choose_baseline`), an explicit configuration, or None (no paired baseline runs).
 BaselineChoice = ProfileConfig | Literal["auto"] | None
+#: Where the runs are measured: here, one after the other, or on the nodes of a Ray cluster
+#: (`espdetect.profiling.ray_sweep`).
+Executor = Literal["local", "ray"]
 #: Extra measurements of a run whose speed probe drifted, with ``rerun_drifted``.
 DRIFT_RETRIES = 2
 #: Seconds a configuration and its baseline each hold the machine before handing it over
@@ -189,12 +202,14 @@ def _status_of_error(exc: Exception) -> RunStatus:
     first = (str(exc).strip().splitlines() or [""])[0]
     if isinstance(exc, ConfigurationError):
         return RunStatus("n/a", first)
-    return RunStatus("error", f"{type(exc).__name__}: {first}")
+    kind = exc.kind if isinstance(exc, NodeFailure) else type(exc).__name__
+    return RunStatus("error", f"{kind}: {first}")
 
 
 def _load_reference(
-    clip: ClipData, config: ProfileConfig, cache: DetectorCache, store: ResultsStore, progress: bool
+    clip: ClipData, config: ProfileConfig, compute: Callable[[ProfileConfig], Reference], store: ResultsStore
 ) -> Reference:
+    """The reference boxes of ``config`` on ``clip``: from the sweep folder's cache, else computed."""
     path = store.reference_dir / f"{_safe_name(config.key)}.json"
     if path.is_file():
         try:
@@ -204,8 +219,7 @@ def _load_reference(
                 return ref
         except (OSError, ValueError, KeyError) as exc:
             logger.warning("ignoring unreadable reference %s: %s", path, exc)
-    detector = cache.get(config)
-    ref = compute_reference(clip, detector, key=config.key, params=config.detect_params(), progress=progress)
+    ref = compute(config)
     ref.save(path)
     return ref
 
@@ -276,6 +290,8 @@ def sweep(
     drift_threshold: float | None = DEFAULT_DRIFT_THRESHOLD,
     rerun_drifted: bool = False,
     probe_calls: int = 5,
+    executor: Executor = "local",
+    ray_address: str | None = None,
 ) -> pd.DataFrame:
     """Measure every configuration ``repeats`` times on ``clip``; return the results table.
 
@@ -305,18 +321,33 @@ def sweep(
         rerun_drifted: measure flagged runs again, up to `DRIFT_RETRIES` times; the steadiest is kept.
         probe_calls: detector calls per speed probe (on the clip's first frame, with the
             baseline's model and input size, else the first configuration's); 0: no probe.
+        executor: ``"local"`` measures the runs here, one after the other; ``"ray"`` on the
+            nodes of a Ray cluster, each node one run at a time on all of its CPUs
+            (`espdetect.profiling.ray_sweep`; ``pip install 'espdetect[ray]'``). The clip goes
+            to the nodes through Ray's object store (they need the model files at the same
+            paths, not the clip folder); the reference is computed once, on one node, and
+            shared with every run; each node has its own speed probe; ``detector_factory``
+            must be picklable (module-level). The rows are the same, with ``node`` saying
+            where each was measured (here: this machine's hostname).
+        ray_address: with ``executor="ray"``: ``"local"`` (a new Ray inside this process),
+            ``"auto"`` (the cluster running on this machine), ``"host:port"`` or
+            ``"ray://host:port"``; None: this process's Ray connection, else Ray's default.
 
     Returns:
         One row per configuration and repeat, with the documented `COLUMNS`; ``attrs`` holds
-        ``environment`` and ``out_dir``.
+        ``environment`` and ``out_dir`` (and on Ray ``ray``: the address, the nodes and what
+        each node's worker measured and fetched).
 
     Raises:
-        ConfigurationError: no configurations, bad arguments, or ``out_dir`` holds another clip's sweep.
+        ConfigurationError: no configurations, bad arguments, ``out_dir`` holds another clip's
+            sweep, or ``executor="ray"`` without Ray installed or reachable.
 
     Example:
         >>> df = sweep("data/clips/emulator-qvga", grid(skip=[1, 4], jpeg_quality=[50, 80]),  # doctest: +SKIP
         ...            "out/sweep1", repeats=2)
         >>> summarize(df)[["config_key", "fps_output", "displayed_recall"]]
+        >>> on_cluster = sweep("data/clips/emulator-qvga", grid(skip=[1, 4]), "out/sweep2",  # doctest: +SKIP
+        ...                    executor="ray", ray_address="auto")
     """
     config_list = unique(configs)
     camera = sorted({c.camera.label for c in config_list if not c.camera.unchanged})
@@ -347,6 +378,8 @@ def sweep(
         drift_threshold=drift_threshold,
         rerun_drifted=rerun_drifted,
         probe_calls=probe_calls,
+        executor=executor,
+        ray_address=ray_address,
     )
 
 
@@ -373,6 +406,8 @@ def sweep_clips(
     drift_threshold: float | None = DEFAULT_DRIFT_THRESHOLD,
     rerun_drifted: bool = False,
     probe_calls: int = 5,
+    executor: Executor = "local",
+    ray_address: str | None = None,
 ) -> pd.DataFrame:
     """`sweep` over one clip per camera setting: each configuration replays its setting's clip.
 
@@ -397,69 +432,348 @@ def sweep_clips(
     from tqdm.auto import tqdm
 
     _check_arguments(mode, repeats, warmup, busy_retries, drift_threshold, probe_calls)
+    _check_executor(executor, ray_address)
     config_list = unique(configs)
     if not config_list:
         raise ConfigurationError("expected at least one configuration, got none", field="configs")
     lost = dict(lost or {})
     _check_clips(clips, config_list, lost)
-    store = _open_store(out_dir, clips, resume)
     ref_config = choose_reference(config_list) if reference == "auto" else reference
-    half_ok = cuda_available() and device != "cpu"
-    base_config = _baseline(config_list, baseline, mode, half_ok)
-    cache = DetectorCache(detector_factory or default_factory(device))
-    main = _main_clip(clips, ref_config)
-    refs = _references(clips, ref_config, reference is None, cache, store, progress, aligned, lost)
-    probe, probe_config = _speed_probe(
-        main, cache, (base_config, choose_baseline(config_list, "fast", half_ok)), probe_calls
-    )
-    store.write_environment(
-        _environment(
-            main,
-            clips,
-            lost,
-            config_list,
-            ref_config,
+    ray_info: dict[str, object] | None = None
+    with _machines(executor, ray_address, device) as machines:
+        # Once connected: a cluster that cannot be reached leaves the folder as it was.
+        store = _open_store(out_dir, clips, resume)
+        half_ok = machines.half_ok
+        base_config = _baseline(config_list, baseline, mode, half_ok)
+        main_camera = _main_camera(clips, ref_config)
+        main = clips[main_camera]
+        bench = _Bench(
+            clips=dict(clips),
+            factory=detector_factory or default_factory(device),
+            main=main_camera,
+            probe_candidates=(base_config, choose_baseline(config_list, "fast", half_ok)),
+            probe_calls=probe_calls,
             mode=mode,
-            repeats=repeats,
             warmup=warmup,
-            seed=seed,
-            device=device,
-            busy_threshold=busy_threshold,
-            busy_retries=busy_retries,
-            baseline=base_config.key if base_config else None,
+            busy=_Busy(busy_threshold, busy_retries),
+            baseline=base_config,
             drift_threshold=drift_threshold,
             rerun_drifted=rerun_drifted,
-            probe=_probe_settings(probe_config, probe_calls),
+            half_ok=half_ok,
+            ref_config=ref_config,
+            progress=progress and executor == "local",
         )
-    )
-    busy = _Busy(busy_threshold, busy_retries)
-    measurable = [c for c in config_list if c.camera in clips]
-    bar = tqdm(
-        _pending_runs(measurable, repeats, seed, store, mode), desc="sweep", unit="run", disable=not progress
-    )
-    try:
-        for position, repeat, cfg in bar:
-            bar.set_postfix_str(cfg.key, refresh=False)
-            data = clips[cfg.camera]
-            row = _identity(cfg, repeat, position, mode)
-            row.update(_camera_columns(data))
-            trace: RunTrace | None = None
-            if cfg.half and not half_ok:
-                row["status"] = HALF_NEEDS_CUDA
-            else:
-                noise = _Noise(probe, _with_camera(base_config, cfg.camera), drift_threshold, rerun_drifted)
-                trace = _run(row, data, cache, cfg, mode, warmup, busy, noise)
-            _add_accuracy(row, cfg, trace, refs.get(cfg.camera), ref_config, refs.status, data)
-            store.append(row, _frame_rows(cfg, repeat, mode, trace) if trace is not None else ())
-            if on_result is not None:
-                on_result(row)
-    finally:
-        gc.unfreeze()
-        bar.close()
-        store.write_parquet()
+        machines.start(bench)
+        # The reference first, then the speed probes: the order of the model calls before.
+        refs = _references(clips, ref_config, reference is None, machines.reference, store, aligned, lost)
+        probe_settings = machines.prepare().get("probe")
+        store.write_environment(
+            _environment(
+                main,
+                clips,
+                lost,
+                config_list,
+                ref_config,
+                machines.describe(),
+                mode=mode,
+                repeats=repeats,
+                warmup=warmup,
+                seed=seed,
+                device=device,
+                busy_threshold=busy_threshold,
+                busy_retries=busy_retries,
+                baseline=base_config.key if base_config else None,
+                drift_threshold=drift_threshold,
+                rerun_drifted=rerun_drifted,
+                probe=probe_settings,
+                executor=executor,
+            )
+        )
+        measurable = [c for c in config_list if c.camera in clips]
+        pending = _pending_runs(measurable, repeats, seed, store, mode)
+        bar = tqdm(total=len(pending), desc="sweep", unit="run", disable=not progress)
+        try:
+            for trial, measured in machines.run(pending, refs):
+                bar.set_postfix_str(trial.config.key, refresh=False)
+                bar.update()
+                store.append(measured.row, measured.frames)
+                if on_result is not None:
+                    on_result(measured.row)
+            ray_info = machines.stats()
+        finally:
+            bar.close()
+            store.write_parquet()
     df = load_results(store.out_dir)
     df.attrs["lost"] = {camera.label: why for camera, why in lost.items()}
+    if ray_info is not None:
+        df.attrs["ray"] = ray_info
     return df
+
+
+def _check_executor(executor: str, ray_address: str | None) -> None:
+    if executor not in ("local", "ray"):
+        raise ConfigurationError(f"expected executor 'local' or 'ray', got {executor!r}", field="executor")
+    if executor == "local" and ray_address is not None:
+        raise ConfigurationError(
+            f"expected executor='ray' with ray_address={ray_address!r}, got executor='local'",
+            field="ray_address",
+        )
+    if executor == "ray":
+        import_ray()  # now, before anything is written: says what to install
+
+
+class _Trial(NamedTuple):
+    """One row to measure: a configuration's repeat, at its position in the sweep's order."""
+
+    position: int
+    repeat: int
+    config: ProfileConfig
+
+
+class _Measured(NamedTuple):
+    """A measured trial: its results row and its frames' rows."""
+
+    row: dict[str, object]
+    frames: list[tuple[object, ...]]
+
+
+@dataclass(frozen=True)
+class _Bench:
+    """What a machine needs to measure the sweep's trials.
+
+    Built on the driver; on Ray it is put into the object store once and every node builds its
+    `_Trials` from it (the clips travel inside it).
+    """
+
+    clips: dict[CameraSetting, ClipData]
+    factory: DetectorFactory
+    #: The camera setting of the clip the speed probe runs on (the reference's).
+    main: CameraSetting
+    probe_candidates: tuple[ProfileConfig | None, ...]
+    probe_calls: int
+    mode: Mode
+    warmup: int
+    busy: _Busy
+    baseline: ProfileConfig | None
+    drift_threshold: float | None
+    rerun_drifted: bool
+    half_ok: bool
+    ref_config: ProfileConfig | None
+    progress: bool
+
+    def start(self, node: str) -> _Trials:
+        """This machine's runner, with an empty detector cache."""
+        return _Trials(self, node, DetectorCache(self.factory))
+
+
+class _Trials:
+    """Measures trials on one machine: its detectors, loaded once, and its speed probe."""
+
+    def __init__(self, bench: _Bench, node: str, cache: DetectorCache) -> None:
+        self.bench = bench
+        self.node = node
+        self.cache = cache
+        self.probe: SpeedProbe | None = None
+        self.probe_settings: dict[str, object] | None = None
+        self.references = 0
+
+    def prepare(self) -> Mapping[str, object]:
+        """Set up the speed probe (measured once, untimed); `info`."""
+        bench = self.bench
+        clip = bench.clips[bench.main]
+        self.probe, config = _speed_probe(clip, self.cache, bench.probe_candidates, bench.probe_calls)
+        self.probe_settings = _probe_settings(config, bench.probe_calls)
+        return self.info
+
+    @property
+    def info(self) -> Mapping[str, object]:
+        """The node, the probe's settings, the machine's CPU and the references computed here."""
+        return {
+            "node": self.node,
+            "probe": self.probe_settings,
+            "cpu_model": cpu_model(),
+            "references": self.references,
+        }
+
+    def reference(self, config: ProfileConfig) -> Reference:
+        """Compute ``config``'s reference boxes on its camera setting's clip."""
+        self.references += 1
+        clip = self.bench.clips[config.camera]
+        detector = self.cache.get(config)
+        return compute_reference(
+            clip, detector, key=config.key, params=config.detect_params(), progress=self.bench.progress
+        )
+
+    def names(self) -> Mapping[int, str]:
+        """Class names of the reference's model, loaded when first needed (ids do without)."""
+        if self.bench.ref_config is None:
+            return {}
+        try:
+            return self.cache.get(self.bench.ref_config).info.names
+        except Exception:  # names only label the indicative column; ids do as well
+            return {}
+
+    def trial(self, trial: _Trial, shared: _References) -> _Measured:
+        """Measure one row: the run with its probes and baseline, then its accuracy against ``shared``."""
+        bench, cfg = self.bench, trial.config
+        data = bench.clips[cfg.camera]
+        row = _identity(cfg, trial.repeat, trial.position, bench.mode)
+        row["node"] = self.node
+        row.update(_camera_columns(data))
+        trace: RunTrace | None = None
+        if cfg.half and not bench.half_ok:
+            row["status"] = HALF_NEEDS_CUDA
+        else:
+            baseline = _with_camera(bench.baseline, cfg.camera)
+            noise = _Noise(self.probe, baseline, bench.drift_threshold, bench.rerun_drifted)
+            trace = _run(row, data, self.cache, cfg, bench.mode, bench.warmup, bench.busy, noise)
+        ref = shared.get(cfg.camera)
+        _add_accuracy(row, cfg, trace, ref, bench.ref_config, shared.status, data, self.names)
+        frames = _frame_rows(cfg, trial.repeat, bench.mode, trace) if trace is not None else []
+        return _Measured(row, frames)
+
+
+class _Machines(Protocol):
+    """Where the trials run: `_Here`, or `_OnRay` (a worker per node of a Ray cluster)."""
+
+    #: Whether half precision runs (CUDA, and a device other than the CPU).
+    half_ok: bool
+
+    def start(self, bench: _Bench) -> None:
+        """Build the runners from ``bench``."""
+        ...
+
+    def reference(self, config: ProfileConfig) -> Reference:
+        """``config``'s reference boxes, computed by one runner."""
+        ...
+
+    def prepare(self) -> Mapping[str, object]:
+        """Set up every runner's speed probe; the (first) runner's `_Trials.info`."""
+        ...
+
+    def run(self, trials: list[_Trial], refs: _References) -> Iterator[tuple[_Trial, _Measured]]:
+        """Measure ``trials``, yielding each as it finishes (in order here)."""
+        ...
+
+    def describe(self) -> dict[str, object] | None:
+        """What environment.json records about the machines besides this one (None: none)."""
+        ...
+
+    def stats(self) -> dict[str, object] | None:
+        """What the machines did (``df.attrs["ray"]``), or None here."""
+        ...
+
+    def __enter__(self) -> _Machines: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def _machines(executor: Executor, ray_address: str | None, device: str | None) -> _Machines:
+    if executor == "ray":
+        return _OnRay(ray_address, device)
+    return _Here(device)
+
+
+class _Here:
+    """Trials on this machine, one after the other; ``node`` is its hostname."""
+
+    def __init__(self, device: str | None) -> None:
+        self.half_ok = cuda_available() and device != "cpu"
+        self.node = socket.gethostname()
+        self._trials: _Trials | None = None
+
+    def __enter__(self) -> _Here:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        gc.unfreeze()
+
+    def start(self, bench: _Bench) -> None:
+        self._trials = bench.start(self.node)
+
+    def reference(self, config: ProfileConfig) -> Reference:
+        assert self._trials is not None
+        return self._trials.reference(config)
+
+    def prepare(self) -> Mapping[str, object]:
+        assert self._trials is not None
+        return self._trials.prepare()
+
+    def run(self, trials: list[_Trial], refs: _References) -> Iterator[tuple[_Trial, _Measured]]:
+        assert self._trials is not None
+        for trial in trials:
+            yield trial, self._trials.trial(trial, refs)
+
+    def describe(self) -> dict[str, object] | None:
+        return None
+
+    def stats(self) -> dict[str, object] | None:
+        return None
+
+
+def _reference_on(runner: NodeRunner[_Trial, _References, _Measured], config: ProfileConfig) -> Reference:
+    """``config``'s reference, computed by a node's runner (sent there pickled)."""
+    assert isinstance(runner, _Trials)
+    return runner.reference(config)
+
+
+def _prepare_on(runner: NodeRunner[_Trial, _References, _Measured]) -> Mapping[str, object]:
+    """A node's runner sets up its speed probe (sent there pickled)."""
+    assert isinstance(runner, _Trials)
+    return runner.prepare()
+
+
+class _OnRay:
+    """Trials on a Ray cluster: a worker per node, holding all its CPUs (`RayNodes`)."""
+
+    def __init__(self, address: str | None, device: str | None) -> None:
+        self._nodes = RayNodes[_Trial, _References, _Measured](address, gpus=device != "cpu")
+        self._device = device
+        self._prepared: dict[object, Mapping[str, object]] = {}
+        self.half_ok = False
+
+    def __enter__(self) -> _OnRay:
+        self._nodes.__enter__()
+        self.half_ok = self._device != "cpu" and self._nodes.all_have_gpus
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._nodes.__exit__(exc_type, exc, tb)
+
+    def start(self, bench: _Bench) -> None:
+        self._nodes.start(bench)
+
+    def prepare(self) -> Mapping[str, object]:
+        infos = self._nodes.on_each(_prepare_on)
+        self._prepared = {info.get("node"): info for info in infos}
+        return infos[0]
+
+    def reference(self, config: ProfileConfig) -> Reference:
+        # Computed once, on the first node (its worker keeps the model for its trials).
+        return self._nodes.on_first(partial(_reference_on, config=config))
+
+    def run(self, trials: list[_Trial], refs: _References) -> Iterator[tuple[_Trial, _Measured]]:
+        return self._nodes.run(trials, refs)
+
+    def describe(self) -> dict[str, object]:
+        described = self._nodes.describe()
+        nodes = described.get("nodes")
+        if isinstance(nodes, list):
+            # Each node's probe and CPU; what it did (references computed) is in the statistics.
+            described["nodes"] = [
+                {**n, **{k: v for k, v in self._prepared.get(n.get("node"), {}).items() if k != "references"}}
+                for n in nodes
+            ]
+        return described
+
+    def stats(self) -> dict[str, object] | None:
+        return {**self.describe(), "workers": self._nodes.stats()}
 
 
 def _with_camera(config: ProfileConfig | None, camera: CameraSetting) -> ProfileConfig | None:
@@ -480,11 +794,12 @@ def _check_clips(
         raise ConfigurationError(f"expected clips with frames, got empty ones for {', '.join(empty)}")
 
 
-def _main_clip(clips: Mapping[CameraSetting, ClipData], ref_config: ProfileConfig | None) -> ClipData:
-    """The clip the speed probe runs on and environment.json describes first: the reference's."""
+def _main_camera(clips: Mapping[CameraSetting, ClipData], ref_config: ProfileConfig | None) -> CameraSetting:
+    """The setting whose clip the speed probe runs on and environment.json describes first: the
+    reference's."""
     if ref_config is not None and ref_config.camera in clips:
-        return clips[ref_config.camera]
-    return next(iter(clips.values()))
+        return ref_config.camera
+    return next(iter(clips))
 
 
 def _camera_columns(data: ClipData) -> dict[str, object]:
@@ -594,9 +909,14 @@ def _environment(
     lost: Mapping[CameraSetting, str],
     configs: list[ProfileConfig],
     ref_config: ProfileConfig | None,
+    machines: dict[str, object] | None,
     **sweep_settings: object,
 ) -> dict[str, Any]:
-    """What environment.json records: the machine, the clip(s) and how the sweep was run."""
+    """What environment.json records: the machine, the clip(s) and how the sweep was run.
+
+    On Ray (``machines``), ``ray`` holds the address and every node the runs were measured on;
+    the machine described at the top level is the driver's.
+    """
     environment = collect_environment([c.model for c in configs] + ([ref_config.model] if ref_config else []))
     environment["clip"] = _clip_info(main)
     if any(not camera.unchanged for camera in (*clips, *lost)):
@@ -605,6 +925,8 @@ def _environment(
             for camera, data in clips.items()
         }
         environment["lost"] = {camera.label: why for camera, why in lost.items()}
+    if machines is not None:
+        environment["ray"] = machines
     environment["schema_version"] = SCHEMA_VERSION
     environment["sweep"] = {
         **sweep_settings,
@@ -621,9 +943,6 @@ class _CameraReference(NamedTuple):
     reference: Reference | None
     #: The reference boxes on the reference clip (for the indicative counts and confidence).
     source: Reference
-    #: Class names of the reference's model (looked up when first needed: loading a detector
-    #: for them before the runs would change which detectors the sweep loads).
-    names: Callable[[], Mapping[int, str]]
     basis: Literal["per frame", "indicative"]
 
 
@@ -642,13 +961,16 @@ def _references(
     clips: Mapping[CameraSetting, ClipData],
     ref_config: ProfileConfig | None,
     none_requested: bool,
-    cache: DetectorCache,
+    compute: Callable[[ProfileConfig], Reference],
     store: ResultsStore,
-    progress: bool,
     aligned: bool,
     lost: Mapping[CameraSetting, str],
 ) -> _References:
-    """The reference boxes per camera setting (none when there are none) and the status that follows."""
+    """The reference boxes per camera setting (none when there are none) and the status that follows.
+
+    ``compute`` computes the reference's boxes when the sweep folder has none cached (on this
+    machine, or on one node of a Ray cluster): once per sweep.
+    """
     if ref_config is None:
         why = "no reference requested" if none_requested else "no trained model in the sweep"
         return _References(str(RunStatus("n/a", why)), {})
@@ -660,25 +982,18 @@ def _references(
         )
         return _References(str(status), {})
     try:
-        ref = _load_reference(main, ref_config, cache, store, progress)
+        ref = _load_reference(main, ref_config, compute, store)
     except Exception as exc:  # the sweep goes on without accuracy columns, saying why
         logger.warning("no accuracy columns: reference %s failed: %s", ref_config.key, exc)
         return _References(str(RunStatus("n/a", f"reference failed ({_status_of_error(exc)})")), {})
-
-    def names() -> Mapping[int, str]:
-        try:
-            return cache.get(ref_config).info.names
-        except Exception:  # names only label the indicative column; ids do as well
-            return {}
-
     by_camera: dict[CameraSetting, _CameraReference] = {}
     for camera, data in clips.items():
         if data is main:
-            by_camera[camera] = _CameraReference(ref, ref, names, "per frame")
+            by_camera[camera] = _CameraReference(ref, ref, "per frame")
         elif aligned and _same_aspect(main.size, data.size):
-            by_camera[camera] = _CameraReference(_transfer(ref, main, data), ref, names, "per frame")
+            by_camera[camera] = _CameraReference(_transfer(ref, main, data), ref, "per frame")
         else:
-            by_camera[camera] = _CameraReference(None, ref, names, "indicative")
+            by_camera[camera] = _CameraReference(None, ref, "indicative")
     return _References("ok", by_camera)
 
 
@@ -700,17 +1015,17 @@ def _transfer(ref: Reference, source: ClipData, target: ClipData) -> Reference:
 
 def _pending_runs(
     configs: list[ProfileConfig], repeats: int, seed: int, store: ResultsStore, mode: Mode
-) -> list[tuple[int, int, ProfileConfig]]:
-    """(run order, repeat, configuration) of every run not yet in ``store``: each repeat shuffled."""
-    runs: list[tuple[int, int, ProfileConfig]] = []
+) -> list[_Trial]:
+    """Every run not yet in ``store``, in the sweep's order: each repeat shuffled."""
+    runs: list[_Trial] = []
     rng = random.Random(seed)
     for repeat in range(repeats):
         order = list(configs)
         rng.shuffle(order)
         base = len(runs)
-        runs.extend((base + i, repeat, cfg) for i, cfg in enumerate(order))
+        runs.extend(_Trial(base + i, repeat, cfg) for i, cfg in enumerate(order))
     done = store.done()
-    pending = [(o, r, c) for o, r, c in runs if (c.key, r, mode) not in done]
+    pending = [t for t in runs if (t.config.key, t.repeat, mode) not in done]
     if len(pending) < len(runs):
         logger.info("resuming: %d of %d runs already done", len(runs) - len(pending), len(runs))
     return pending
@@ -998,7 +1313,10 @@ def _add_accuracy(
     ref_config: ProfileConfig | None,
     ref_status: str,
     clip: ClipData,
+    names: Callable[[], Mapping[int, str]],
 ) -> None:
+    """The accuracy columns of ``row``; ``names``: the reference model's class names (looked up
+    when first needed: loading a detector for them earlier would change which detectors load)."""
     if trace is None:
         row["accuracy_status"] = "n/a: not measured"
     elif not cfg.trained:
@@ -1006,7 +1324,7 @@ def _add_accuracy(
     elif ref is None or ref_config is None:
         row["accuracy_status"] = ref_status
     else:
-        row.update(_indicative(trace, ref))
+        row.update(_indicative(trace, ref, names))
         row["accuracy_basis"] = ref.basis
         row["reference_key"] = ref_config.key
         if ref.reference is not None:
@@ -1043,7 +1361,9 @@ def _class_rates(sets: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[dict[in
     return rates, float(np.mean(confidences)) if confidences else math.nan
 
 
-def _indicative(trace: RunTrace, ref: _CameraReference) -> dict[str, object]:
+def _indicative(
+    trace: RunTrace, ref: _CameraReference, names: Callable[[], Mapping[int, str]]
+) -> dict[str, object]:
     """Detections per detected frame and mean confidence, per class, relative to the reference clip's.
 
     Needs no frame correspondence, so it also compares clips of a real camera (taken at different
@@ -1052,8 +1372,8 @@ def _indicative(trace: RunTrace, ref: _CameraReference) -> dict[str, object]:
     ref_rates, ref_conf = _class_rates((b.class_id, b.confidence) for b in ref.source.boxes.values())
     rates, conf = _class_rates((d.class_id, d.confidence) for d in trace.detections)
     ratios = {c: rates.get(c, 0.0) / r for c, r in sorted(ref_rates.items(), key=lambda kv: -kv[1]) if r > 0}
-    names = ref.names() if ratios else {}
-    text = ", ".join(f"{names.get(c, str(c))} {v:.2f}" for c, v in ratios.items())
+    labels = names() if ratios else {}
+    text = ", ".join(f"{labels.get(c, str(c))} {v:.2f}" for c, v in ratios.items())
     return {
         "count_vs_reference": float(np.mean(list(ratios.values()))) if ratios else math.nan,
         "confidence_vs_reference": conf / ref_conf if ref_conf > 0 else math.nan,

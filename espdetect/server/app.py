@@ -83,7 +83,31 @@ class AppState(TypedDict):
 
 
 def default_detector(settings: DetectorSettings) -> Detector:
-    """The model every camera shares, on the configured backend (loads it: blocking)."""
+    """The model every camera shares, on the configured backend (loads it: blocking).
+
+    With ``backend = "ray"`` the model runs in a Ray Serve deployment (`espdetect.ray`), deployed
+    here unless the cluster already runs the application, which this server then shares.
+    """
+    if settings.backend == "ray":
+        from espdetect.ray import RayDetector, RayOptions
+
+        options = RayOptions(
+            address=settings.ray_address,
+            app=settings.ray_app,
+            replicas=settings.ray_replicas,
+            max_batch_size=settings.ray_max_batch_size,
+            batch_wait=settings.ray_batch_wait,
+            cpus_per_replica=settings.ray_cpus_per_replica,
+            gpus_per_replica=settings.ray_gpus_per_replica,
+            timeout=settings.ray_timeout,
+        )
+        return RayDetector(
+            settings.model,
+            options=options,
+            device=settings.device,
+            threads=settings.threads,
+            half=settings.half,
+        )
     from espdetect.detectors.factory import open_detector
 
     return open_detector(

@@ -144,7 +144,12 @@ class CameraHub:
         all_settings = settings.camera_settings()
         # One render thread per camera (and one for the lower quality tier) so that no camera's
         # drawing waits for another's; model calls take turns on detect_slots threads.
-        workers = Workers(settings.detector.detect_slots, len(all_settings) + 1, name="espdetect")
+        # A remote model (Ray) costs this process nothing while it runs: each camera may have a
+        # call in flight, and the pool's batches gather them.
+        slots = settings.detector.detect_slots
+        if detector.info.remote:
+            slots = max(slots, len(all_settings))
+        workers = Workers(slots, len(all_settings) + 1, name="espdetect")
         # Sensor settings changed through the API are kept in the data directory.
         sensor_store = SensorStore(settings.data_dir)
         cameras = []

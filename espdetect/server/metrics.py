@@ -17,8 +17,10 @@ from espdetect.server.event_service import EventCounters
 from espdetect.server.metric_spec import MetricSpec, metric_fields
 from espdetect.server.notify import SinkStats
 from espdetect.server.stats import (
+    REMOTE_METRICS,
     AuthStats,
     CameraStats,
+    DetectorStats,
     HubStats,
     ProcessStats,
     json_key,
@@ -88,6 +90,13 @@ class StatsCollector(Collector):
             families.add(spec, [], [], getattr(stats.process, name))
         for name, spec in metric_fields(HubStats):
             families.add(spec, [], [], getattr(stats, name))
+        model = stats.detector
+        for name, spec in metric_fields(DetectorStats):
+            families.add(spec, [], [], getattr(model, name))
+        remote = model.remote
+        if remote is not None:
+            for name, spec in REMOTE_METRICS.items():
+                families.add(spec, ["app"], [remote.app], getattr(remote, name))
         if stats.auth is not None:
             for name, spec in metric_fields(AuthStats):
                 families.add(spec, [], [], getattr(stats.auth, name))

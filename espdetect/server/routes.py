@@ -167,14 +167,26 @@ async def index() -> HTMLResponse:
 
 @router.get("/health")
 async def health(hub: HubDep) -> dict[str, Any]:
-    """Liveness: answers at once, whatever the cameras do."""
-    return {"status": "ok", "cameras": len(hub.cameras), "viewers": hub.total_viewers}
+    """Liveness: answers at once, whatever the cameras do. ``status`` stays ok while the process
+    serves (a container is not restarted for a camera or a remote model); ``detector`` says
+    ``degraded`` with the reason while a remote model (backend ray) does not answer."""
+    body: dict[str, Any] = {"status": "ok", "cameras": len(hub.cameras), "viewers": hub.total_viewers}
+    remote = hub.detector.remote_state()
+    if remote is not None:
+        body["detector"] = "ok" if remote.healthy else "degraded"
+        if not remote.healthy:
+            body["reason"] = f"Ray pool {remote.app}: {remote.reason}"
+    return body
 
 
-@router.get("/ready", responses={503: {"description": "a camera that must run is not connected"}})
+@router.get(
+    "/ready",
+    responses={503: {"description": "a camera that must run is not connected, or the remote model fails"}},
+)
 async def ready(hub: HubDep) -> Response:
     """Readiness: 200 when every camera that runs with no viewer (events, ``always_on``) is
-    connected; 503 otherwise. Cameras that follow their viewers connect on demand: always ready."""
+    connected and the model answers (a remote one may not); 503 otherwise. Cameras that follow their
+    viewers connect on demand: always ready."""
     cameras = {}
     for cam_id, cam in hub.cameras.items():
         unattended = hub.unattended(cam)
@@ -184,8 +196,15 @@ async def ready(hub: HubDep) -> Response:
             "connected": connected,
             "ready": connected or not unattended,
         }
-    ok = all(state["ready"] for state in cameras.values())
-    body = {"status": "ready" if ok else "not ready", "events": hub.events is not None, "cameras": cameras}
+    remote = hub.detector.remote_state()
+    detector_ok = remote is None or remote.healthy
+    ok = detector_ok and all(state["ready"] for state in cameras.values())
+    body = {
+        "status": "ready" if ok else "not ready",
+        "events": hub.events is not None,
+        "detector": {"ready": detector_ok, "reason": None if remote is None else remote.reason},
+        "cameras": cameras,
+    }
     return SafeJSONResponse(body, status_code=200 if ok else 503)
 
 

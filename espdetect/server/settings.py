@@ -223,6 +223,10 @@ StrictLabels = Annotated[list[str], PlainValidator(_labels, json_schema_input_ty
 Labels = Annotated[StrictLabels, BeforeValidator(_split_list)]
 MinFrames = Annotated[int, Field(ge=EVENT_MIN_FRAMES.low, le=EVENT_MIN_FRAMES.high)]
 EndTimeout = Annotated[float, Field(ge=EVENT_END_TIMEOUT.low, le=EVENT_END_TIMEOUT.high)]
+#: The model's runtime in the server: a local one, or "ray" (a Ray Serve deployment).
+ServerBackend = DetectorBackend | Literal["ray"]
+RayAddress = Annotated[str, Field(pattern=r"^(local|auto|(ray://)?[A-Za-z0-9.\-]+:[0-9]{1,5})$")]
+RayAppName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")]
 MqttUrl = Annotated[str, PlainValidator(_mqtt_url, json_schema_input_type=str)]
 
 
@@ -351,10 +355,11 @@ class DetectorSettings(_Section):
         description="weights: an .onnx file, an OpenVINO folder, or with espdetect[ultralytics] a .pt or "
         ".yaml; none: the COCO model bundled with espdetect",
     )
-    backend: DetectorBackend = Field(
+    backend: ServerBackend = Field(
         default="auto",
         description="runtime: auto (onnxruntime for .onnx, openvino for OpenVINO folders, "
-        "ultralytics otherwise), onnxruntime, openvino or ultralytics",
+        "ultralytics otherwise), onnxruntime, openvino, ultralytics, or ray: the model runs in a Ray "
+        "Serve deployment (its replicas pick the runtime as auto does; needs espdetect[ray])",
     )
     device: str | None = Field(
         default=None, description="cpu, cuda, cuda:N (onnxruntime also tensorrt, openvino); none: cpu"
@@ -366,7 +371,38 @@ class DetectorSettings(_Section):
     detect_slots: Annotated[int, Field(ge=1, le=64)] = Field(
         default=1,
         description="model calls running at once across all cameras: 1 on a CPU (one inference already "
-        "uses every core), 2 may help a GPU",
+        "uses every core), 2 may help a GPU; with backend ray at least one per camera",
+    )
+    ray_address: RayAddress = Field(
+        default="local",
+        description="backend ray: local (start Ray in the server), auto (join this machine's cluster), "
+        "HOST:PORT of a head node, or ray://HOST:PORT (Ray Client)",
+    )
+    ray_app: RayAppName = Field(
+        default="espdetect",
+        description="backend ray: the Serve application; servers naming the same one share its replicas",
+    )
+    ray_replicas: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=1, description="backend ray: replicas deployed when the application does not exist yet"
+    )
+    ray_max_batch_size: Annotated[int, Field(ge=1, le=256)] = Field(
+        default=4, description="backend ray: most frames a replica runs in one batch"
+    )
+    ray_batch_wait: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        default=0.02,
+        description="backend ray: seconds a replica waits for more frames before a batch runs (a camera's "
+        "next frame follows its answer within a few ms)",
+    )
+    ray_cpus_per_replica: Annotated[float, Field(gt=0.0, le=1024.0)] = Field(
+        default=1.0, description="backend ray: CPUs each replica reserves (its inference threads too)"
+    )
+    ray_gpus_per_replica: Annotated[float, Field(ge=0.0, le=64.0)] = Field(
+        default=0.0, description="backend ray: GPUs each replica reserves (fractions share one)"
+    )
+    ray_timeout: Annotated[float, Field(gt=0.0, le=300.0)] = Field(
+        default=2.0,
+        description="backend ray: seconds a model call may take; then the frame is let go and the stream "
+        "goes on with the last boxes",
     )
 
 

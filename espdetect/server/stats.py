@@ -21,6 +21,7 @@ from typing import Any, Final
 
 import psutil
 
+from espdetect.detectors.remote import RemoteState
 from espdetect.server.camera import Camera, FrameCounts
 from espdetect.server.event_service import EventCounters
 from espdetect.server.hub import CameraHub
@@ -28,13 +29,16 @@ from espdetect.server.metric_spec import MetricSpec, counter, gauge
 from espdetect.stats import Percentiles
 
 __all__ = [
+    "REMOTE_METRICS",
     "AuthStats",
     "CameraStats",
+    "DetectorStats",
     "HubStats",
     "MetricSpec",
     "ProcessStats",
     "camera_stats",
     "counter",
+    "detector_stats",
     "gauge",
     "hub_stats",
     "json_key",
@@ -219,6 +223,47 @@ class AuthStats:
 
 
 @dataclass(frozen=True)
+class DetectorStats:
+    """The model every camera shares, and the pool it runs in with backend ray (``detector``)."""
+
+    backend: str
+    model: str
+    device: str
+    healthy: bool = field(
+        metadata=gauge(
+            "1 while model calls are answered (a remote pool may fail; a local model is 1).",
+            name="detector_healthy",
+        )
+    )
+    #: Why not healthy (the last failed call), else None.
+    reason: str | None
+    #: The Ray pool as this server sees it (backend ray), else None.
+    remote: RemoteState | None
+
+
+#: The `RemoteState` fields ``/metrics`` exports (labelled with the Ray application).
+REMOTE_METRICS: Final[dict[str, MetricSpec]] = {
+    "replicas_running": MetricSpec(
+        "gauge", "ray_replicas_running", "Replicas of the Ray detector pool running."
+    ),
+    "in_flight": MetricSpec("gauge", "ray_in_flight", "Model calls of this server waiting for the Ray pool."),
+    "queued": MetricSpec("gauge", "ray_queued", "Requests waiting in the answering replica (recent mean)."),
+    "mean_batch_size": MetricSpec("gauge", "ray_mean_batch_size", "Frames per replica batch (recent mean)."),
+    "calls": MetricSpec("counter", "ray_calls", "Model calls sent to the Ray pool."),
+    "failures": MetricSpec(
+        "counter", "ray_failures", "Model calls to the Ray pool that failed or timed out."
+    ),
+    "timeouts": MetricSpec("counter", "ray_timeouts", "Model calls to the Ray pool that timed out."),
+    "remote_ms": MetricSpec(
+        "gauge", "ray_remote_ms", "Time in the replica per call (batch wait, decode, model).", "quantile"
+    ),
+    "round_trip_ms": MetricSpec(
+        "gauge", "ray_round_trip_ms", "Call to answer, as the server sees it.", "quantile"
+    ),
+}
+
+
+@dataclass(frozen=True)
 class HubStats:
     """What ``/stats`` answers."""
 
@@ -226,6 +271,7 @@ class HubStats:
     max_viewers_total: int
     cameras: Mapping[str, CameraStats]
     process: ProcessStats
+    detector: DetectorStats
     auth: AuthStats | None = None
     #: Events and where they go, while events are on.
     events: EventCounters | None = None
@@ -350,6 +396,21 @@ def process_stats() -> ProcessStats:
     )
 
 
+def detector_stats(hub: CameraHub) -> DetectorStats:
+    """The shared model and, with backend ray, its pool's state."""
+    info = hub.detector.info
+    remote = hub.detector.remote_state()
+    healthy = remote is None or remote.healthy
+    return DetectorStats(
+        backend=info.backend,
+        model=info.model,
+        device=info.device,
+        healthy=healthy,
+        reason=None if remote is None else remote.reason,
+        remote=remote,
+    )
+
+
 def hub_stats(hub: CameraHub, auth: AuthStats | None = None) -> HubStats:
     """Statistics of every camera, server-wide viewer counts and process resources (``/stats``)."""
     now = time.monotonic()
@@ -358,6 +419,7 @@ def hub_stats(hub: CameraHub, auth: AuthStats | None = None) -> HubStats:
         max_viewers_total=hub.settings.viewers.max_viewers_total,
         cameras={cam_id: camera_stats(cam, now) for cam_id, cam in hub.cameras.items()},
         process=process_stats(),
+        detector=detector_stats(hub),
         auth=auth,
         events=hub.events.stats() if hub.events is not None else None,
     )

@@ -144,3 +144,36 @@ def test_params_are_checked_once_per_object() -> None:
         det.detect(IMAGE, params)
     assert [p.imgsz for p in det.seen] == [320, 320, 320]
     assert det.seen[0] is det.seen[2]  # the resolved params were reused, not rebuilt each call
+
+
+class CornerDetector(EchoDetector):
+    """One box over the image's bottom-right quarter, in the pixels of the image it was given."""
+
+    def _detect(self, image: np.ndarray, params: DetectParams) -> Detections:
+        self.seen.append(params)
+        h, w = image.shape[:2]
+        return Detections(
+            xyxy=np.array([[w / 2, h / 2, w, h]], np.float32),
+            confidence=np.array([0.9], np.float32),
+            class_id=np.array([0]),
+            names=self._info.names,
+        )
+
+
+@pytest.mark.parametrize("reduce", [1, 2, 4])
+def test_detect_jpeg_gives_boxes_in_the_full_size_pixels(reduce: int) -> None:
+    import simplejpeg
+
+    detector = CornerDetector(ModelInfo("m", NAMES))
+    jpeg = simplejpeg.encode_jpeg(np.full((240, 320, 3), 90, np.uint8), colorspace="BGR")
+    strict = DetectParams(conf=0.6)
+    found = detector.detect_jpeg(jpeg, strict, reduce)  # type: ignore[arg-type]
+    np.testing.assert_allclose(found.xyxy, [[160, 120, 320, 240]])
+    assert detector.seen[-1].conf == 0.6
+
+
+def test_detect_jpeg_refuses_what_is_not_a_jpeg() -> None:
+    from espdetect.exceptions import DecodeError
+
+    with pytest.raises(DecodeError):
+        CornerDetector(ModelInfo("m", NAMES)).detect_jpeg(b"\xff\xd8 not a jpeg", reduce=2)

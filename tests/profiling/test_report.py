@@ -136,7 +136,7 @@ def test_report_and_figures_show_motion_gating_and_tracking(square_clip: Path, t
     for col in ("model_calls_per_min", "gated_fraction", "cpu_core_hours_per_camera_hour", "displayed_iou"):
         assert f" {col} " in header, col
     assert "Motion gating depends on the scene" in text
-    assert "| results schema version | 4 |" in text
+    assert "| results schema version | 5 |" in text
     labels = sorted(plots.config_labels(df.drop_duplicates("config_key")).tolist())
     assert labels == ["motion", "motion track", "no motion no track", "track"]
     legend = plots.plot_stage_times(df).axes[0].get_legend()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from espdetect.profiling.config import ProfileConfig, grid
 from espdetect.profiling.environment import cuda_available
 from espdetect.profiling.results import (
     ADDED_IN_4,
+    ADDED_IN_5,
     COLUMNS,
     SCHEMA_VERSION,
     ResultsStore,
@@ -42,6 +44,9 @@ def test_sweep_returns_the_documented_columns_and_writes_its_files(
     assert list(df.columns) == list(COLUMNS)
     assert len(df) == 8
     assert set(df["status"]) == {"ok"}
+    # Measured here: the node is this machine (a Ray sweep names the Ray node).
+    assert set(df["node"]) == {socket.gethostname()}
+    assert summarize(df)["node"].tolist() == [socket.gethostname()] * 4
     assert sorted(df.groupby("config_key")["repeat"].apply(sorted).tolist()) == [[0, 1]] * 4
     assert (df["frames_out"] == FRAMES).all()
     assert (df["fps_output"] > 0).all() and (df["cpu_percent"] > 0).all() and (df["rss_peak_mb"] > 0).all()
@@ -288,7 +293,7 @@ def test_a_sweep_of_schema_1_loads_but_resuming_it_is_refused_with_what_to_do(
     df = sweep(
         square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
     )
-    assert df["schema_version"].tolist() == [SCHEMA_VERSION] == [4]
+    assert df["schema_version"].tolist() == [SCHEMA_VERSION] == [5]
     assert ResultsStore(tmp_path).environment()["schema_version"] == SCHEMA_VERSION
     store = ResultsStore(tmp_path)
     store.results_csv.write_text(df.drop(columns=list(_ADDED_IN_2)).to_csv(index=False), encoding="utf-8")
@@ -312,7 +317,7 @@ def test_a_sweep_of_schema_1_loads_but_resuming_it_is_refused_with_what_to_do(
         square_clip, grid(model="squares.pt", motion=True), tmp_path, repeats=1, progress=False,
         detector_factory=squares, resume=False,
     )  # fmt: skip
-    assert fresh["schema_version"].tolist() == [4] and fresh["motion"].tolist() == [True]
+    assert fresh["schema_version"].tolist() == [5] and fresh["motion"].tolist() == [True]
 
 
 def test_rows_of_a_newer_schema_are_not_appended_to(
@@ -322,8 +327,8 @@ def test_rows_of_a_newer_schema_are_not_appended_to(
         square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
     )
     store = ResultsStore(tmp_path)
-    store.results_csv.write_text(df.assign(schema_version=5).to_csv(index=False), encoding="utf-8")
-    with pytest.raises(ConfigurationError, match="schema version 5, written by a newer espdetect"):
+    store.results_csv.write_text(df.assign(schema_version=6).to_csv(index=False), encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="schema version 6, written by a newer espdetect"):
         sweep(
             square_clip, grid(model="squares.pt", skip=2), tmp_path, repeats=1, progress=False,
             detector_factory=squares,
@@ -337,7 +342,7 @@ def test_a_sweep_of_schema_3_resumes_as_camera_unchanged(
         square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
     )
     store = ResultsStore(tmp_path)
-    v3 = df.drop(columns=list(ADDED_IN_4)).assign(schema_version=3)
+    v3 = df.drop(columns=[*ADDED_IN_4, *ADDED_IN_5]).assign(schema_version=3)
     store.results_csv.write_text(v3.to_csv(index=False), encoding="utf-8")
     assert store.schema_versions() == {3}
 
@@ -346,12 +351,37 @@ def test_a_sweep_of_schema_3_resumes_as_camera_unchanged(
         detector_factory=squares,
     )  # fmt: skip
     assert list(resumed.columns) == list(COLUMNS) and len(resumed) == 2
-    assert resumed["schema_version"].tolist() == [4, 4]
+    assert resumed["schema_version"].tolist() == [5, 5]
     assert resumed["camera_framesize"].tolist() == ["", ""] and resumed["camera_quality"].isna().all()
     # The old row is kept as it was (no camera columns measured); the new one has them.
     old, new = resumed.sort_values("skip")["camera_bytes_per_frame"].tolist()
     assert math.isnan(old) and new > 0
-    assert store.environment()["schema_version"] == 4
+    assert resumed.sort_values("skip")["node"].tolist() == ["", socket.gethostname()]
+    assert store.environment()["schema_version"] == 5
+
+
+def test_a_sweep_of_schema_4_resumes_with_the_node_of_its_rows_unknown(
+    square_clip: Path, squares: SquareFactory, tmp_path: Path
+) -> None:
+    df = sweep(
+        square_clip, grid(model="squares.pt"), tmp_path, repeats=1, progress=False, detector_factory=squares
+    )
+    store = ResultsStore(tmp_path)
+    v4 = df.drop(columns=list(ADDED_IN_5)).assign(schema_version=4)
+    store.results_csv.write_text(v4.to_csv(index=False), encoding="utf-8")
+    old = load_results(tmp_path)
+    assert old["schema_version"].tolist() == [4] and old["node"].tolist() == [""]
+
+    resumed = sweep(
+        square_clip, grid(model="squares.pt", skip=[1, 2]), tmp_path, repeats=1, progress=False,
+        detector_factory=squares,
+    )  # fmt: skip
+    assert list(resumed.columns) == list(COLUMNS) and len(resumed) == 2
+    assert resumed["schema_version"].tolist() == [5, 5]
+    # The old row keeps its figures (only the node is unknown); the new one is this machine's.
+    assert resumed.sort_values("skip")["node"].tolist() == ["", socket.gethostname()]
+    assert resumed.sort_values("skip")["fps_output"].iloc[0] == df["fps_output"].iloc[0]
+    assert store.environment()["schema_version"] == 5
 
 
 def test_camera_axes_need_a_live_camera(square_clip: Path, squares: SquareFactory, tmp_path: Path) -> None:
