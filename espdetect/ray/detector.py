@@ -23,6 +23,7 @@ from typing import Any, Final
 import numpy as np
 from ray import serve
 from ray.exceptions import RayError
+from ray.serve.exceptions import RayServeException
 from typing_extensions import Unpack
 
 from espdetect.constraints import Reduce
@@ -190,16 +191,19 @@ class RayDetector(Detector):
             self._calls += 1
             self._in_flight += 1
         start = time.perf_counter()
-        response = self._handle.remote(request)
+        response = None
         try:
+            response = self._handle.remote(request)
             answer: RemoteAnswer = response.result(timeout_s=self.options.timeout)
         except TimeoutError:
-            response.cancel()
+            if response is not None:
+                response.cancel()
             self._failed(f"no answer within {self.options.timeout:g} s", timeout=True)
             raise DetectorError(
                 self._info.model, f"the Ray pool gave no answer within {self.options.timeout:g} s"
             ) from None
-        except (RayError, RuntimeError, ConnectionError) as exc:
+        except (RayError, RayServeException, RuntimeError, ConnectionError) as exc:
+            # A dead replica, one that refuses more work (back-pressure), a cluster that went away.
             self._failed(f"{type(exc).__name__}: {first_line(exc)}", timeout=False)
             raise DetectorError(
                 self._info.model, f"the Ray pool failed: {type(exc).__name__}: {first_line(exc)}"
