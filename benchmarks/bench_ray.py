@@ -1084,7 +1084,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     (out / "summary.md").write_text(_summary(meta, args, results), encoding="utf-8")
     if cluster_dir is not None and results.error is None:
-        shutil.rmtree(cluster_dir, ignore_errors=True)
+        shutil.rmtree(cluster_dir, ignore_errors=True)  # kept after a failure, for its logs
+        cluster_dir = None
     logger.info("servers' logs in %s%s", work, "" if cluster_dir is None else f", Ray's in {cluster_dir}")
     print((out / "summary.md").read_text(encoding="utf-8"))
     return 0 if results.error is None and all(ok for *_, ok in results.targets()) else 1
