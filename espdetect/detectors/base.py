@@ -19,7 +19,7 @@ from typing_extensions import Unpack
 from espdetect.constraints import IMGSZ, MAX_DET, UNIT, Reduce, check_bgr_image, check_class_ids
 from espdetect.detections import Detections
 from espdetect.detectors.remote import RemoteState
-from espdetect.exceptions import ConfigurationError, DecodeError, DetectorError, EspdetectError
+from espdetect.exceptions import ConfigurationError, DetectorError, EspdetectError
 from espdetect.frame import decode_jpeg, jpeg_size
 
 __all__ = ["DetectKwargs", "DetectParams", "Detector", "ModelInfo", "RemoteState"]
@@ -240,8 +240,9 @@ class Detector(ABC):
         detections = self.detect(image, params)
         if reduce == 1:
             return detections
-        full_width = decode_width(jpeg)
-        return detections.scaled(full_width / image.shape[1])
+        size = jpeg_size(jpeg)
+        assert size is not None  # decode_jpeg refuses a reduced decode without a frame header
+        return detections.scaled(size[0] / image.shape[1])
 
     def remote_state(self) -> RemoteState | None:
         """How the backend that runs the model elsewhere is doing; None for a local detector."""
@@ -258,11 +259,3 @@ class Detector(ABC):
 
     def close(self) -> None:  # noqa: B027  (optional: most runtimes free themselves)
         """Release the runtime's resources; the detector is unusable afterwards."""
-
-
-def decode_width(jpeg: bytes) -> int:
-    """The full width of a JPEG (from its frame header), for scaling reduced-decode boxes back."""
-    size = jpeg_size(jpeg)
-    if size is None:
-        raise DecodeError(len(jpeg), "missing a frame header (SOF)")
-    return size[0]

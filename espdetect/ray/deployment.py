@@ -82,7 +82,8 @@ class RemoteAnswer:
 class DetectorReplica:
     """One replica: a loaded detector behind a batching entry point.
 
-    Deployed by `espdetect.ray.detector.deploy`; not instantiated by hand.
+    Deployed by `espdetect.ray.detector.RayDetector` when the cluster does not run it yet; not
+    instantiated by hand.
     """
 
     def __init__(self, spec: ReplicaSpec, max_batch_size: int, batch_wait_s: float, cpus: float) -> None:

@@ -123,19 +123,19 @@ class RayDetector(Detector):
         self._connected = True
         try:
             self._handle = self._deploy_or_join()
-            served, self._served_spec = self._describe()
+            served, served_spec = self._describe()
         except BaseException:
             self._disconnect()
             raise
         # What the replicas loaded, by file name (paths differ between nodes): a replica given no
         # model reads ESPDETECT_MODEL on its own node, which may name another file than ours.
         wanted = Path(resolve_model(self.spec.model)).name
-        if Path(served.model).name != wanted or self._served_spec.backend != self.spec.backend:
+        if Path(served.model).name != wanted or served_spec.backend != self.spec.backend:
             self._disconnect()
             raise ConfigurationError(
                 f"expected the Ray application {options.app!r} to run model {wanted!r} on "
                 f"{self.spec.backend}, but its replicas run {Path(served.model).name!r} on "
-                f"{self._served_spec.backend}; give this model another ray_app name",
+                f"{served_spec.backend}; give this model another ray_app name",
                 field="ray_app",
             )
         self._info = replace(served, backend="ray", remote=True)
